@@ -1,0 +1,3 @@
+"""contrastlab: contrastive self-supervised pretraining, tuning and ablation on Ray."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,49 @@
+"""`contrastlab train CONFIG`: one pretraining run, in-process or on Ray Train."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from contrastlab.config import load_config
+
+HELP = "pretrain one method from an experiment YAML (in-process, or on Ray Train with --workers)"
+log = logging.getLogger("contrastlab")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="experiment YAML file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set optim.lr=0.1 (repeatable)")
+    parser.add_argument("--output", help="run folder (default: output.dir/name)")
+    parser.add_argument("--workers", type=int, help="Ray Train workers (default: resources.workers)")
+    parser.add_argument("--gpus-per-worker", type=float, help="GPUs per worker")
+    parser.add_argument("--cpus-per-worker", type=float, help="CPUs per worker")
+    parser.add_argument("--address", help="join this Ray cluster (e.g. auto or ray://host:10001)")
+    parser.add_argument("--storage", help="Ray storage path or URI (shared for multi-node runs)")
+    parser.add_argument("--ray", action="store_true", help="use Ray Train even with one worker")
+
+
+def apply_resource_flags(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    flags = {"workers": args.workers, "gpus_per_worker": args.gpus_per_worker, "cpus_per_worker": args.cpus_per_worker}
+    return overrides + [f"resources.{k}={v}" for k, v in flags.items() if v is not None]
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, apply_resource_flags(args, list(args.overrides)))
+    run_dir = Path(args.output) if args.output else Path(cfg.output.dir) / cfg.name
+    use_ray = args.ray or args.address or args.storage or cfg.resources.workers > 1
+    if use_ray:
+        from contrastlab.raytrain import run_ray_training
+
+        metrics = run_ray_training(cfg, run_dir, address=args.address, storage=args.storage)
+    else:
+        from contrastlab.engine import train
+
+        metrics = train(cfg, run_dir)
+    summary = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+    print(json.dumps(summary, indent=1))
+    print(f"results: {run_dir.resolve()}\ntensorboard --logdir {run_dir.resolve() / 'tensorboard'}")
+    return 0

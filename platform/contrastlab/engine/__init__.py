@@ -1,0 +1,16 @@
+"""The training loop, optimisers, checkpoints and in-run evaluation."""
+
+from contrastlab.engine.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from contrastlab.engine.loop import EpochContext, NonFiniteLossError, Reporter, Trainer, default_run_dir, train
+
+__all__ = [
+    "EpochContext",
+    "NonFiniteLossError",
+    "Reporter",
+    "Trainer",
+    "default_run_dir",
+    "find_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+    "train",
+]

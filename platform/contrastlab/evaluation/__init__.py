@@ -1,0 +1,11 @@
+"""Evaluation: kNN monitor, linear probe, alignment and uniformity."""
+
+from contrastlab.evaluation.metrics import (
+    alignment,
+    extract_features,
+    knn_top1,
+    linear_probe,
+    uniformity,
+)
+
+__all__ = ["alignment", "extract_features", "knn_top1", "linear_probe", "uniformity"]

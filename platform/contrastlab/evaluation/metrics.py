@@ -1,0 +1,107 @@
+"""The standard SSL evaluation protocol, on frozen features extracted once."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def extract_features(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Apply `fn` to `prepare(images[batch])` batch by batch; float32 features on `device`."""
+    outputs = []
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start : start + batch_size].to(device, non_blocking=True)
+        outputs.append(fn(prepare(batch)).float())
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def knn_top1(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    k: int = 200,
+    temperature: float = 0.1,
+    num_classes: int | None = None,
+    chunk: int = 1024,
+) -> float:
+    """Weighted kNN (Wu et al. 2018): neighbours vote with weight exp(cos/T). Top-1 in [0, 1]."""
+    train = F.normalize(train_features.float(), dim=1)
+    test = F.normalize(test_features.float(), dim=1)
+    train_labels = train_labels.to(train.device)
+    test_labels = test_labels.to(train.device)
+    classes = num_classes or int(max(train_labels.max(), test_labels.max())) + 1
+    k = min(k, train.shape[0])
+    correct = 0
+    for start in range(0, test.shape[0], chunk):
+        sims = test[start : start + chunk] @ train.T
+        top_sims, top_idx = sims.topk(k, dim=1)
+        weights = (top_sims / temperature).exp()
+        votes = torch.zeros(sims.shape[0], classes, device=train.device)
+        votes.scatter_add_(1, train_labels[top_idx], weights)
+        correct += (votes.argmax(1) == test_labels[start : start + chunk]).sum().item()
+    return correct / test.shape[0]
+
+
+def linear_probe(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    epochs: int = 100,
+    lr: float = 0.1,
+    batch_size: int = 512,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+) -> float:
+    """A linear classifier on frozen, standardised features (SGD, cosine lr). Top-1 in [0, 1]."""
+    device = train_features.device
+    mean = train_features.mean(0, keepdim=True)
+    std = train_features.std(0, keepdim=True).clamp_min(1e-6)
+    x_train = ((train_features - mean) / std).float()
+    x_test = ((test_features - mean) / std).float()
+    y_train = train_labels.to(device)
+    classes = int(max(train_labels.max(), test_labels.max())) + 1
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    head = torch.nn.Linear(x_train.shape[1], classes)
+    with torch.no_grad():
+        head.weight.normal_(0, 0.01, generator=generator)
+        head.bias.zero_()
+    head = head.to(device)
+    optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    steps_per_epoch = max(1, (x_train.shape[0] + batch_size - 1) // batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+    for _ in range(epochs):
+        order = torch.randperm(x_train.shape[0], generator=generator).to(device)
+        for start in range(0, x_train.shape[0], batch_size):
+            idx = order[start : start + batch_size]
+            loss = F.cross_entropy(head(x_train[idx]), y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    with torch.no_grad():
+        predictions = head(x_test).argmax(1)
+    return (predictions == test_labels.to(device)).float().mean().item()
+
+
+def alignment(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 2.0) -> float:
+    """Wang & Isola (2020): E ||f(x) - f(x+)||^alpha over positive pairs (normalised z)."""
+    return (z1 - z2).norm(dim=1).pow(alpha).mean().item()
+
+
+def uniformity(z: torch.Tensor, t: float = 2.0, max_points: int = 4096) -> float:
+    """Wang & Isola (2020): log E exp(-t ||f(x) - f(y)||^2) over distinct pairs."""
+    z = z[:max_points].float()
+    sq = torch.pdist(z, p=2).pow(2)
+    return sq.mul(-t).exp().mean().log().item()

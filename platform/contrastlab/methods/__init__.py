@@ -1,0 +1,25 @@
+"""Contrastive methods, one module each, registered by name."""
+
+from contrastlab.methods.base import (
+    Component,
+    DataInfo,
+    LossOutput,
+    Method,
+    StepTools,
+    TrainBatch,
+    TwoViewMethod,
+)
+from contrastlab.methods.registry import available_methods, get_method_class, register_method
+
+__all__ = [
+    "Component",
+    "DataInfo",
+    "LossOutput",
+    "Method",
+    "StepTools",
+    "TrainBatch",
+    "TwoViewMethod",
+    "available_methods",
+    "get_method_class",
+    "register_method",
+]

@@ -1,0 +1,159 @@
+"""The contract every method implements, and the pieces most methods share."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from contrastlab.config import ExperimentConfig, MethodConfig
+from contrastlab.models import build_encoder, build_projector
+
+
+@dataclass(frozen=True)
+class Component:
+    """A named part of a method (the names of METHODS.md) that an ablation can switch.
+
+    `field` is the method-config field that holds it; `off` the value that removes it (the
+    method then reduces to its baseline), or None for a choice between alternatives that
+    has no "off" (an ablation then names the values it compares).
+    """
+
+    name: str
+    field: str
+    off: Any = None
+    doc: str = ""
+
+
+@dataclass
+class DataInfo:
+    channels: int
+    image_size: int
+    num_train: int
+    num_classes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class TrainBatch:
+    views: tuple[torch.Tensor, torch.Tensor]
+    indices: torch.Tensor
+    epoch: int
+    step: int
+    generator: torch.Generator | None = None
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor
+    scalars: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class StepTools:
+    """What a method's optimisation step may use: the optimisers and the precision context."""
+
+    optimizers: list[torch.optim.Optimizer]
+    autocast: Callable[[], AbstractContextManager] = nullcontext
+    grad_clip: float | None = None
+
+
+class Method(nn.Module):
+    """A contrastive method: modules, loss, and (optionally) its own optimisation step."""
+
+    config_class: ClassVar[type[MethodConfig]]
+    method_name: ClassVar[str] = ""
+
+    def __init__(self, cfg: ExperimentConfig, info: DataInfo, dist):
+        super().__init__()
+        self.cfg = cfg
+        self.mcfg = cfg.method
+        self.info = info
+        self.dist = dist
+
+    # -- the loss ---------------------------------------------------------------------
+    def forward(self, batch: TrainBatch) -> LossOutput:
+        return self.compute_loss(batch)
+
+    def compute_loss(self, batch: TrainBatch) -> LossOutput:
+        raise NotImplementedError(f"{type(self).__name__} must define compute_loss")
+
+    # -- representations for evaluation -----------------------------------------------
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The primary representation (backbone features) used by kNN and the probe."""
+        return self.encoder(images)
+
+    def projections(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised projections, for alignment and uniformity."""
+        return F.normalize(self.projector(self.encoder(images)), dim=1)
+
+    def eval_representations(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """Extra named representations to evaluate beside `features` (MCL stages, ...)."""
+        return {}
+
+    # -- optimisation -----------------------------------------------------------------
+    def optimizer_groups(self) -> list[list[nn.Parameter]]:
+        """Parameter lists, one optimiser each. Default: one over everything trainable."""
+        return [[p for p in self.parameters() if p.requires_grad]]
+
+    def train_step(self, model: nn.Module, batch: TrainBatch, tools: StepTools) -> dict[str, torch.Tensor]:
+        """One optimisation step. `model` is this method, possibly wrapped for DDP."""
+        for optimizer in tools.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        with tools.autocast():
+            out: LossOutput = model(batch)
+        out.loss.backward()
+        if tools.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), tools.grad_clip)
+        for optimizer in tools.optimizers:
+            optimizer.step()
+        self.after_optimizer_step()
+        return {"loss": out.loss.detach(), **{k: v.detach() for k, v in out.scalars.items()}}
+
+    def after_optimizer_step(self) -> None:
+        """Updates that follow each step (EMA encoders, queues)."""
+
+    # -- schedule hooks ---------------------------------------------------------------
+    def on_epoch_start(self, epoch: int, ctx) -> None:
+        """Called before each epoch; `ctx` gives access to the engine's helpers."""
+
+    def batch_sampler(self, ctx):
+        """The sampler of index batches; default: seeded random batches."""
+        return ctx.random_batches()
+
+    def extra_state(self) -> dict[str, Any]:
+        """Checkpointed state beyond `state_dict()` (tensors, numbers, strings, lists)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        return None
+
+    def tensorboard_scalars(self) -> dict[str, float]:
+        """Method-specific scalars logged once per epoch (beyond the step scalars)."""
+        return {}
+
+
+class TwoViewMethod(Method):
+    """Encoder + projection head on two augmented views; the base of most methods."""
+
+    def __init__(self, cfg: ExperimentConfig, info: DataInfo, dist, projector_bn: bool | None = None):
+        super().__init__(cfg, info, dist)
+        self.encoder, self.feature_dim = build_encoder(cfg.model, info.channels)
+        self.projector = build_projector(cfg.model, self.feature_dim, projector_bn)
+
+    def project(self, views: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both views through encoder and head in one pass (BN sees the whole batch)."""
+        both = torch.cat(views, dim=0)
+        z = F.normalize(self.projector(self.encoder(both)).float(), dim=1)
+        return z.chunk(2, dim=0)
+
+    def gather(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Global projections for negatives across workers, with the local block's offset."""
+        if self.dist.world_size == 1:
+            return z1, z2, 0
+        z1_all = self.dist.all_gather_with_grad(z1)
+        z2_all = self.dist.all_gather_with_grad(z2)
+        return z1_all, z2_all, self.dist.rank * z1.shape[0]

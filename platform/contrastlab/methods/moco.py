@@ -1,0 +1,93 @@
+"""MoCo v2 (Chen et al. 2020, after He et al. 2020): EMA key encoder and a FIFO queue."""
+
+from __future__ import annotations
+
+import copy
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from contrastlab.config import MethodConfig
+from contrastlab.losses import fifo_enqueue, moco_loss
+from contrastlab.methods.base import Component, DataInfo, LossOutput, TrainBatch, TwoViewMethod
+from contrastlab.methods.registry import register_method
+
+
+class MoCoConfig(MethodConfig):
+    name: Literal["moco"] = "moco"
+    temperature: float = Field(0.2, gt=0, description="τ of the InfoNCE logits")
+    queue_size: int = Field(4096, ge=1, description="K past keys kept as negatives")
+    momentum: float = Field(0.99, ge=0, le=1, description="EMA coefficient m of the key encoder")
+    symmetric: bool = Field(False, description="also use view 2 as query (symmetrised loss)")
+
+    components: ClassVar[tuple[Component, ...]] = ()
+
+
+class MoCoBase(TwoViewMethod):
+    """Query encoder f (encoder + projector), key encoder g as its EMA, and the key queue.
+
+    Shared by MoCo v2 and the methods built on it (SLR, SSCL on a queue). Keys from all
+    workers are gathered before enqueueing, so every worker holds the same queue.
+    """
+
+    def __init__(self, cfg, info: DataInfo, dist, projector_bn: bool | None = None):
+        super().__init__(cfg, info, dist, projector_bn)
+        self.key_encoder = copy.deepcopy(self.encoder)
+        self.key_projector = copy.deepcopy(self.projector)
+        for p in [*self.key_encoder.parameters(), *self.key_projector.parameters()]:
+            p.requires_grad_(False)
+        dim = cfg.model.projector_out
+        seed_gen = torch.Generator().manual_seed(cfg.seed + 7919)
+        queue = F.normalize(torch.randn(self.mcfg.queue_size, dim, generator=seed_gen), dim=1)
+        self.register_buffer("queue", queue)
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self._pending_keys: torch.Tensor | None = None
+
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projector(self.encoder(images)).float(), dim=1)
+
+    @torch.no_grad()
+    def keys(self, images: torch.Tensor) -> torch.Tensor:
+        self.key_encoder.train(self.training)
+        self.key_projector.train(self.training)
+        return F.normalize(self.key_projector(self.key_encoder(images)).float(), dim=1)
+
+    def remember_keys(self, keys: torch.Tensor) -> None:
+        """Keys to enqueue after the optimiser step (the queue must not change mid-step)."""
+        self._pending_keys = keys.detach()
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        m = self.mcfg.momentum
+        online = [*self.encoder.parameters(), *self.projector.parameters()]
+        target = [*self.key_encoder.parameters(), *self.key_projector.parameters()]
+        torch._foreach_mul_(target, m)
+        torch._foreach_add_(target, online, alpha=1 - m)
+        if self._pending_keys is not None:
+            keys = self.dist.all_gather(self._pending_keys)
+            queue, ptr = fifo_enqueue(self.queue, self.queue_ptr, keys.to(self.queue.dtype))
+            self.queue.copy_(queue)
+            self.queue_ptr.copy_(ptr)
+            self._pending_keys = None
+
+
+@register_method("moco")
+class MoCo(MoCoBase):
+    config_class = MoCoConfig
+
+    def compute_loss(self, batch: TrainBatch) -> LossOutput:
+        x1, x2 = batch.views
+        queue = self.queue.clone().detach()
+        q1 = self.query(x1)
+        k2 = self.keys(x2)
+        loss = moco_loss(q1, k2, queue, self.mcfg.temperature)
+        keys = k2
+        if self.mcfg.symmetric:
+            q2 = self.query(x2)
+            k1 = self.keys(x1)
+            loss = 0.5 * (loss + moco_loss(q2, k1, queue, self.mcfg.temperature))
+            keys = torch.cat([k2, k1])
+        self.remember_keys(keys)
+        return LossOutput(loss)

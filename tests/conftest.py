@@ -1,0 +1,65 @@
+"""Shared test fixtures: tiny configs and a lock that keeps Ray clusters one at a time."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import pytest
+
+from contrastlab.config import ExperimentConfig, config_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY_LOCK = Path(os.environ.get("CONTRASTLAB_RAY_LOCK", "/tmp/contrastlab-ray-tests.lock"))
+
+
+def tiny_config_dict(method: dict | None = None, **sections) -> dict:
+    """A config that trains in seconds on CPU: synthetic Trifeature images, a narrow CNN."""
+    data = {
+        "name": "trifeature", "trifeature_train": 256, "trifeature_test": 128, "image_size": 16,
+    }
+    cfg = {
+        "name": "tiny",
+        "seed": 0,
+        "data": data,
+        "augment": {"crop_scale": [0.5, 1.0]},
+        "model": {"encoder": "small_cnn", "width": 8, "projector_hidden": 32, "projector_out": 16},
+        "method": method or {"name": "simclr", "temperature": 0.5},
+        "optim": {"batch_size": 32, "epochs": 2, "warmup_epochs": 0, "lr": 0.1},
+        "eval": {"knn_every": 1, "knn_k": 20, "probe_epochs": 5},
+        "output": {"progress_every": 0},
+        "resources": {"device": "cpu"},
+    }
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    return cfg
+
+
+def tiny_config(method: dict | None = None, **sections) -> ExperimentConfig:
+    return config_from_dict(tiny_config_dict(method, **sections), "<test>")
+
+
+@pytest.fixture
+def tiny_cfg() -> ExperimentConfig:
+    return tiny_config()
+
+
+@pytest.fixture(autouse=True)
+def _data_cache(tmp_path_factory, monkeypatch):
+    """Generated datasets are cached once per test session, outside the user's home."""
+    cache = tmp_path_factory.getbasetemp().parent / "contrastlab-cache"
+    cache.mkdir(exist_ok=True)
+    monkeypatch.setenv("CONTRASTLAB_CACHE", str(cache))
+
+
+@pytest.fixture
+def ray_lock():
+    """Ray tests hold this lock: two clusters on one host confuse Ray's State API."""
+    RAY_LOCK.touch(exist_ok=True)
+    with RAY_LOCK.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
