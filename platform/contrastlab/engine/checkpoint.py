@@ -67,4 +67,5 @@ def find_checkpoint(path: str | Path) -> Path:
     for candidate in candidates:
         if (candidate / STATE_FILE).is_file():
             return candidate
-    raise FileNotFoundError(f"{path}: no checkpoint found (looked for {STATE_FILE} in {', '.join(map(str, candidates))})")
+    looked = ", ".join(map(str, candidates))
+    raise FileNotFoundError(f"{path}: no checkpoint found (looked for {STATE_FILE} in {looked})")
