@@ -11,6 +11,11 @@ from __future__ import annotations
 import torch
 
 
+def f32(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision inputs (bf16 autocast) are computed in float32; float64 stays float64."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _globals(z1, z2, z1_all, z2_all):
     return (z1 if z1_all is None else z1_all), (z2 if z2_all is None else z2_all)
 
@@ -41,8 +46,8 @@ def positive_negative_similarities(
     """Cosine similarities of each local anchor with its positive [2b] and negatives [2b, 2B-2]."""
     z1_all, z2_all = _globals(z1, z2, z1_all, z2_all)
     b, B = z1.shape[0], z1_all.shape[0]
-    anchors = torch.cat([z1, z2]).float()
-    candidates = torch.cat([z1_all, z2_all]).float()
+    anchors = f32(torch.cat([z1, z2]))
+    candidates = f32(torch.cat([z1_all, z2_all]))
     sims = anchors @ candidates.T
     _, positive = anchor_indices(b, B, offset, z1.device)
     pos = sims.gather(1, positive[:, None]).squeeze(1)

@@ -14,14 +14,14 @@ import math
 
 import torch
 
-from contrastlab.losses.contrastive import positive_negative_similarities
+from contrastlab.losses.contrastive import f32, positive_negative_similarities
 
 
 def hardness_weights(
     neg_sim: torch.Tensor, temperature: float, beta: float, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """HCL weights w_ij = exp(β s_ij/τ) / mean_k exp(β s_ik/τ) over the kept negatives."""
-    logits = beta * neg_sim.float() / temperature
+    logits = beta * f32(neg_sim) / temperature
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf"))
     count = neg_sim.shape[1] if mask is None else mask.sum(1, keepdim=True).clamp_min(1)
@@ -44,8 +44,8 @@ def debiased_negative_term(
     negatives actually summed, its theoretical minimum.
     """
     shift = 1.0 / temperature
-    pos_exp = torch.exp(pos_sim.float() / temperature - shift)
-    neg_exp = torch.exp(neg_sim.float() / temperature - shift)
+    pos_exp = torch.exp(f32(pos_sim) / temperature - shift)
+    neg_exp = torch.exp(f32(neg_sim) / temperature - shift)
     kept = torch.full_like(pos_exp, neg_sim.shape[1])
     if mask is not None:
         neg_exp = neg_exp * mask
@@ -69,7 +69,7 @@ def debiased_loss_from_similarities(
     """mean_i −log(pos_i / (pos_i + Ng_i)) with HCL weights (β) and DCL debiasing (τ+)."""
     weights = hardness_weights(neg_sim, temperature, beta, mask) if beta != 0 else None
     ng = debiased_negative_term(pos_sim, neg_sim, tau_plus, temperature, weights, count, mask)
-    pos_exp = torch.exp(pos_sim.float() / temperature - 1.0 / temperature)
+    pos_exp = torch.exp(f32(pos_sim) / temperature - 1.0 / temperature)
     return (-torch.log(pos_exp / (pos_exp + ng))).mean()
 
 
@@ -102,11 +102,11 @@ def sscl_loss(
     negatives, "real_only" only the real ones (synthetic negatives are never positives).
     Returns the loss and statistics for monitoring.
     """
-    extended = torch.cat([neg_sim_real.float(), neg_sim_synth.float()], dim=1)
+    extended = torch.cat([f32(neg_sim_real), f32(neg_sim_synth)], dim=1)
     count = None if debias_count == "all" else float(neg_sim_real.shape[1])
     weights = hardness_weights(extended, temperature, beta) if beta != 0 else None
     ng = debiased_negative_term(pos_sim, extended, tau_plus, temperature, weights, count)
-    pos_exp = torch.exp(pos_sim.float() / temperature - 1.0 / temperature)
+    pos_exp = torch.exp(f32(pos_sim) / temperature - 1.0 / temperature)
     loss = (-torch.log(pos_exp / (pos_exp + ng))).mean()
     real = neg_sim_real.shape[1]
     if weights is None:

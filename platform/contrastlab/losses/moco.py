@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from contrastlab.losses.contrastive import f32
+
 
 def moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
     """[b, 1+K]: [q·k+, q·queue] / τ; the positive is column 0."""
-    q, k, queue = q.float(), k.float().detach(), queue.float().detach()
+    q, k, queue = f32(q), f32(k).detach(), f32(queue).detach()
     positive = (q * k).sum(1, keepdim=True)
     return torch.cat([positive, q @ queue.T], dim=1) / temperature
 

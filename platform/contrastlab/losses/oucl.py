@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from contrastlab.losses.contrastive import positive_negative_similarities
+from contrastlab.losses.contrastive import f32, positive_negative_similarities
 
 
 def two_view_scores(z1, z2, z1_all=None, z2_all=None, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,7 +35,7 @@ def oucl_loss(
     α_p = [1 + m − p]_+, α_n = [n + m]_+ (detached) and margins Δ_p = 1 − m, Δ_n = m are
     used (Sun et al., CVPR 2020), the released code's option.
     """
-    pos, neg = pos_scores.float(), neg_scores.float()
+    pos, neg = f32(pos_scores), f32(neg_scores)
     if circle:
         alpha_p = (1 + margin - pos).clamp_min(0).detach()
         alpha_n = (neg + margin).clamp_min(0).detach()
@@ -76,4 +76,4 @@ def margin_injected_loss(
     than m+, augmented negatives no less similar than m−.
     """
     m_plus, m_minus = margins(orig_pos, orig_neg, margin_type)
-    return c * (aug_pos.float() - m_plus).clamp_min(0).mean() + (m_minus - aug_neg.float()).clamp_min(0).mean()
+    return c * (f32(aug_pos) - m_plus).clamp_min(0).mean() + (m_minus - f32(aug_neg)).clamp_min(0).mean()

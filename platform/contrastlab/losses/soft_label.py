@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from contrastlab.losses.contrastive import f32
+
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """mean_i −Σ_c ȳ_ic · log softmax(l_i)_c."""
-    return -(target_probs.detach().float() * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+    return -(f32(target_probs.detach()) * F.log_softmax(f32(logits), dim=1)).sum(1).mean()
 
 
 @torch.no_grad()
@@ -24,7 +26,7 @@ def slr_soft_labels(
 
     With `top_k`, p_i keeps only its κ largest entries, renormalised. No gradient.
     """
-    logits = keys.float() @ candidates.float().T / temperature_prime
+    logits = f32(keys) @ f32(candidates).T / temperature_prime
     probs = torch.softmax(logits, dim=1)
     if top_k is not None and top_k < probs.shape[1]:
         values, idx = probs.topk(top_k, dim=1)
@@ -36,7 +38,7 @@ def slr_soft_labels(
 
 def label_entropy(probs: torch.Tensor) -> torch.Tensor:
     """Mean Shannon entropy (nats) of the rows of a label matrix."""
-    p = probs.float()
+    p = f32(probs)
     return -(p * torch.log(p.clamp_min(1e-12))).sum(1).mean()
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from contrastlab.losses.contrastive import f32
+
 MIX_MODES = ("pair_mix", "duplicate", "anchor_mix")
 
 
 @torch.no_grad()
 def hard_pool(anchor_sims: torch.Tensor, pool_size: int, exclude_mask: torch.Tensor | None = None) -> torch.Tensor:
     """[n, s]: indices of each anchor's `pool_size` most similar candidates (excluded ones never)."""
-    sims = anchor_sims.detach().float()
+    sims = f32(anchor_sims.detach())
     if exclude_mask is not None:
         sims = sims.masked_fill(exclude_mask, float("-inf"))
     return sims.topk(pool_size, dim=1).indices
@@ -46,17 +48,17 @@ def synthesize_negatives(
     n, d = anchors.shape[0], candidates.shape[1]
     device = candidates.device
     if k == 0:
-        return candidates.new_zeros((n, 0, d)).float()
+        return f32(candidates.new_zeros((n, 0, d)))
     s = pool_indices.shape[1]
     pick = (_rand((n, k), generator, device) * s).long().clamp_max(s - 1)
-    first = candidates[pool_indices.gather(1, pick)].float()
+    first = f32(candidates[pool_indices.gather(1, pick)])
     if mode == "duplicate":
         return F.normalize(first, dim=2)
     if mode == "anchor_mix":
-        beta = 0.5 * _rand((n, k, 1), generator, device)
-        return F.normalize(beta * anchors.detach().float()[:, None, :] + (1 - beta) * first, dim=2)
+        beta = (0.5 * _rand((n, k, 1), generator, device)).to(first.dtype)
+        return F.normalize(beta * f32(anchors.detach())[:, None, :] + (1 - beta) * first, dim=2)
     pick2 = (_rand((n, k), generator, device) * s).long().clamp_max(s - 1)
-    second = candidates[pool_indices.gather(1, pick2)].float()
+    second = f32(candidates[pool_indices.gather(1, pick2)])
     alpha = _rand((n, k, 1), generator, device)
     return F.normalize(alpha * first + (1 - alpha) * second, dim=2)
 
@@ -72,7 +74,7 @@ def mochi_negatives(
 ) -> torch.Tensor:
     """MoCHi: [b, s1+s2, d] mixes of each query's n_hard hardest queue negatives (type 1:
     two hard negatives, α ~ U(0,1); type 2: the query and a hard negative, β ~ U(0, 0.5))."""
-    pool = hard_pool(q.float() @ queue.float().T, min(n_hard, queue.shape[0]))
+    pool = hard_pool(f32(q) @ f32(queue).T, min(n_hard, queue.shape[0]))
     type1 = synthesize_negatives(q, queue, pool, s_type1, "pair_mix", generator)
     type2 = synthesize_negatives(q, queue, pool, s_type2, "anchor_mix", generator)
     return torch.cat([type1, type2], dim=1)
