@@ -6,12 +6,14 @@ import argparse
 
 from contrastlab.config import DataConfig
 
+DATASET_NAMES = ("fashion_mnist", "cifar10", "cifar100", "stl10", "image_folder", "trifeature")
+
 HELP = "list the datasets, or prepare one (check files, download if allowed, generate synthetic data)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["list", "prepare"])
-    parser.add_argument("name", nargs="?", help="dataset to prepare")
+    parser.add_argument("name", nargs="?", choices=DATASET_NAMES, help="dataset to prepare")
     parser.add_argument("--root", help="folder with the dataset files")
     parser.add_argument("--download", action="store_true", help="allow torchvision to download")
 
