@@ -1,16 +1,20 @@
 """Contrastive losses as pure functions of tensors (no module state, no distributed calls).
 
-Distributed callers pass the globally gathered tensors in explicitly.
+Distributed callers pass the globally gathered tensors in explicitly. Every loss computes
+its math in float32 with autocast off (float64 inputs stay float64) and returns the mean
+loss over the local anchors unless its docstring says otherwise.
 """
 
 from contrastlab.losses.contrastive import (
     anchor_indices,
+    float32_math,
     info_nce_from_similarities,
     negative_candidate_index,
     nt_xent,
     positive_negative_similarities,
 )
 from contrastlab.losses.debiased import (
+    DEBIAS_COUNTS,
     dcl_loss,
     debiased_loss_from_similarities,
     debiased_negative_term,
@@ -19,17 +23,26 @@ from contrastlab.losses.debiased import (
     sscl_loss,
 )
 from contrastlab.losses.moco import fifo_enqueue, moco_logits, moco_loss
-from contrastlab.losses.oucl import margin_injected_loss, margins, oucl_loss, two_view_scores
+from contrastlab.losses.oucl import MARGIN_TYPES, margin_injected_loss, margins, oucl_loss, two_view_scores
 from contrastlab.losses.soft_label import label_entropy, mixup_labels, slr_soft_labels, soft_cross_entropy
-from contrastlab.losses.synthetic import MIX_MODES, hard_pool, mochi_negatives, synthesize_negatives
+from contrastlab.losses.synthetic import (
+    MIX_MODES,
+    hard_pool,
+    mochi_negatives,
+    synthesize_negatives,
+    synthetic_similarities,
+)
 
 __all__ = [
+    "DEBIAS_COUNTS",
+    "MARGIN_TYPES",
     "MIX_MODES",
     "anchor_indices",
     "dcl_loss",
     "debiased_loss_from_similarities",
     "debiased_negative_term",
     "fifo_enqueue",
+    "float32_math",
     "hard_pool",
     "hardness_weights",
     "hcl_loss",
@@ -49,5 +62,6 @@ __all__ = [
     "soft_cross_entropy",
     "sscl_loss",
     "synthesize_negatives",
+    "synthetic_similarities",
     "two_view_scores",
 ]

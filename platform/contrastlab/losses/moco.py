@@ -1,37 +1,51 @@
-"""MoCo v2's loss and queue update (He et al., CVPR 2020; Chen et al. 2020)."""
+"""MoCo v2's loss and FIFO queue update (He et al., CVPR 2020; Chen et al., arXiv 2003.04297)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from contrastlab.losses.contrastive import f32
+from contrastlab.losses.contrastive import f32, float32_math
 
 
 def moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
-    """[b, 1+K]: [q·k+, q·queue] / τ; the positive is column 0."""
-    q, k, queue = f32(q), f32(k).detach(), f32(queue).detach()
-    positive = (q * k).sum(1, keepdim=True)
-    return torch.cat([positive, q @ queue.T], dim=1) / temperature
+    """[b, 1+K] logits [q_i·k_i, q_i·Q] / τ; the positive is column 0.
+
+    q [b, d] queries (with gradient), k [b, d] keys and queue [K, d] (both detached: they
+    come from the momentum encoder), all L2-normalised. Float32 math, also under autocast.
+    """
+    with float32_math(q.device):
+        q = f32(q)
+        k, queue = f32(k).detach().to(q.dtype), f32(queue).detach().to(q.dtype)
+        positive = (q * k).sum(1, keepdim=True)
+        return torch.cat([positive, q @ queue.T], dim=1) / temperature
 
 
 def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Cross-entropy of the MoCo logits with target 0 (the key of the same image)."""
+    """MoCo v2 InfoNCE: mean_i −log( e^{q_i·k_i/τ} / (e^{q_i·k_i/τ} + Σ_j e^{q_i·Q_j/τ}) ),
+    i.e. cross-entropy of `moco_logits` with target 0."""
     logits = moco_logits(q, k, queue, temperature)
-    return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
+    with float32_math(logits.device):
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        return F.cross_entropy(logits, target)
 
 
 @torch.no_grad()
-def fifo_enqueue(queue: torch.Tensor, ptr: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Write `keys` over the oldest entries of the [K, d] queue (wrapping around).
+def fifo_enqueue(
+    queue: torch.Tensor, ptr: torch.Tensor | int, keys: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | int]:
+    """Write `keys` [n, d] over the oldest rows of the [K, d] queue, wrapping around; pure.
 
-    Returns the new queue and pointer. More keys than K keeps the newest K.
+    Key j goes to row (ptr + j) mod K; the new pointer is (ptr + n) mod K (same kind as
+    `ptr`: tensor or int). With n > K only the newest K keys survive, in the rows where n
+    one-by-one enqueues would leave them, so the result never depends on how keys are chunked.
+    Returns (new_queue, new_ptr); the input queue is not modified.
     """
-    size = queue.shape[0]
-    keys = keys.detach().to(queue.dtype)
-    if keys.shape[0] >= size:
-        return keys[-size:].clone(), torch.zeros_like(ptr)
-    positions = (ptr + torch.arange(keys.shape[0], device=queue.device)) % size
+    size, n = queue.shape[0], keys.shape[0]
+    kept = min(n, size)
+    start = torch.as_tensor(ptr, device=queue.device) + (n - kept)
+    rows = (start + torch.arange(kept, device=queue.device)) % size
     updated = queue.clone()
-    updated[positions] = keys
-    return updated, (ptr + keys.shape[0]) % size
+    updated[rows] = keys[n - kept:].detach().to(queue.dtype)
+    new_ptr = (ptr + n) % size
+    return updated, new_ptr

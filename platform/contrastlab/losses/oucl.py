@@ -1,21 +1,40 @@
-"""MetAug's unified loss (OUCL) and margin-injected regularisation (Li et al., ICML 2022)."""
+"""MetAug's unified loss (OUCL) and margin-injected regularisation.
+
+Li et al., "MetAug: Contrastive Learning via Meta Feature Augmentation", ICML 2022.
+Scores are cosine similarities rescaled by the caller to (s + 1)/2 ∈ [0, 1].
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from contrastlab.losses.contrastive import f32, positive_negative_similarities
+from contrastlab.losses.contrastive import f32, float32_math, positive_negative_similarities
+
+MARGIN_TYPES = ("large", "small", "mean")
 
 
-def two_view_scores(z1, z2, z1_all=None, z2_all=None, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine scores for OUCL: positives [2b, 1] and negatives [2b, 2B-2] per anchor view."""
+def two_view_scores(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    z1_all: torch.Tensor | None = None,
+    z2_all: torch.Tensor | None = None,
+    offset: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine scores for OUCL: positives [2b, 1] and negatives [2b, 2B-2] per local anchor view,
+    in the layout of `positive_negative_similarities` (not yet rescaled to (s+1)/2)."""
     pos, neg = positive_negative_similarities(z1, z2, z1_all, z2_all, offset)
     return pos[:, None], neg
 
 
-def _masked(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    return scores if mask is None else scores.masked_fill(~mask, float("-inf"))
+def _logsumexp_kept(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Row-wise logsumexp over kept entries; −inf (and zero gradient) for a row with none kept."""
+    if mask is None:
+        return torch.logsumexp(logits, dim=1)
+    # Filling with a finite very negative value instead of -inf keeps the gradient finite
+    # for all-masked rows; the -inf is then put back so such rows contribute exactly 0.
+    filled = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+    return torch.logsumexp(filled, dim=1).masked_fill(~mask.any(1), float("-inf"))
 
 
 def oucl_loss(
@@ -26,40 +45,48 @@ def oucl_loss(
     neg_mask: torch.Tensor | None = None,
     circle: bool = False,
     margin: float = 0.25,
+    scaled: bool = False,
 ) -> torch.Tensor:
-    """mean_i log(1 + Σ_p Σ_n exp(γ·(n − p))) over rows of scores (rescaled by the caller).
+    """OUCL (MetAug): mean_i log(1 + Σ_p Σ_n exp(γ·(n − p))) over the rows i.
 
-    Every positive of a row is contrasted with every negative of that row in one term:
-    log(1 + e^{LSE_n(γn) + LSE_p(−γp)}) = softplus(LSE_n(γn) + LSE_p(−γp)), which is stable.
-    MetAug multiplies the result by 16/γ. With `circle`, the Circle-loss weights
-    α_p = [1 + m − p]_+, α_n = [n + m]_+ (detached) and margins Δ_p = 1 − m, Δ_n = m are
-    used (Sun et al., CVPR 2020), the released code's option.
+    pos_scores [n, P] and neg_scores [n, Q] are the (rescaled) scores of row i's positives
+    and negatives; every positive is contrasted with every negative in one term. Computed
+    stably as softplus(LSE_n(γ·n) + LSE_p(−γ·p)), since Σ_p Σ_n e^{γn}e^{−γp} factorises.
+    Masks (True = keep) drop entries; a row with no kept positive or negative gives 0.
+    `scaled` multiplies by 16/γ, MetAug's normalisation that keeps the magnitude
+    comparable across γ (default off: the MetAug method applies 16/γ itself).
+    `circle` switches to Circle-loss weighting (Sun et al., CVPR 2020): logits
+    γ·α_n·(n − Δ_n) and −γ·α_p·(p − Δ_p) with α_p = [1 + m − p]_+, α_n = [n + m]_+
+    (detached) and Δ_p = 1 − m, Δ_n = m, m = `margin`.
     """
-    pos, neg = f32(pos_scores), f32(neg_scores)
-    if circle:
-        alpha_p = (1 + margin - pos).clamp_min(0).detach()
-        alpha_n = (neg + margin).clamp_min(0).detach()
-        pos_logits = -gamma * alpha_p * (pos - (1 - margin))
-        neg_logits = gamma * alpha_n * (neg - margin)
-    else:
-        pos_logits, neg_logits = -gamma * pos, gamma * neg
-    total = torch.logsumexp(_masked(neg_logits, neg_mask), 1) + torch.logsumexp(_masked(pos_logits, pos_mask), 1)
-    return F.softplus(total).mean()
+    with float32_math(pos_scores.device):
+        pos, neg = f32(pos_scores), f32(neg_scores).to(f32(pos_scores).dtype)
+        if circle:
+            alpha_p = (1 + margin - pos).clamp_min(0).detach()
+            alpha_n = (neg + margin).clamp_min(0).detach()
+            pos_logits = -gamma * alpha_p * (pos - (1 - margin))
+            neg_logits = gamma * alpha_n * (neg - margin)
+        else:
+            pos_logits, neg_logits = -gamma * pos, gamma * neg
+        total = _logsumexp_kept(neg_logits, neg_mask) + _logsumexp_kept(pos_logits, pos_mask)
+        loss = F.softplus(total).mean()
+        return loss * (16.0 / gamma) if scaled else loss
 
 
 def margins(orig_pos: torch.Tensor, orig_neg: torch.Tensor, margin_type: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(m+, m−) per row from the smallest original positive and the largest original negative."""
-    p_min = orig_pos.detach().min(1, keepdim=True).values
-    n_max = orig_neg.detach().max(1, keepdim=True).values
+    """(m+, m−) [n, 1] per row from p_min (smallest original positive) and n_max (largest
+    original negative), detached: large = (min, max), small = (max, min), mean = both the midpoint."""
+    if margin_type not in MARGIN_TYPES:
+        raise ValueError(f"margin type {margin_type!r}: expected one of {', '.join(MARGIN_TYPES)}")
+    p_min = f32(orig_pos).detach().min(1, keepdim=True).values
+    n_max = f32(orig_neg).detach().max(1, keepdim=True).values.to(p_min.dtype)
     low, high = torch.minimum(p_min, n_max), torch.maximum(p_min, n_max)
     if margin_type == "large":
         return low, high
     if margin_type == "small":
         return high, low
-    if margin_type == "mean":
-        middle = (p_min + n_max) / 2
-        return middle, middle
-    raise ValueError(f"margin type {margin_type!r}: expected large, small or mean")
+    middle = (p_min + n_max) / 2
+    return middle, middle
 
 
 def margin_injected_loss(
@@ -70,10 +97,17 @@ def margin_injected_loss(
     margin_type: str = "large",
     c: float = 1.0,
 ) -> torch.Tensor:
-    """L_MI = c·mean[p̃ − m+]_+ + mean[m− − ñ]_+ over the augmented scores (margins detached).
+    """MetAug's margin-injected regularisation:
 
-    It pushes the generator towards hard features: augmented positives no more similar
-    than m+, augmented negatives no less similar than m−.
+        L_MI = c·mean[p̃ − m+]_+ + mean[m− − ñ]_+
+
+    over all augmented positive scores p̃ [n, P'] and negative scores ñ [n, Q'], with
+    per-row margins (m+, m−) from the original scores (see `margins`, detached). It pushes
+    the generator towards hard features: augmented positives no more similar than m+,
+    augmented negatives no less similar than m−.
     """
-    m_plus, m_minus = margins(orig_pos, orig_neg, margin_type)
-    return c * (f32(aug_pos) - m_plus).clamp_min(0).mean() + (m_minus - f32(aug_neg)).clamp_min(0).mean()
+    with float32_math(aug_pos.device):
+        m_plus, m_minus = margins(orig_pos, orig_neg, margin_type)
+        positive_term = (f32(aug_pos) - m_plus).clamp_min(0).mean()
+        negative_term = (m_minus - f32(aug_neg)).clamp_min(0).mean()
+        return c * positive_term + negative_term
