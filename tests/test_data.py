@@ -1,4 +1,4 @@
-"""Datasets, sampling and the device augmentation."""
+"""Datasets (IDX parsing, Fashion-MNIST, image folders, subsets, errors) and index sampling."""
 
 from __future__ import annotations
 
@@ -9,163 +9,208 @@ import numpy as np
 import pytest
 import torch
 
-from contrastlab.config import AugmentConfig, DataConfig
-from contrastlab.data import PALETTE, DatasetNotFound, RandomBatches, TwoViewAugment, load_dataset
-from contrastlab.data.datasets import FASHION_MNIST_SYSTEM_DIR, read_idx
+from contrastlab.config import DataConfig
+from contrastlab.data import (
+    DATASETS,
+    DatasetNotFound,
+    RandomBatches,
+    describe_datasets,
+    load_dataset,
+    prepare_dataset,
+    read_idx,
+)
+from contrastlab.data.datasets import FASHION_MNIST_SYSTEM_DIR
 
-HAS_FASHION = FASHION_MNIST_SYSTEM_DIR.is_dir()
+HAS_FASHION = (FASHION_MNIST_SYSTEM_DIR / "train-images-idx3-ubyte.gz").is_file()
 
 
-def write_idx(path, array: np.ndarray) -> None:
+def write_idx(path, array: np.ndarray, compress: bool = True) -> None:
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
-    with gzip.open(path, "wb") as handle:
+    with (gzip.open if compress else open)(path, "wb") as handle:
         handle.write(header + array.astype(np.uint8).tobytes())
 
 
-def test_idx_parser_round_trip(tmp_path):
+def fake_fashion(folder, train=30, test=10, seed=0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (train, 28, 28)),
+        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, train),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (test, 28, 28)),
+        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, test),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        write_idx(folder / name, array)
+    return arrays
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_parser_round_trip(tmp_path, compress):
     array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    write_idx(tmp_path / "x.gz", array)
-    np.testing.assert_array_equal(read_idx(tmp_path / "x.gz"), array)
+    path = tmp_path / ("x.gz" if compress else "x")
+    write_idx(path, array, compress)
+    parsed = read_idx(path)
+    assert parsed.shape == (2, 3, 4) and parsed.dtype == np.uint8
+    np.testing.assert_array_equal(parsed, array)
+
+
+def test_idx_parser_rejects_bad_files(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x00\x00\x0d\x01\x00\x00\x00\x01\x00\x00\x00\x00")  # float IDX
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(tmp_path / "bad")
+    write_idx(tmp_path / "short", np.zeros((4, 5)), compress=False)
+    (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-3])
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(tmp_path / "short")
 
 
 def test_fashion_mnist_from_a_root_folder(tmp_path):
-    rng = np.random.default_rng(0)
-    for name, shape in [("train-images-idx3-ubyte.gz", (30, 28, 28)), ("t10k-images-idx3-ubyte.gz", (10, 28, 28))]:
-        write_idx(tmp_path / name, rng.integers(0, 256, shape))
-    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, 30))
-    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, 10))
-    bundle = load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path), subset=12), seed=3)
-    assert bundle.train_images.shape == (12, 1, 28, 28) and bundle.train_images.dtype == torch.uint8
-    assert bundle.test_images.shape == (10, 1, 28, 28)
-    again = load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path), subset=12), seed=3)
-    assert torch.equal(bundle.train_images, again.train_images)
-    other = load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path), subset=12), seed=4)
-    assert not torch.equal(bundle.train_labels["label"], other.train_labels["label"]) or not torch.equal(
-        bundle.train_images, other.train_images)
+    arrays = fake_fashion(tmp_path)
+    bundle = load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path)), seed=0)
+    assert bundle.train_images.shape == (30, 1, 28, 28) and bundle.train_images.dtype == torch.uint8
+    assert bundle.test_images.shape == (10, 1, 28, 28) and bundle.test_images.dtype == torch.uint8
+    np.testing.assert_array_equal(bundle.train_images[:, 0].numpy(), arrays["train-images-idx3-ubyte.gz"])
+    np.testing.assert_array_equal(bundle.test_labels["label"].numpy(), arrays["t10k-labels-idx1-ubyte.gz"])
+    assert bundle.train_labels["label"].dtype == torch.int64
+    assert (bundle.channels, bundle.image_size, bundle.primary_label) == (1, 28, "label")
+    assert bundle.num_classes == {"label": 10} and len(bundle.mean) == len(bundle.std) == 1
+    assert bundle.pretrain_images is None and bundle.pretraining_images is bundle.train_images
+
+
+def test_fashion_mnist_in_torchvision_layout(tmp_path):
+    fake_fashion(tmp_path / "FashionMNIST" / "raw", train=12, test=4)
+    bundle = load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path)))
+    assert bundle.train_images.shape == (12, 1, 28, 28)
+
+
+def test_subsets_are_seeded_and_the_test_subset_is_fixed(tmp_path):
+    fake_fashion(tmp_path, train=40, test=20)
+    cfg = DataConfig(name="fashion_mnist", root=str(tmp_path), subset=12, test_subset=5)
+    first, again, other = (load_dataset(cfg, seed=s) for s in (3, 3, 4))
+    assert first.train_images.shape == (12, 1, 28, 28) and first.test_images.shape == (5, 1, 28, 28)
+    assert torch.equal(first.train_images, again.train_images)
+    assert torch.equal(first.train_labels["label"], again.train_labels["label"])
+    assert not torch.equal(first.train_images, other.train_images)
+    # Every seed is evaluated on the same test images.
+    assert torch.equal(first.test_images, other.test_images)
+    # The subset is a subset: every kept image is one of the originals, none repeated.
+    full = load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path)))
+    matches = (first.train_images.flatten(1)[:, None] == full.train_images.flatten(1)[None]).all(-1)
+    assert matches.any(1).all() and matches.sum(0).max() == 1
+
+
+def test_resize_to_image_size(tmp_path):
+    fake_fashion(tmp_path, train=8, test=4)
+    bundle = load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path), image_size=16))
+    assert bundle.train_images.shape == (8, 1, 16, 16) and bundle.train_images.dtype == torch.uint8
+    assert bundle.test_images.shape == (4, 1, 16, 16) and bundle.image_size == 16
 
 
 @pytest.mark.skipif(not HAS_FASHION, reason="Debian package dataset-fashion-mnist not installed")
 def test_fashion_mnist_system_package():
-    bundle = load_dataset(DataConfig(name="fashion_mnist", subset=500, test_subset=100))
-    assert bundle.train_images.shape == (500, 1, 28, 28)
+    bundle = load_dataset(DataConfig(name="fashion_mnist"))
+    assert bundle.train_images.shape == (60000, 1, 28, 28) and bundle.test_images.shape == (10000, 1, 28, 28)
     labels = bundle.train_labels["label"]
-    assert labels.min() >= 0 and labels.max() <= 9 and bundle.num_classes == {"label": 10}
+    assert labels.min() == 0 and labels.max() == 9 and labels.bincount().tolist() == [6000] * 10
+    mean = bundle.train_images.float().mean() / 255
+    assert abs(mean.item() - bundle.mean[0]) < 0.01
 
 
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr("contrastlab.data.datasets.FASHION_MNIST_SYSTEM_DIR", tmp_path / "none")
-    with pytest.raises(DatasetNotFound, match="apt-get install dataset-fashion-mnist"):
+    with pytest.raises(DatasetNotFound) as err:
         load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path)))
+    message = str(err.value)
+    assert "apt-get install dataset-fashion-mnist" in message and "download: true" in message
+    assert "contrastlab data prepare" in message and isinstance(err.value, FileNotFoundError)
     with pytest.raises(DatasetNotFound, match="download: true"):
         load_dataset(DataConfig(name="cifar10", root=str(tmp_path)))
+    with pytest.raises(DatasetNotFound, match="data.root"):
+        load_dataset(DataConfig(name="image_folder", root=str(tmp_path / "missing")))
 
 
-def test_image_folder(tmp_path):
+class FakeCifar:
+    """Stands in for torchvision's CIFAR10: NHWC uint8 `data` and list `targets`."""
+
+    def __init__(self, root, train=True, download=False):
+        count = 20 if train else 6
+        rng = np.random.default_rng(int(train))
+        self.data = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+        self.targets = rng.integers(0, 10, count).tolist()
+
+
+class FakeStl:
+    """Stands in for torchvision's STL10: NCHW uint8 `data`, int labels (-1 when unlabelled)."""
+
+    def __init__(self, root, split="train", download=False):
+        count = {"train": 10, "test": 8, "unlabeled": 30}[split]
+        self.data = np.full((count, 3, 96, 96), {"train": 1, "test": 2, "unlabeled": 3}[split], dtype=np.uint8)
+        self.labels = np.full(count, -1 if split == "unlabeled" else 4, dtype=np.int64)
+
+
+def test_cifar_is_converted_to_nchw(monkeypatch, tmp_path):
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCifar)
+    bundle = load_dataset(DataConfig(name="cifar10", root=str(tmp_path)))
+    source = FakeCifar(None, train=True)
+    assert bundle.train_images.shape == (20, 3, 32, 32) and bundle.train_images.is_contiguous()
+    np.testing.assert_array_equal(bundle.train_images.permute(0, 2, 3, 1).numpy(), source.data)
+    assert bundle.train_labels["label"].tolist() == source.targets and bundle.test_images.shape[0] == 6
+    assert bundle.channels == 3 and len(bundle.mean) == 3 and bundle.pretrain_images is None
+
+
+def test_stl10_pretrains_on_train_and_unlabelled(monkeypatch, tmp_path):
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets, "STL10", FakeStl)
+    bundle = load_dataset(DataConfig(name="stl10", root=str(tmp_path), image_size=32))
+    assert bundle.train_images.shape == (10, 3, 32, 32) and bundle.test_images.shape == (8, 3, 32, 32)
+    assert bundle.pretrain_images.shape == (40, 3, 32, 32)
+    assert torch.equal(bundle.pretraining_images.flatten(1)[:, 0].unique(), torch.tensor([1, 3], dtype=torch.uint8))
+    assert bundle.train_labels["label"].unique().tolist() == [4]
+    small = load_dataset(DataConfig(name="stl10", root=str(tmp_path), subset=5))
+    assert small.train_images.shape[0] == 5 and small.pretrain_images.shape[0] == 5
+
+
+def make_image_folder(root, classes=("cats", "dogs"), count=5) -> None:
     from PIL import Image
 
-    for cls in ("cats", "dogs"):
-        (tmp_path / cls).mkdir()
-        for i in range(5):
-            Image.new("RGB", (40, 30), (i * 40, 10, 200 if cls == "cats" else 0)).save(tmp_path / cls / f"{i}.png")
+    for index, cls in enumerate(classes):
+        (root / cls).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (40, 30), (i * 40, 10, 200 * index)).save(root / cls / f"{i}.png")
+
+
+def test_image_folder_split_and_resize(tmp_path):
+    make_image_folder(tmp_path, count=10)
     bundle = load_dataset(DataConfig(name="image_folder", root=str(tmp_path), image_size=16))
-    assert bundle.train_images.shape[1:] == (3, 16, 16)
-    assert bundle.train_images.shape[0] + bundle.test_images.shape[0] == 10 and bundle.num_classes == {"label": 2}
+    assert bundle.train_images.shape[1:] == (3, 16, 16) and bundle.train_images.dtype == torch.uint8
+    assert (bundle.train_images.shape[0], bundle.test_images.shape[0]) == (18, 2)
+    assert bundle.num_classes == {"label": 2} and set(bundle.train_labels["label"].tolist()) == {0, 1}
+    # Blue channel tells the classes apart: labels follow the folders.
+    blue = bundle.train_images[:, 2].float().mean((1, 2))
+    assert torch.equal(blue > 100, bundle.train_labels["label"] == 1)
+    again = load_dataset(DataConfig(name="image_folder", root=str(tmp_path), image_size=16), seed=9)
+    assert torch.equal(bundle.test_images, again.test_images)  # the split does not depend on the run seed
 
 
-def trifeature(count=300, size=32):
-    return load_dataset(DataConfig(name="trifeature", trifeature_train=count, trifeature_test=50, image_size=size))
+def test_image_folder_with_train_and_test(tmp_path):
+    make_image_folder(tmp_path / "train", count=4)
+    make_image_folder(tmp_path / "test", count=2)
+    bundle = load_dataset(DataConfig(name="image_folder", root=str(tmp_path)))
+    assert bundle.train_images.shape == (8, 3, 32, 32) and bundle.test_images.shape == (4, 3, 32, 32)
+    assert bundle.test_labels["label"].tolist() == [0, 0, 1, 1]
 
 
-def test_trifeature_colour_label_is_in_the_pixels():
-    bundle = trifeature()
-    palette = torch.tensor(PALETTE)
-    images, colours = bundle.train_images, bundle.train_labels["colour"]
-    pixels = images.permute(0, 2, 3, 1).reshape(images.shape[0], -1, 3).long()
-    for index in range(images.shape[0]):
-        present = (pixels[index][:, None, :] == palette[None]).all(-1).any(0)
-        assert present.nonzero().flatten().tolist() == [colours[index].item()]
-
-
-def test_trifeature_attributes_independent_and_visible():
-    bundle = trifeature(600)
-    labels = bundle.train_labels
-    for name in ("shape", "colour", "texture"):
-        assert labels[name].bincount(minlength=10).min() > 20
-    background = (bundle.train_images == 128).all(1)
-    area = (~background).float().mean((1, 2))
-    assert area.min() > 0.05 and area.max() < 0.6
-    same = (labels["shape"] == labels["shape"][0]) & (labels["colour"] == labels["colour"][0])
-    tex = labels["texture"]
-    assert len(set(tex[same].tolist())) >= 1 and bundle.num_classes == {"shape": 10, "colour": 10, "texture": 10}
-
-
-def test_trifeature_is_cached_and_deterministic(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONTRASTLAB_CACHE", str(tmp_path))
-    first = trifeature(100)
+def test_registry_and_prepare(tmp_path):
+    assert set(DATASETS) == {"fashion_mnist", "cifar10", "cifar100", "stl10", "image_folder", "trifeature"}
+    listing = describe_datasets()
+    assert all(name in listing for name in DATASETS) and len(listing.splitlines()) == len(DATASETS)
+    status = prepare_dataset(DataConfig(name="trifeature", trifeature_train=20, trifeature_test=10,
+                                        cache_dir=str(tmp_path)))
+    assert "\n" not in status and "20 train" in status and "10 test" in status
     assert list(tmp_path.glob("trifeature-*.pt"))
-    second = trifeature(100)
-    assert torch.equal(first.train_images, second.train_images)
-
-
-def augment(channels=3, size=16, **overrides):
-    cfg = AugmentConfig(**overrides)
-    return TwoViewAugment(cfg, channels, size, (0.5,) * channels, (0.25,) * channels)
-
-
-def test_augmentation_shapes_ranges_and_per_sample_randomness():
-    images = torch.randint(0, 256, (1, 3, 20, 20), dtype=torch.uint8).repeat(16, 1, 1, 1)
-    aug = augment()
-    out = aug(images, torch.Generator().manual_seed(0))
-    assert out.shape == (16, 3, 16, 16) and out.dtype == torch.float32
-    raw = out * 0.25 + 0.5
-    assert raw.min() >= -1e-5 and raw.max() <= 1 + 1e-5
-    distinct = {tuple(v.flatten()[:20].tolist()) for v in out}
-    assert len(distinct) == 16
-
-
-def test_flip_varies_per_sample():
-    image = torch.arange(16, dtype=torch.uint8).view(1, 1, 1, 16).expand(64, 1, 16, 16).contiguous() * 10
-    aug = augment(channels=1, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter_prob=0.0, grayscale_prob=0.0)
-    out = aug(image, torch.Generator().manual_seed(1))
-    increasing = out[:, 0, 0, -1] > out[:, 0, 0, 0]
-    assert 10 < increasing.sum() < 54
-
-
-def test_seed_reproducibility_and_identity():
-    images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    aug = augment()
-    a = aug.two_views(images, torch.Generator().manual_seed(5))
-    b = aug.two_views(images, torch.Generator().manual_seed(5))
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[0], a[1])
-    identity = augment(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_prob=0.0, jitter_prob=0.0,
-                       grayscale_prob=0.0)
-    torch.testing.assert_close(identity(images, torch.Generator()), identity.normalize(images), atol=1e-5, rtol=0)
-    torch.testing.assert_close(identity.normalize(images) * 0.25 + 0.5, images.float() / 255)
-
-
-def test_one_channel_and_blur_and_grayscale():
-    images = torch.randint(0, 256, (6, 1, 16, 16), dtype=torch.uint8)
-    out = augment(channels=1, blur_prob=1.0)(images, torch.Generator().manual_seed(0))
-    assert out.shape == (6, 1, 16, 16) and torch.isfinite(out).all()
-    colour = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
-    gray = augment(grayscale_prob=1.0, jitter_prob=0.0)(colour, torch.Generator().manual_seed(0))
-    raw = gray * 0.25 + 0.5
-    torch.testing.assert_close(raw[:, 0], raw[:, 1], atol=1e-5, rtol=0)
-
-
-def test_random_batches_rank_slices_and_seeding():
-    full = list(RandomBatches(100, 20, seed=7).epoch(0))
-    parts = [list(RandomBatches(100, 20, seed=7, rank=r, world_size=2).epoch(0)) for r in range(2)]
-    for step, batch in enumerate(full):
-        joined = torch.cat([parts[0][step], parts[1][step]])
-        assert torch.equal(joined, batch)
-        assert not set(parts[0][step].tolist()) & set(parts[1][step].tolist())
-    again = list(RandomBatches(100, 20, seed=7).epoch(0))
-    assert all(torch.equal(a, b) for a, b in zip(full, again))
-    assert not torch.equal(full[0], next(RandomBatches(100, 20, seed=7).epoch(1)))
-    assert len(full) == 5
-    with pytest.raises(ValueError, match="fewer than one batch"):
-        RandomBatches(10, 20, seed=0)
 
 
 def test_data_list_and_prepare_commands(capsys):
@@ -173,6 +218,40 @@ def test_data_list_and_prepare_commands(capsys):
 
     assert main(["data", "list"]) == 0
     listed = capsys.readouterr().out
-    assert all(name in listed for name in ("fashion_mnist", "cifar10", "stl10", "image_folder", "trifeature"))
+    assert all(name in listed for name in DATASETS)
     assert main(["data", "prepare"]) == 2
     assert "dataset name" in capsys.readouterr().err
+
+
+# -- RandomBatches --------------------------------------------------------------------------
+def test_random_batches_cover_an_epoch_without_repeats():
+    sampler = RandomBatches(103, 20, seed=7)
+    batches = list(sampler.epoch(0))
+    assert len(sampler) == len(batches) == 5 and all(b.shape == (20,) and b.dtype == torch.int64 for b in batches)
+    seen = torch.cat(batches)
+    assert seen.unique().numel() == 100 and seen.min() >= 0 and seen.max() < 103
+    tail = list(RandomBatches(103, 20, seed=7, drop_last=False).epoch(0))
+    assert len(tail) == 6 and tail[-1].shape == (3,) and torch.cat(tail).sort().values.tolist() == list(range(103))
+
+
+def test_random_batches_rank_slices_and_seeding():
+    full = list(RandomBatches(100, 20, seed=7).epoch(0))
+    parts = [list(RandomBatches(100, 20, seed=7, rank=r, world_size=4).epoch(0)) for r in range(4)]
+    for step, batch in enumerate(full):
+        slices = [part[step] for part in parts]
+        assert all(s.shape == (5,) for s in slices)
+        assert torch.equal(torch.cat(slices), batch)  # together they are the global batch
+        assert len(set(torch.cat(slices).tolist())) == 20  # and they are disjoint
+    again = list(RandomBatches(100, 20, seed=7).epoch(0))
+    assert all(torch.equal(a, b) for a, b in zip(full, again))
+    assert not torch.equal(torch.cat(full), torch.cat(list(RandomBatches(100, 20, seed=7).epoch(1))))
+    assert not torch.equal(torch.cat(full), torch.cat(list(RandomBatches(100, 20, seed=8).epoch(0))))
+
+
+def test_random_batches_reject_bad_sizes():
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        RandomBatches(10, 20, seed=0)
+    with pytest.raises(ValueError, match="split evenly"):
+        RandomBatches(100, 20, seed=0, world_size=3)
+    with pytest.raises(ValueError, match="rank"):
+        RandomBatches(100, 20, seed=0, rank=2, world_size=2)

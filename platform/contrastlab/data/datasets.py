@@ -1,17 +1,18 @@
-"""Datasets as uint8 tensors: Fashion-MNIST, CIFAR-10/100, STL-10, image folders, Trifeature.
+"""Datasets as uint8 tensors: Fashion-MNIST, CIFAR-10/100, STL-10 and image folders.
 
 Every loader returns a `DataBundle` whose images are uint8 [N, C, H, W] tensors, so the
 training loop can keep a whole dataset in device memory and never touch a per-image
-Python path.
+Python path. (The synthetic Trifeature set lives in `trifeature.py`.)
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ FASHION_FILES = {
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 class DatasetNotFound(FileNotFoundError):
@@ -32,6 +34,14 @@ class DatasetNotFound(FileNotFoundError):
 
 @dataclass
 class DataBundle:
+    """One dataset in memory.
+
+    `train_images` is the labelled training set, used both for pretraining and for the kNN
+    monitor and linear probes. Where a dataset has extra unlabelled images (STL-10),
+    `pretrain_images` holds the pretraining pool instead; `None` means "pretrain on
+    `train_images`".
+    """
+
     name: str
     train_images: torch.Tensor
     train_labels: dict[str, torch.Tensor]
@@ -42,8 +52,9 @@ class DataBundle:
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.25,)
     pretrain_images: torch.Tensor | None = None
-    extras: dict = field(default_factory=dict)
 
+    # Derived from the tensors rather than stored, so they cannot disagree with them after
+    # subsetting or resizing.
     @property
     def channels(self) -> int:
         return int(self.train_images.shape[1])
@@ -52,39 +63,49 @@ class DataBundle:
     def image_size(self) -> int:
         return int(self.train_images.shape[-1])
 
+    @property
+    def pretraining_images(self) -> torch.Tensor:
+        return self.train_images if self.pretrain_images is None else self.pretrain_images
+
 
 def cache_dir(data_cfg) -> Path:
+    """data.cache_dir, else $CONTRASTLAB_CACHE, else ~/.cache/contrastlab (created)."""
     root = data_cfg.cache_dir or os.environ.get("CONTRASTLAB_CACHE") or Path.home() / ".cache" / "contrastlab"
-    path = Path(root)
+    path = Path(root).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std on the 0–1 scale, from (at most) 10,000 images."""
+    """Per-channel mean and std on the 0-1 scale, from (at most) the first 10,000 images."""
     sample = images[:10000].float() / 255
     return tuple(sample.mean((0, 2, 3)).tolist()), tuple(sample.std((0, 2, 3)).clamp_min(1e-3).tolist())
 
 
-# -- Fashion-MNIST ---------------------------------------------------------------------------
+# -- Fashion-MNIST -----------------------------------------------------------------------
 def read_idx(path: Path) -> np.ndarray:
-    """Parse an (optionally gzipped) IDX file into a numpy array in one step."""
+    """Parse an (optionally gzipped) IDX file of unsigned bytes in one vectorised step."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:
         raw = handle.read()
-    if raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path}: not an IDX file of unsigned bytes")
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path}: not an IDX file of unsigned bytes (magic {raw[:4].hex()})")
     dims = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+    offset = 4 + 4 * dims
+    if len(raw) - offset != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says {shape}, but {len(raw) - offset} bytes follow (truncated?)")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape)
 
 
-def _fashion_dir(data_cfg) -> Path | None:
-    candidates = [Path(data_cfg.root)] if data_cfg.root else []
+def _fashion_dir(root: str | os.PathLike | None) -> Path | None:
+    """The first folder holding the IDX files: root, root/FashionMNIST/raw, the system copy."""
+    candidates = [Path(root)] if root else []
     candidates.append(FASHION_MNIST_SYSTEM_DIR)
     for folder in candidates:
-        for sub in (folder, folder / "FashionMNIST" / "raw"):
-            if (sub / FASHION_FILES["train_images"]).is_file() or (sub / "train-images-idx3-ubyte").is_file():
+        for sub in (folder, folder / "FashionMNIST" / "raw"):  # the second is torchvision's layout
+            first = sub / FASHION_FILES["train_images"]
+            if first.is_file() or first.with_suffix("").is_file():
                 return sub
     return None
 
@@ -95,106 +116,127 @@ def _idx_file(folder: Path, name: str) -> Path:
 
 
 def load_fashion_mnist(data_cfg) -> DataBundle:
-    folder = _fashion_dir(data_cfg)
+    folder = _fashion_dir(data_cfg.root)
     if folder is None and data_cfg.download:
         from torchvision.datasets import FashionMNIST
 
         root = Path(data_cfg.root or cache_dir(data_cfg))
-        FashionMNIST(str(root), train=True, download=True)
-        FashionMNIST(str(root), train=False, download=True)
-        folder = _fashion_dir(type("C", (), {"root": str(root)})())
+        for train in (True, False):
+            FashionMNIST(str(root), train=train, download=True)
+        folder = _fashion_dir(root)
     if folder is None:
         raise DatasetNotFound(
-            "fashion_mnist: files not found in "
-            f"{data_cfg.root or FASHION_MNIST_SYSTEM_DIR}; install the Debian package "
-            "(apt-get install dataset-fashion-mnist), point data.root at the IDX files, "
-            "or set data.download: true where the machine is online"
+            f"fashion_mnist: IDX files not found in {data_cfg.root or FASHION_MNIST_SYSTEM_DIR}; "
+            "install the Debian package (apt-get install dataset-fashion-mnist), point data.root at a "
+            "folder with the IDX files, or set data.download: true (or run `contrastlab data prepare "
+            "fashion_mnist --download`) on a machine that is online"
         )
     arrays = {name: read_idx(_idx_file(folder, name)) for name in FASHION_FILES}
-    train = torch.from_numpy(arrays["train_images"].copy()).unsqueeze(1)
-    test = torch.from_numpy(arrays["test_images"].copy()).unsqueeze(1)
     return DataBundle(
-        "fashion_mnist", train, {"label": torch.from_numpy(arrays["train_labels"].astype(np.int64))},
-        test, {"label": torch.from_numpy(arrays["test_labels"].astype(np.int64))}, {"label": 10},
-        mean=(0.286,), std=(0.353,),
+        "fashion_mnist",
+        torch.from_numpy(arrays["train_images"].copy()).unsqueeze(1),
+        {"label": torch.from_numpy(arrays["train_labels"].astype(np.int64))},
+        torch.from_numpy(arrays["test_images"].copy()).unsqueeze(1),
+        {"label": torch.from_numpy(arrays["test_labels"].astype(np.int64))},
+        {"label": 10}, mean=(0.2860,), std=(0.3530,),
     )
 
 
-# -- torchvision datasets ------------------------------------------------------------------
-def _torchvision(data_cfg, name: str, build: Callable[[str, bool], object]):
+# -- torchvision datasets ----------------------------------------------------------------
+def _torchvision(data_cfg, name: str, build: Callable[[str, bool], Any]) -> Any:
     root = data_cfg.root or str(cache_dir(data_cfg))
     try:
         return build(root, data_cfg.download)
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
         raise DatasetNotFound(
-            f"{name}: not found under {root} ({err}); put the torchvision files there (data.root), "
-            "or set data.download: true, or run `contrastlab data prepare "
-            f"{name} --download` on a machine that is online"
+            f"{name}: not found under {root} ({err}); put torchvision's {name} files there "
+            f"(data.root), or set data.download: true, or run `contrastlab data prepare {name} "
+            "--download` on a machine that is online"
         ) from None
 
 
-def _as_uint8_nchw(array) -> torch.Tensor:
-    tensor = torch.as_tensor(np.asarray(array))
-    return tensor.permute(0, 3, 1, 2).contiguous() if tensor.shape[-1] in (1, 3) else tensor.contiguous()
+def _nhwc_to_nchw(array: np.ndarray) -> torch.Tensor:
+    """One vectorised conversion of a [N, H, W, C] uint8 array into a contiguous NCHW tensor."""
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).contiguous()
 
 
 def load_cifar(data_cfg, classes: int) -> DataBundle:
     from torchvision.datasets import CIFAR10, CIFAR100
 
-    cls, name = (CIFAR10, "cifar10") if classes == 10 else (CIFAR100, "cifar100")
+    if classes == 10:
+        cls, name = CIFAR10, "cifar10"
+        mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    else:
+        cls, name = CIFAR100, "cifar100"
+        mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
     train = _torchvision(data_cfg, name, lambda r, d: cls(r, train=True, download=d))
     test = _torchvision(data_cfg, name, lambda r, d: cls(r, train=False, download=d))
     return DataBundle(
-        name, _as_uint8_nchw(train.data), {"label": torch.tensor(train.targets)},
-        _as_uint8_nchw(test.data), {"label": torch.tensor(test.targets)}, {"label": classes},
-        mean=(0.4914, 0.4822, 0.4465), std=(0.247, 0.243, 0.261),
+        name, _nhwc_to_nchw(train.data), {"label": torch.tensor(train.targets)},
+        _nhwc_to_nchw(test.data), {"label": torch.tensor(test.targets)}, {"label": classes},
+        mean=mean, std=std,
     )
 
 
 def load_stl10(data_cfg) -> DataBundle:
-    """Pretrain on train+unlabeled (105k images); kNN and probes use the labelled splits."""
+    """Pretraining pool = labelled train (5k) + unlabelled (100k) images, as in the STL-10
+    protocol; the kNN monitor and probes train on the labelled 5k and test on the 8k test."""
     from torchvision.datasets import STL10
 
     train = _torchvision(data_cfg, "stl10", lambda r, d: STL10(r, split="train", download=d))
     test = _torchvision(data_cfg, "stl10", lambda r, d: STL10(r, split="test", download=d))
     unlabeled = _torchvision(data_cfg, "stl10", lambda r, d: STL10(r, split="unlabeled", download=d))
-    train_images = torch.from_numpy(train.data)
+    train_images = torch.from_numpy(train.data)  # torchvision keeps STL-10 as NCHW uint8 already
     return DataBundle(
         "stl10", train_images, {"label": torch.from_numpy(train.labels.astype(np.int64))},
         torch.from_numpy(test.data), {"label": torch.from_numpy(test.labels.astype(np.int64))}, {"label": 10},
-        mean=(0.447, 0.440, 0.405), std=(0.260, 0.256, 0.271),
+        mean=(0.4467, 0.4398, 0.4066), std=(0.2603, 0.2566, 0.2713),
         pretrain_images=torch.cat([train_images, torch.from_numpy(unlabeled.data)]),
     )
 
 
-def load_image_folder(data_cfg) -> DataBundle:
-    """root/<class>/*.png|jpg, or root/train/<class> and root/test/<class>; resized once."""
+# -- image folders -------------------------------------------------------------------------
+def _read_folder(folder: Path, classes: list[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
     from PIL import Image
 
-    if not data_cfg.root or not Path(data_cfg.root).is_dir():
-        raise DatasetNotFound(f"image_folder: data.root {data_cfg.root!r} is not a folder of class sub-folders")
-    root, size = Path(data_cfg.root), data_cfg.image_size or 32
-    splits = [root / "train", root / "test"] if (root / "train").is_dir() else [root]
-    classes = sorted(p.name for p in splits[0].iterdir() if p.is_dir())
+    images, labels = [], []
+    for index, cls in enumerate(classes):
+        for file in sorted((folder / cls).iterdir()) if (folder / cls).is_dir() else []:
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                # Decoding is per file anyway; resizing here keeps memory at the final size.
+                with Image.open(file) as image:
+                    images.append(np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR)))
+                labels.append(index)
+    if not images:
+        raise DatasetNotFound(f"image_folder: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}/<class>/")
+    return _nhwc_to_nchw(np.stack(images)), torch.tensor(labels)
 
-    def load(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = [], []
-        for index, cls in enumerate(classes):
-            for file in sorted((folder / cls).glob("*")):
-                if file.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp"}:
-                    image = Image.open(file).convert("RGB").resize((size, size), Image.BILINEAR)
-                    images.append(np.asarray(image))
-                    labels.append(index)
-        if not images:
-            raise DatasetNotFound(f"image_folder: no images under {folder}/<class>/")
-        return _as_uint8_nchw(np.stack(images)), torch.tensor(labels)
 
-    if len(splits) == 2:
-        (train, y_train), (test, y_test) = load(splits[0]), load(splits[1])
+def load_image_folder(data_cfg) -> DataBundle:
+    """root/<class>/*.png|jpg (split 90/10 with a fixed seed, the same for every run), or
+    root/train/<class> and root/test/<class>. Resized once to data.image_size (default 32)."""
+    root = Path(data_cfg.root) if data_cfg.root else None
+    if root is None or not root.is_dir():
+        raise DatasetNotFound(
+            f"image_folder: data.root {data_cfg.root!r} is not a folder; set data.root to a folder of "
+            "class sub-folders (root/<class>/*.png), or with root/train/<class> and root/test/<class>"
+        )
+    size = data_cfg.image_size or 32
+    split = (root / "train").is_dir() and (root / "test").is_dir()
+    source = root / "train" if split else root
+    classes = sorted(p.name for p in source.iterdir() if p.is_dir())
+    if split:
+        unknown = {p.name for p in (root / "test").iterdir() if p.is_dir()} - set(classes)
+        if unknown:
+            raise ValueError(f"image_folder: test classes {sorted(unknown)} have no train folder in {source}")
+        train, y_train = _read_folder(source, classes, size)
+        test, y_test = _read_folder(root / "test", classes, size)
     else:
-        images, labels = load(root)
+        images, labels = _read_folder(root, classes, size)
+        if len(labels) < 2:
+            raise ValueError(f"image_folder: {root} holds {len(labels)} image; need at least 2 to split")
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-        cut = max(1, int(0.9 * len(labels)))
+        cut = min(len(labels) - 1, max(1, round(0.9 * len(labels))))
         train, y_train = images[order[:cut]], labels[order[:cut]]
         test, y_test = images[order[cut:]], labels[order[cut:]]
     mean, std = channel_stats(train)
@@ -202,21 +244,31 @@ def load_image_folder(data_cfg) -> DataBundle:
                       {"label": len(classes)}, mean=mean, std=std)
 
 
-# -- common post-processing ------------------------------------------------------------------
-def take_subset(images: torch.Tensor, labels: dict[str, torch.Tensor], count: int | None, seed: int):
-    if count is None or count >= images.shape[0]:
+# -- common post-processing ----------------------------------------------------------------
+def subset_indices(total: int, count: int | None, seed: int) -> torch.Tensor | None:
+    """A seeded, class-agnostic random subset (sorted, so images keep their file order)."""
+    if count is None or count >= total:
+        return None
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:count]
+    return order.sort().values
+
+
+def take_subset(images: torch.Tensor, labels: dict[str, torch.Tensor], count: int | None,
+                seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    index = subset_indices(images.shape[0], count, seed)
+    if index is None:
         return images, labels
-    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:count]
-    order = order.sort().values
-    return images[order], {k: v[order] for k, v in labels.items()}
+    return images[index], {k: v[index] for k, v in labels.items()}
 
 
-def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
-    if size is None or images.shape[-1] == size:
+def resize(images: torch.Tensor, size: int | None, chunk: int = 4096) -> torch.Tensor:
+    """Antialiased bilinear resize of uint8 images, in chunks to bound the float copy."""
+    if size is None or images.shape[-2:] == (size, size):
         return images
     out = []
-    for start in range(0, images.shape[0], 4096):
-        chunk = images[start : start + 4096].float()
-        chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out.append(chunk.round().clamp(0, 255).to(torch.uint8))
+    for start in range(0, images.shape[0], chunk):
+        part = images[start : start + chunk].float()
+        part = F.interpolate(part, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(part.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(out)
+

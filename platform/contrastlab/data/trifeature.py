@@ -1,74 +1,98 @@
-"""Trifeature images (after Hermann & Lampinen, NeurIPS 2020): shape × colour × texture.
+"""Trifeature images (after Hermann & Lampinen, NeurIPS 2020): shape x colour x texture.
 
 Each image has one of 10 shapes, 10 colours and 10 textures, drawn independently. The
 shape mask (random position, size and rotation) is filled with the texture in the colour:
 texture "on" pixels take the exact palette colour, "off" pixels a darker shade of it, on
-a neutral grey background. Hard masks keep the palette colours exact, so the colour label
-can be read back from the pixels. Texture periods are 2–6 pixels so they survive at 32×32.
-The data set is generated with a fixed seed (the same for every experiment), vectorised
-over images, and cached.
+a neutral grey background. Hard (not antialiased) masks keep the palette colours exact, so
+the colour label can be read back from the pixels.
+
+Choices made for 32x32 images:
+- shapes are told apart by structure that survives rotation (no square/diamond pair, no
+  pentagon/hexagon that a 9-pixel radius turns into a circle);
+- textures are binary patterns with a period of 2-4 pixels (longer periods vanish inside
+  a shape), that differ in structure and not only in scale, because random resized crops
+  rescale them; they are axis-aligned in image coordinates with a random phase.
+
+The data set is generated vectorised over images (masks as signed-distance and polygon
+tests on a coordinate grid rotated per image) with a fixed generator seed, the same for
+every experiment, and cached as a .pt file keyed by (generator code, seed, counts, size).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import uuid
 from pathlib import Path
 
 import torch
 
+from contrastlab.data.datasets import DataBundle, cache_dir, channel_stats
+
 GENERATOR_SEED = 20200601
-VERSION = 1
-SHAPES = ("circle", "square", "triangle", "pentagon", "hexagon", "star", "cross", "ring", "crescent", "ellipse")
-TEXTURES = ("solid", "h_stripes", "v_stripes", "diagonal", "anti_diagonal", "checker2", "dots", "checker4",
-            "thick_stripes", "grid")
+VERSION = 2
+ATTRIBUTES = ("shape", "colour", "texture")
+SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "crescent", "ellipse", "semicircle", "tee")
+TEXTURES = ("solid", "h_stripes", "v_stripes", "diagonal", "anti_diagonal", "checker", "dots", "holes",
+            "grid", "crosshatch")
+# Ten colours far apart in RGB (smallest pairwise L1 distance 128), none grey.
 PALETTE = (
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
     (145, 30, 180), (70, 240, 240), (240, 50, 230), (250, 190, 212), (128, 128, 0),
 )
 BACKGROUND = 128
-OFF_SHADE = 0.45
+OFF_SHADE = 0.45  # "off" texture pixels: round(colour * OFF_SHADE), never a palette colour
+EXTENT = 1.15  # the farthest point of any shape from its centre, in radii (the square's corner)
 
 
-def _polygon(r: torch.Tensor, theta: torch.Tensor, sides: int, radius: torch.Tensor) -> torch.Tensor:
+def off_shades() -> torch.Tensor:
+    """[10, 3] the darker shade of each palette colour, as rendered."""
+    return (torch.tensor(PALETTE, dtype=torch.float64) * OFF_SHADE).round().long()
+
+
+def _regular_polygon(r: torch.Tensor, theta: torch.Tensor, sides: int, radius: torch.Tensor) -> torch.Tensor:
+    # Fold the angle into one sector; inside means the projection on the sector's normal
+    # is below the apothem.
     sector = 2 * math.pi / sides
     local = torch.remainder(theta, sector) - sector / 2
     return r * torch.cos(local) < radius * math.cos(math.pi / sides)
 
 
 def shape_masks(labels: torch.Tensor, u: torch.Tensor, v: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
-    """[N, S, S] masks of each image's shape in its own (rotated, centred) frame."""
+    """[N, S, S] masks of each image's shape; (u, v) are the image's rotated, centred coordinates."""
     r = torch.sqrt(u**2 + v**2)
     theta = torch.atan2(v, u)
     R = radius
     masks = torch.stack([
-        r < R,
-        torch.maximum(u.abs(), v.abs()) < 0.8 * R,
-        _polygon(r, theta, 3, R),
-        _polygon(r, theta, 5, R),
-        _polygon(r, theta, 6, R),
-        r < R * (0.55 + 0.45 * torch.cos(5 * theta)),
-        ((u.abs() < 0.3 * R) & (v.abs() < R)) | ((v.abs() < 0.3 * R) & (u.abs() < R)),
-        (r < R) & (r > 0.5 * R),
-        (r < R) & (torch.sqrt((u - 0.45 * R) ** 2 + v**2) > 0.75 * R),
-        (u / R) ** 2 + (v / (0.5 * R)) ** 2 < 1,
+        r < R,                                                                  # circle
+        torch.maximum(u.abs(), v.abs()) < 0.8 * R,                              # square
+        _regular_polygon(r, theta, 3, R),                                       # triangle
+        r < R * (0.7 + 0.3 * torch.cos(5 * theta)),                             # star
+        ((u.abs() < 0.3 * R) & (v.abs() < R)) | ((v.abs() < 0.3 * R) & (u.abs() < R)),  # cross
+        (r < R) & (r > 0.55 * R),                                               # ring
+        (r < R) & (torch.sqrt((u - 0.5 * R) ** 2 + v**2) > 0.8 * R),             # crescent
+        (u / R) ** 2 + (v / (0.5 * R)) ** 2 < 1,                                # ellipse
+        (r < R) & (v > -0.2 * R),                                               # semicircle
+        ((v > 0.35 * R) & (v < 0.9 * R) & (u.abs() < 0.7 * R)) | ((u.abs() < 0.25 * R) & (v > -R) & (v < 0.9 * R)),
     ])
     index = labels.view(1, -1, 1, 1).expand(1, *masks.shape[1:])
     return masks.gather(0, index)[0]
 
 
 def texture_patterns(labels: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """[N, S, S] on/off patterns in image coordinates (x, y integer pixel grids + phase)."""
+    """[N, S, S] on/off patterns from integer pixel coordinates (already phase-shifted)."""
     patterns = torch.stack([
-        torch.ones_like(x, dtype=torch.bool),
-        (y % 4) < 2,
-        (x % 4) < 2,
-        ((x + y) % 4) < 2,
-        ((x - y) % 4) < 2,
-        ((x // 2 + y // 2) % 2) == 0,
-        ((x % 4) < 2) & ((y % 4) < 2),
-        ((x // 4 + y // 4) % 2) == 0,
-        (y % 6) < 3,
-        ((x % 4) == 0) | ((y % 4) == 0),
+        torch.ones_like(x, dtype=torch.bool),          # solid
+        (y % 4) < 2,                                   # horizontal stripes
+        (x % 4) < 2,                                   # vertical stripes
+        ((x + y) % 4) < 2,                             # diagonal stripes
+        ((x - y) % 4) < 2,                             # anti-diagonal stripes
+        ((x // 2 + y // 2) % 2) == 0,                  # checkerboard, 2-pixel cells
+        ((x % 4) < 2) & ((y % 4) < 2),                 # dots (25% on)
+        ~(((x % 4) < 2) & ((y % 4) < 2)),              # holes (75% on)
+        ((x % 4) == 0) | ((y % 4) == 0),               # axis-aligned grid lines
+        (((x + y) % 4) == 0) | (((x - y) % 4) == 0),   # diagonal grid lines
     ])
     index = labels.view(1, -1, 1, 1).expand(1, *patterns.shape[1:])
     return patterns.gather(0, index)[0]
@@ -78,30 +102,37 @@ def render(shape: torch.Tensor, colour: torch.Tensor, texture: torch.Tensor, siz
            generator: torch.Generator) -> torch.Tensor:
     """uint8 [N, 3, size, size] images for the given attribute labels."""
     n = shape.shape[0]
-    radius = size * (0.26 + 0.08 * torch.rand(n, generator=generator))
-    margin = radius + 1
-    cx = margin + (size - 2 * margin) * torch.rand(n, generator=generator)
-    cy = margin + (size - 2 * margin) * torch.rand(n, generator=generator)
-    angle = 2 * math.pi * torch.rand(n, generator=generator)
+    # float64 geometry: pixels on a shape's edge then land on the same side on any CPU.
+    f64 = torch.float64
+    radius = size * (0.25 + 0.08 * torch.rand(n, generator=generator, dtype=f64))
+    margin = EXTENT * radius + 0.5  # keeps every shape inside the image
+    cx = margin + (size - 2 * margin) * torch.rand(n, generator=generator, dtype=f64)
+    cy = margin + (size - 2 * margin) * torch.rand(n, generator=generator, dtype=f64)
+    angle = 2 * math.pi * torch.rand(n, generator=generator, dtype=f64)
     phase = torch.randint(0, 12, (n, 2), generator=generator)
-    grid = torch.arange(size, dtype=torch.float32) + 0.5
-    ys, xs = torch.meshgrid(grid, grid, indexing="ij")
+    centres = torch.arange(size, dtype=f64) + 0.5
+    ys, xs = torch.meshgrid(centres, centres, indexing="ij")
     dx, dy = xs[None] - cx.view(n, 1, 1), ys[None] - cy.view(n, 1, 1)
     cos, sin = angle.cos().view(n, 1, 1), angle.sin().view(n, 1, 1)
-    u, v = cos * dx + sin * dy, -sin * dx + cos * dy
+    u, v = cos * dx + sin * dy, -sin * dx + cos * dy  # the grid rotated into each shape's frame
     mask = shape_masks(shape, u, v, radius.view(n, 1, 1))
-    xi = xs.long()[None] + phase[:, 0].view(n, 1, 1)
-    yi = ys.long()[None] + phase[:, 1].view(n, 1, 1)
-    on = texture_patterns(texture, xi, yi)
-    palette = torch.tensor(PALETTE, dtype=torch.float32)[colour].view(n, 3, 1, 1)
-    fill = torch.where(on[:, None], palette, (palette * OFF_SHADE).round())
-    image = torch.where(mask[:, None], fill, torch.full_like(fill, BACKGROUND))
-    return image.to(torch.uint8)
+    pixel = torch.arange(size)
+    xi = pixel.view(1, 1, size) + phase[:, 0].view(n, 1, 1)
+    yi = pixel.view(1, size, 1) + phase[:, 1].view(n, 1, 1)
+    on = texture_patterns(texture, xi.expand(n, size, size), yi.expand(n, size, size))
+    bright = torch.tensor(PALETTE, dtype=torch.uint8)[colour].view(n, 3, 1, 1)
+    dark = off_shades().to(torch.uint8)[colour].view(n, 3, 1, 1)
+    fill = torch.where(on[:, None], bright, dark)
+    return torch.where(mask[:, None], fill, torch.tensor(BACKGROUND, dtype=torch.uint8))
 
 
-def generate(count: int, size: int, seed: int, chunk: int = 2000) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def generate(count: int, size: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`count` images with independent uniform attributes, rendered in memory-bounded chunks."""
     generator = torch.Generator().manual_seed(seed)
-    labels = {name: torch.randint(0, 10, (count,), generator=generator) for name in ("shape", "colour", "texture")}
+    labels = {name: torch.randint(0, 10, (count,), generator=generator) for name in ATTRIBUTES}
+    # ~2M pixels per chunk; the chunk size is part of the random stream, so it depends only
+    # on `size` (never on the machine).
+    chunk = max(1, 2_000_000 // (size * size))
     images = [
         render(labels["shape"][s : s + chunk], labels["colour"][s : s + chunk], labels["texture"][s : s + chunk],
                size, generator)
@@ -110,18 +141,37 @@ def generate(count: int, size: int, seed: int, chunk: int = 2000) -> tuple[torch
     return torch.cat(images), labels
 
 
-def load_trifeature(data_cfg, cache: Path):
-    """Train and test splits, generated once per (counts, size) and cached as a .pt file."""
+def _generator_fingerprint() -> str:
+    """A hash of this file: any change to the generator gets a new cache file, so a stale
+    cache is never read (regenerating takes seconds)."""
+    try:
+        return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
+    except OSError:
+        return f"v{VERSION}"
+
+
+def cache_path(data_cfg) -> Path:
     size = data_cfg.image_size or 32
-    name = f"trifeature-v{VERSION}-{data_cfg.trifeature_train}-{data_cfg.trifeature_test}-{size}.pt"
-    path = cache / name
+    counts = f"{data_cfg.trifeature_train}-{data_cfg.trifeature_test}"
+    return cache_dir(data_cfg) / f"trifeature-{_generator_fingerprint()}-seed{GENERATOR_SEED}-{counts}-{size}.pt"
+
+
+def load_trifeature(data_cfg) -> DataBundle:
+    """Train and test splits, generated once per (counts, size) and cached as a .pt file."""
+    path = cache_path(data_cfg)
     if path.is_file():
         stored = torch.load(path, weights_only=True)
     else:
+        size = data_cfg.image_size or 32
         train, train_labels = generate(data_cfg.trifeature_train, size, GENERATOR_SEED)
         test, test_labels = generate(data_cfg.trifeature_test, size, GENERATOR_SEED + 1)
         stored = {"train": train, "test": test, "train_labels": train_labels, "test_labels": test_labels}
-        staging = path.with_suffix(f".tmp{torch.randint(0, 10**9, ()).item()}")
+        # Write then rename: parallel trials that generate the same file never read half of it.
+        staging = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
         torch.save(stored, staging)
-        staging.replace(path)
-    return stored
+        os.replace(staging, path)
+    mean, std = channel_stats(stored["train"])
+    return DataBundle(
+        "trifeature", stored["train"], dict(stored["train_labels"]), stored["test"], dict(stored["test_labels"]),
+        {name: 10 for name in ATTRIBUTES}, primary_label="shape", mean=mean, std=std,
+    )
