@@ -20,7 +20,7 @@ from contrastlab.data import DataBundle, RandomBatches, TwoViewAugment, load_dat
 from contrastlab.distributed import LocalDistributed
 from contrastlab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from contrastlab.engine.evaluate import Evaluator
-from contrastlab.engine.optim import build_optimizer, build_schedule, scaled_lr
+from contrastlab.engine.optim import build_optimizer, scaled_lr
 from contrastlab.methods import DataInfo, Method, StepTools, TrainBatch, get_method_class
 from contrastlab.tracking import RunWriter, write_manifest
 
@@ -116,7 +116,9 @@ class Trainer:
         steps = len(self.method.batch_sampler(self.ctx))
         self.steps_per_epoch = max(1, steps)
         self.optimizers = [build_optimizer(group, cfg.optim) for group in self.method.optimizer_groups()]
-        self.schedules = [build_schedule(opt, cfg.optim, self.steps_per_epoch) for opt in self.optimizers]
+        self.schedules = [
+            self.method.lr_schedule(opt, index, self.steps_per_epoch) for index, opt in enumerate(self.optimizers)
+        ]
         self.start_epoch = 0
         self.global_step = 0
         self.history: list[dict[str, float]] = []

@@ -116,6 +116,13 @@ class Method(nn.Module):
     def after_optimizer_step(self) -> None:
         """Updates that follow each step (EMA encoders, queues)."""
 
+    def lr_schedule(self, optimizer: torch.optim.Optimizer, index: int, steps_per_epoch: int):
+        """The lr schedule of the `index`-th optimiser, stepped once per training step.
+        Default: warm-up + cosine over the whole run (MCL gives each stage its own)."""
+        from contrastlab.engine.optim import build_schedule  # the engine imports the methods
+
+        return build_schedule(optimizer, self.cfg.optim, steps_per_epoch)
+
     # -- schedule hooks ---------------------------------------------------------------
     def on_epoch_start(self, epoch: int, ctx) -> None:
         """Called before each epoch; `ctx` gives access to the engine's helpers."""

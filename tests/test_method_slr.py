@@ -1,0 +1,215 @@
+"""SLR + MM (SANE): the MoCo v2 identity, NumPy references, gradients, the queue and runs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from contrastlab.config import load_config
+from contrastlab.distributed import LocalDistributed
+from contrastlab.engine import train
+from contrastlab.methods import DataInfo, StepTools, TrainBatch, get_method_class
+from contrastlab.methods import slr as slr_module
+from tests.conftest import ROOT, tiny_config
+from tests.test_method_sscl import learns_beyond_random_init, recording, tensorboard_tags
+
+INFO = DataInfo(channels=3, image_size=16, num_train=64)
+ROWS, QUEUE = 8, 64
+
+
+def build(method: dict, **sections):
+    cfg = tiny_config({"queue_size": QUEUE, **method}, **sections)
+    torch.manual_seed(0)
+    return get_method_class(method["name"])(cfg, INFO, LocalDistributed("cpu"))
+
+
+def views_batch(seed: int = 1) -> TrainBatch:
+    gen = torch.Generator().manual_seed(seed)
+    views = tuple(torch.randn(ROWS, 3, 16, 16, generator=gen) for _ in range(2))
+    return TrainBatch(views, torch.arange(ROWS), epoch=0, step=0, generator=torch.Generator().manual_seed(seed + 1))
+
+
+def paired_losses(first: dict, second: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = build(first), build(second)
+    b.load_state_dict(a.state_dict())
+    batch = views_batch()
+    return a(batch).loss, b(batch).loss
+
+
+class Recorder:
+    """Records the method's queries (inputs and outputs), keys and mixing draws."""
+
+    def __init__(self, method, monkeypatch):
+        self.query_inputs, self.queries, self.keys, self.mixing = [], [], [], []
+        query, keys = method.query, method.keys
+
+        def record_query(images):
+            self.query_inputs.append(images)
+            return recording(query, self.queries)(images)
+
+        monkeypatch.setattr(method, "query", record_query)
+        monkeypatch.setattr(method, "keys", recording(keys, self.keys))
+        monkeypatch.setattr(slr_module, "draw_mixing", recording(slr_module.draw_mixing, self.mixing))
+
+
+# -- identity with MoCo v2 ---------------------------------------------------------------------
+@pytest.mark.parametrize("switches", [{"slr": False, "mm": False}, {"alpha": 0.0, "mm": False}])
+def test_slr_and_mm_off_is_moco_v2(switches):
+    ours, baseline = paired_losses({"name": "slr", **switches}, {"name": "moco"})
+    torch.testing.assert_close(ours, baseline, rtol=1e-5, atol=1e-6)
+
+
+def test_declared_off_values_give_moco_v2():
+    config_class = get_method_class("slr").config_class
+    assert [c.name for c in config_class.components] == ["slr", "mm", "mm_partner"]
+    off = {c.field: c.off for c in config_class.components if c.off is not None}
+    ours, baseline = paired_losses({"name": "slr", **off}, {"name": "moco"})
+    torch.testing.assert_close(ours, baseline, rtol=1e-5, atol=1e-6)
+
+
+def test_mm_weight_zero_is_mm_off():
+    ours, baseline = paired_losses({"name": "slr", "mm_weight": 0.0}, {"name": "slr", "mm": False})
+    torch.testing.assert_close(ours, baseline, rtol=1e-6, atol=1e-7)
+
+
+# -- NumPy references ----------------------------------------------------------------------------
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def refined_labels(k: np.ndarray, candidates: np.ndarray, alpha: float, tau_prime: float, top_k) -> np.ndarray:
+    p = softmax(k @ candidates.T / tau_prime)
+    if top_k is not None:
+        for row in p:
+            row[np.argsort(row)[:-top_k]] = 0.0
+        p = p / p.sum(axis=1, keepdims=True)
+    onehot = np.eye(candidates.shape[0])[: k.shape[0]]
+    return (1 - alpha) * onehot + alpha * p
+
+
+def soft_ce(logits: np.ndarray, labels: np.ndarray) -> float:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-(labels * log_probs).sum(axis=1).mean())
+
+
+def as_np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().double().numpy()
+
+
+@pytest.mark.parametrize("top_k", [None, 5])
+def test_slr_loss_matches_numpy(monkeypatch, top_k):
+    method = build({"name": "slr", "mm": False, "alpha": 0.3, "temperature_prime": 0.05, "top_k": top_k})
+    rec = Recorder(method, monkeypatch)
+    queue = as_np(method.queue)
+    out = method(views_batch())
+    q, k = as_np(rec.queries[0]), as_np(rec.keys[0])
+    candidates = np.concatenate([k, queue])
+    labels = refined_labels(k, candidates, 0.3, 0.05, top_k)
+    assert out.loss.item() == pytest.approx(soft_ce(q @ candidates.T / 0.2, labels), rel=1e-5)
+    entropy = -(labels * np.log(np.clip(labels, 1e-12, None))).sum(axis=1).mean()
+    assert out.scalars["mean_label_entropy"].item() == pytest.approx(entropy, rel=1e-4)
+
+
+@pytest.mark.parametrize("partner", ["key_crop", "query_crop"])
+def test_momentum_mixup_matches_numpy(monkeypatch, partner):
+    cfg = {"name": "slr", "alpha": 0.4, "mm_kappa": 0.7, "mm_weight": 1.5, "mm_partner": partner}
+    method = build(cfg)
+    rec = Recorder(method, monkeypatch)
+    queue = as_np(method.queue)
+    batch = views_batch()
+    out = method(batch)
+    (theta, perm), = rec.mixing
+    assert 0 < theta < 1 and sorted(perm.tolist()) == list(range(ROWS))
+    x1, x2 = (v.numpy() for v in batch.views)
+    mixed_partner = (x2 if partner == "key_crop" else x1)[perm.numpy()]
+    np.testing.assert_allclose(rec.query_inputs[1].numpy(), theta * x1 + (1 - theta) * mixed_partner, rtol=1e-6)
+    q, q_mix, k = as_np(rec.queries[0]), as_np(rec.queries[1]), as_np(rec.keys[0])
+    candidates = np.concatenate([k, queue])
+    labels = refined_labels(k, candidates, 0.4, 0.1, None)
+    mixed_labels = theta * labels + (1 - theta) * labels[perm.numpy()]
+    expected = soft_ce(q @ candidates.T / 0.2, labels) + 1.5 * soft_ce(q_mix @ candidates.T / 0.2, mixed_labels)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    assert out.scalars["loss_mm"].item() == pytest.approx(soft_ce(q_mix @ candidates.T / 0.2, mixed_labels), rel=1e-5)
+
+
+def test_draws_come_from_the_batch_generator():
+    method = build({"name": "slr"})
+    first, again = (method(views_batch(seed=1)).loss for _ in range(2))
+    torch.testing.assert_close(first, again)
+    batch = views_batch(seed=1)
+    batch.generator = torch.Generator().manual_seed(99)
+    assert not torch.allclose(method(batch).loss, first)
+
+
+# -- gradients -------------------------------------------------------------------------------------
+def test_no_gradient_into_keys_queue_or_labels():
+    gen = torch.Generator().manual_seed(3)
+    q, q_mix, keys, queue = (
+        torch.nn.functional.normalize(torch.randn(rows, 16, generator=gen), dim=1).requires_grad_()
+        for rows in (ROWS, ROWS, ROWS, QUEUE)
+    )
+    mcfg = tiny_config({"name": "slr", "queue_size": QUEUE}).method
+    mixed = slr_module.MixedQueries(q_mix, torch.randperm(ROWS, generator=gen), 0.3)
+    loss = slr_module.slr_objective(q, keys, keys, queue, 0, mcfg, mixed).loss
+    g_q, g_mix, g_keys, g_queue = torch.autograd.grad(loss, [q, q_mix, keys, queue], allow_unused=True)
+    assert g_q.abs().sum() > 0 and g_mix.abs().sum() > 0
+    # Keys, queue and the soft labels built from them are constants of the loss.
+    assert g_keys is None and g_queue is None
+
+
+def test_method_gradient_reaches_the_query_encoder_only(monkeypatch):
+    method = build({"name": "slr"})
+    labels: list[torch.Tensor] = []
+    monkeypatch.setattr(slr_module, "slr_soft_labels", recording(slr_module.slr_soft_labels, labels))
+    method(views_batch()).loss.backward()
+    assert labels and not labels[0].requires_grad and labels[0].grad_fn is None
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.projector.parameters())
+    assert all(p.grad is None for p in [*method.key_encoder.parameters(), *method.key_projector.parameters()])
+
+
+def test_step_moves_key_encoder_by_ema_and_enqueues_keys(monkeypatch):
+    method = build({"name": "slr", "momentum": 0.9})
+    rec = Recorder(method, monkeypatch)
+    key_before = [p.detach().clone() for p in method.key_encoder.parameters()]
+    tools = StepTools([torch.optim.SGD(g, lr=0.1) for g in method.optimizer_groups()])
+    method.train_step(method, views_batch(), tools)
+    for old_key, key, online in zip(key_before, method.key_encoder.parameters(), method.encoder.parameters()):
+        torch.testing.assert_close(key, 0.9 * old_key + 0.1 * online)
+    assert int(method.queue_ptr) == ROWS
+    torch.testing.assert_close(method.queue[:ROWS], rec.keys[0])
+
+
+@pytest.mark.parametrize("name", ["slr"])
+def test_example_config_loads(name):
+    cfg = load_config(ROOT / "configs" / f"{name}_fashion_mnist.yaml")
+    assert cfg.method.name == name and cfg.method.temperature_prime == 0.1
+
+
+# -- runs ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "scalars"),
+    [
+        ({"name": "slr"}, {"mean_label_entropy", "loss_slr", "loss_mm"}),
+        ({"name": "slr", "top_k": 5, "mm_partner": "query_crop"}, {"mean_label_entropy", "loss_mm"}),
+        ({"name": "slr", "slr": False, "mm": False}, set()),
+    ],
+    ids=["slr-mm", "topk-query-crop", "moco"],
+)
+def test_two_step_smoke_and_tensorboard(tmp_path, method, scalars):
+    cfg = tiny_config({"queue_size": QUEUE, **method}, optim={"epochs": 1}, data={"trifeature_train": 64},
+                      eval={"probe_epochs": 2})
+    metrics = train(cfg, tmp_path)
+    assert math.isfinite(metrics["loss"]) and metrics["epoch"] == 1
+    assert scalars <= set(metrics)
+    assert scalars | {"loss", "knn_top1"} <= tensorboard_tags(tmp_path / "tensorboard")
+
+
+@pytest.mark.slow
+def test_learns_beyond_random_init(tmp_path):
+    before, after = learns_beyond_random_init({"name": "slr", "queue_size": 512}, tmp_path)
+    assert after > before + 0.02, (before, after)
