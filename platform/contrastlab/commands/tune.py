@@ -1,0 +1,45 @@
+"""`contrastlab tune SPEC`: a hyperparameter study on Ray Tune + Optuna (TPE, ASHA)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from contrastlab.cli import InputError
+
+HELP = "tune a method's hyperparameters from a search-space spec (Ray Tune + Optuna TPE, ASHA)"
+log = logging.getLogger("contrastlab")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="study spec YAML (see search_spaces/)")
+    parser.add_argument("--samples", type=int, help="number of trials (default: the spec's num_samples)")
+    parser.add_argument("--output", help="study folder (default: runs/tune/<spec name>)")
+    parser.add_argument("--address", help="join this Ray cluster (e.g. auto or ray://host:10001)")
+    parser.add_argument("--storage", help="Ray storage path or URI for Tune and the Train runs (default: OUTPUT/ray)")
+    parser.add_argument("--storage-db", help="SQLAlchemy URL of the Optuna database, e.g. postgresql://user@host/db "
+                                             "(default: the spec's study_storage, else OUTPUT/study.db)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the study in --output after an interruption (the spec must be unchanged)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field of the base experiment, e.g. --set optim.epochs=4 (repeatable)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (default: all)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from contrastlab.tuning.runner import StudyError, resume_defaults, run_study
+    from contrastlab.tuning.spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides, num_samples=args.samples, study_storage=args.storage_db)
+    output = Path(args.output) if args.output else Path(spec.base.output.dir) / "tune" / spec.name
+    try:
+        ray_storage = args.storage
+        if args.resume:
+            spec, ray_storage = resume_defaults(spec, output, args.storage)
+        outcome = run_study(spec, output, address=args.address, ray_storage=ray_storage, resume=args.resume,
+                            num_cpus=args.num_cpus)
+    except StudyError as err:
+        raise InputError(str(err)) from None
+    print(outcome.summary)
+    return 0

@@ -1,0 +1,132 @@
+"""The Tune callback of a study: TensorBoard per trial, hparams for every trial.
+
+The engine writes its hparams summary when a run ends; a trial that ASHA stops never gets
+there. So the study keeps its own TensorBoard folder, written from the driver side: one
+run per trial (its per-epoch metrics as Tune received them) and an hparams session for
+every trial, whatever its end, with the tuned parameters, its state and its final metrics.
+The experiment summary (which columns the hparams table has) is written once, at the root.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+from contrastlab.tuning.space import SearchSpace, sample_defaults
+from contrastlab.tuning.study import register_trials, target_epochs
+
+EXCLUDED_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint", "checkpoint_path",
+                                         "iterations_since_restore", "time_this_iter_s"}
+STATE_PARAM = "trial_state"
+REPORTED_FINALS = ("epoch", "loss", "knn_top1", "linear_top1")
+
+
+def hparam_value(value: Any) -> bool | int | float | str:
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The engine's metrics in a Tune result (Tune's own bookkeeping keys left out)."""
+    return {k: float(v) for k, v in result.items()
+            if k not in EXCLUDED_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def final_tags(metric: str) -> list[str]:
+    return [f"final/{name}" for name in dict.fromkeys([metric, *REPORTED_FINALS])]
+
+
+def write_experiment_summary(root: Path, space: SearchSpace, metric: str) -> None:
+    """Declare the hparams table once: every parameter of the space, the state, the finals."""
+    declared = {path: hparam_value(v) for path, v in sample_defaults(space).items()}
+    declared[STATE_PARAM] = "COMPLETE"
+    experiment, _, _ = hparams(declared, {tag: 0.0 for tag in final_tags(metric)})
+    root.mkdir(parents=True, exist_ok=True)
+    writer = SummaryWriter(str(root))
+    writer.file_writer.add_summary(experiment)
+    writer.close()
+
+
+def write_trial_session(log_dir: Path, params: dict[str, Any], state: str, finals: dict[str, float]) -> None:
+    """One hparams session (tuned values, state, final metrics) in the trial's own run."""
+    values = {k: hparam_value(v) for k, v in params.items()}
+    values[STATE_PARAM] = state
+    finite = {k: v for k, v in finals.items() if math.isfinite(v)}
+    _, session_start, session_end = hparams(values, {f"final/{k}": v for k, v in finite.items()})
+    writer = SummaryWriter(str(log_dir))
+    writer.file_writer.add_summary(session_start)
+    writer.file_writer.add_summary(session_end)
+    for name, value in finite.items():
+        writer.add_scalar(f"final/{name}", value, 0)
+    writer.close()
+
+
+class StudyCallback(Callback):
+    """Per-trial TensorBoard and the live-trial registry that failure reasons come from."""
+
+    def __init__(self, tensorboard_dir: str | Path, metric: str, base_epochs: int, max_t: int):
+        self.tensorboard_dir = str(tensorboard_dir)
+        self.metric = metric
+        self.base_epochs = base_epochs
+        self.max_t = max_t
+        self._writers: dict[str, SummaryWriter] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks with the experiment; open writers are not picklable.
+        state = self.__dict__.copy()
+        state["_writers"] = {}
+        return state
+
+    def _writer(self, trial_id: str) -> SummaryWriter:
+        if trial_id not in self._writers:
+            self._writers[trial_id] = SummaryWriter(str(Path(self.tensorboard_dir) / trial_id))
+        return self._writers[trial_id]
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        register_trials(trials)
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        register_trials([trial])
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        writer = self._writer(trial.trial_id)
+        for name, value in numeric_metrics(result).items():
+            if name != "epoch" and math.isfinite(value):
+                writer.add_scalar(name, value, epoch)
+        writer.flush()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finish(trial, error=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finish(trial, error=True)
+
+    def _finish(self, trial, error: bool) -> None:
+        writer = self._writers.pop(trial.trial_id, None)
+        if writer is not None:
+            writer.close()
+        result = trial.last_result or {}
+        params = dict(trial.config.get("params", {}))
+        if error:
+            state = "FAIL"
+        else:
+            target = target_epochs(params, self.base_epochs, self.max_t)
+            state = "COMPLETE" if int(result.get("epoch", 0) or 0) >= target else "PRUNED"
+        finals = {k: v for k, v in numeric_metrics(result).items() if f"final/{k}" in final_tags(self.metric)}
+        write_trial_session(Path(self.tensorboard_dir) / trial.trial_id, params, state, finals)
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+
+__all__ = ["StudyCallback", "numeric_metrics", "write_experiment_summary", "write_trial_session"]

@@ -1,0 +1,135 @@
+"""What a finished (or interrupted) study leaves in its output folder, read from the study.
+
+- `trials.csv`: every trial (number, state, value, intermediate count, params, reason);
+- `importances.json`: Optuna's parameter importances, once two trials are complete;
+- `best_config.yaml`: the best complete trial as an experiment `contrastlab train` runs;
+- a short summary for the terminal.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from contrastlab.config import ExperimentConfig
+from contrastlab.tuning.study import EPOCHS_TRAINED, FAIL_REASON, OVERRIDES, TUNE_TRIAL_ID
+
+CSV_FIELDS = ("number", "tune_trial_id", "state", "value", "intermediate_values", "epochs_trained",
+              "duration_s", "fail_reason")
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    trials = study.get_trials(deepcopy=False)
+    names = list(dict.fromkeys(name for t in trials for name in t.params))
+    rows = []
+    for trial in trials:
+        row = {
+            "number": trial.number,
+            "tune_trial_id": trial.user_attrs.get(TUNE_TRIAL_ID, ""),
+            "state": trial.state.name,
+            "value": "" if trial.value is None else trial.value,
+            "intermediate_values": len(trial.intermediate_values),
+            "epochs_trained": trial.user_attrs.get(EPOCHS_TRAINED, ""),
+            "duration_s": round(trial.duration.total_seconds(), 1) if trial.duration else "",
+            "fail_reason": trial.user_attrs.get(FAIL_REASON, ""),
+        }
+        row.update({f"param:{name}": trial.params.get(name, "") for name in names})
+        rows.append(row)
+    return rows
+
+
+def write_trials_csv(study: optuna.Study, path: Path) -> int:
+    rows = trial_rows(study)
+    fields = list(CSV_FIELDS) + [k for k in (rows[0] if rows else {}) if k.startswith("param:")]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
+
+
+def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def write_importances(study: optuna.Study, path: Path) -> dict[str, Any]:
+    """Importances over the complete trials; when they cannot be computed, the file says why."""
+    complete = complete_trials(study)
+    if len(complete) < 2:
+        payload: dict[str, Any] = {"importances": None,
+                                   "reason": f"needs at least 2 complete trials (have {len(complete)})"}
+    else:
+        try:
+            values = optuna.importance.get_param_importances(study)
+            payload = {"importances": {k: float(v) for k, v in values.items()}, "complete_trials": len(complete)}
+        except (RuntimeError, ValueError) as err:
+            payload = {"importances": None, "reason": str(err)}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return payload
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    return study.best_trial if complete_trials(study) else None
+
+
+def write_best_config(study: optuna.Study, base: ExperimentConfig, path: Path, study_name: str) -> FrozenTrial | None:
+    """The best complete trial's parameters applied to the base experiment, runnable as it is."""
+    best = best_trial(study)
+    if best is None:
+        path.unlink(missing_ok=True)
+        return None
+    overrides = dict(best.user_attrs.get(OVERRIDES, {}))
+    cfg = base.with_overrides({**overrides, "name": f"{base.name}-best"}, f"<study {study_name}>")
+    header = (f"# Best trial of study {study_name}: Optuna trial #{best.number} "
+              f"(Tune {best.user_attrs.get(TUNE_TRIAL_ID, '?')}), value {best.value:.6g}\n"
+              f"# Tuned: {json.dumps(overrides, sort_keys=True)}\n")
+    path.write_text(header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return best
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    return dict(Counter(t.state.name for t in study.get_trials(deepcopy=False)))
+
+
+def summary_text(study: optuna.Study, output: Path, storage_url: str, metric: str, mode: str,
+                 importances: dict[str, Any]) -> str:
+    counts = state_counts(study)
+    best = best_trial(study)
+    lines = [
+        f"study {study.study_name} ({storage_url})",
+        "trials: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())),
+    ]
+    if best is not None:
+        tuned = json.dumps(best.user_attrs.get(OVERRIDES, best.params), sort_keys=True)
+        lines.append(f"best {metric} ({mode}): {best.value:.4f} (trial #{best.number}) {tuned}")
+        lines.append(f"best config: {output / 'best_config.yaml'}")
+    else:
+        lines.append("no complete trial yet: no best config")
+    if importances.get("importances"):
+        top = sorted(importances["importances"].items(), key=lambda kv: -kv[1])[:5]
+        lines.append("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+    lines.append(f"trials table: {output / 'trials.csv'}")
+    lines.append(f"tensorboard --logdir {output / 'tensorboard'}")
+    lines.append(f"optuna-dashboard {storage_url}")
+    return "\n".join(lines)
+
+
+def write_outputs(study: optuna.Study, base: ExperimentConfig, output: Path, storage_url: str, metric: str,
+                  mode: str) -> str:
+    """Write every output file and return the summary."""
+    output.mkdir(parents=True, exist_ok=True)
+    write_trials_csv(study, output / "trials.csv")
+    importances = write_importances(study, output / "importances.json")
+    write_best_config(study, base, output / "best_config.yaml", study.study_name)
+    return summary_text(study, output, storage_url, metric, mode, importances)
+
+
+__all__ = ["state_counts", "summary_text", "trial_rows", "write_best_config", "write_importances",
+           "write_outputs", "write_trials_csv"]

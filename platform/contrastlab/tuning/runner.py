@@ -1,0 +1,239 @@
+"""Running a study: Ray Tune (OptunaSearch + ASHA) over Ray Train trials, fresh or resumed.
+
+Output folder layout:
+    study_spec.yaml     the resolved spec of the first run (a resume must match it)
+    study.db            the Optuna study (SQLite, unless a database URL was given)
+    trials/<trial id>/  each trial's run folder (manifest, engine TensorBoard, checkpoints)
+    tensorboard/        one run per trial and the hparams table of the study
+    ray/                Tune's experiment and the Train runs (unless --storage moves them)
+    trials.csv, importances.json, best_config.yaml
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import yaml
+from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from contrastlab.config import ConfigError
+from contrastlab.tuning.callbacks import StudyCallback, write_experiment_summary
+from contrastlab.tuning.report import write_outputs
+from contrastlab.tuning.spec import StudySpec, diff_specs
+from contrastlab.tuning.study import (
+    StudySearcher,
+    default_storage_url,
+    existing_study,
+    make_sampler,
+    open_storage,
+    redact,
+)
+from contrastlab.tuning.trial import DRIVER_RESOURCES, run_trial, trial_context
+
+log = logging.getLogger("contrastlab")
+SPEC_FILE = "study_spec.yaml"
+EXPERIMENT_NAME = "tune"
+
+
+class StudyError(ValueError):
+    """The output folder or the database does not allow what was asked (exit code 2)."""
+
+
+@dataclass
+class StudyPaths:
+    output: Path
+    ray_storage: str
+
+    @property
+    def spec_file(self) -> Path:
+        return self.output / SPEC_FILE
+
+    @property
+    def experiment(self) -> str:
+        return f"{self.ray_storage}/{EXPERIMENT_NAME}"
+
+    @property
+    def train_storage(self) -> str:
+        return f"{self.ray_storage}/train"
+
+
+@dataclass
+class StudyOutcome:
+    study: optuna.Study
+    summary: str
+    output: Path
+
+
+def short_trial_dirname(trial) -> str:
+    """Tune's default folder name repeats every parameter; the trial id is enough."""
+    return trial.trial_id
+
+
+# -- output folder and saved spec -------------------------------------------------------------
+def saved_spec(paths: StudyPaths) -> dict[str, Any] | None:
+    if not paths.spec_file.is_file():
+        return None
+    return yaml.safe_load(paths.spec_file.read_text())
+
+
+def spec_record(spec: StudySpec, storage_url: str, paths: StudyPaths) -> dict[str, Any]:
+    return {**spec.resolved(), "study_storage": redact(storage_url), "ray_storage": paths.ray_storage}
+
+
+def check_fresh(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.BaseStorage, url: str) -> None:
+    if saved_spec(paths) is not None:
+        raise StudyError(f"{paths.output}: already holds a study ({SPEC_FILE}); continue it with --resume, "
+                         "or choose another --output")
+    found = existing_study(storage, spec.study_name)
+    if found is not None and found.get_trials(deepcopy=False):
+        where = found.user_attrs.get("output_dir", "another output folder")
+        raise StudyError(f"{redact(url)} already holds study {spec.study_name!r} with "
+                         f"{len(found.get_trials(deepcopy=False))} trials (output {where}); continue it with "
+                         f"--resume --output {where}, or use another database")
+
+
+def check_resume(spec: StudySpec, paths: StudyPaths, url: str) -> None:
+    saved = saved_spec(paths)
+    if saved is None or not Tuner_can_restore(paths.experiment):
+        raise StudyError(f"{paths.output}: no study to resume here (needs {SPEC_FILE} and the Tune experiment "
+                         f"in {paths.experiment}); start one without --resume")
+    changes = diff_specs(saved, spec_record(spec, url, paths))
+    if changes:
+        shown = "; ".join(changes[:8]) + (f"; ... ({len(changes) - 8} more)" if len(changes) > 8 else "")
+        raise StudyError(f"{spec.path}: the spec changed since this study started, so it cannot be resumed "
+                         f"({shown}); restore the spec or start a new study in another --output")
+
+
+def Tuner_can_restore(path: str) -> bool:  # noqa: N802 - reads as the Tuner method it wraps
+    return tune.Tuner.can_restore(path)
+
+
+def resume_defaults(spec: StudySpec, output: Path, ray_storage: str | None) -> tuple[StudySpec, str | None]:
+    """On --resume, the study's database and Ray's storage default to the saved locations
+    (everything else comes from the spec file and the flags, and must match)."""
+    saved = saved_spec(StudyPaths(output, "")) or {}
+    saved_url = saved.get("study_storage")
+    if spec.study_storage is None and saved_url and saved_url != default_storage_url(output):
+        if "***" in saved_url:
+            raise StudyError(f"{output}: the study's database URL holds a password that was not saved; "
+                             "pass it again with --storage-db")
+        spec.study_storage = saved_url
+    return spec, ray_storage or saved.get("ray_storage")
+
+
+# -- Ray Tune pieces ------------------------------------------------------------------------------
+def concurrent_trials(spec: StudySpec, cluster: dict[str, float]) -> int:
+    """Trials that fit the cluster at once (at least one), unless the spec fixes the number."""
+    if spec.max_concurrent_trials:
+        return min(spec.max_concurrent_trials, spec.num_samples)
+    res = spec.base.resources
+    fits = math.floor((cluster.get("CPU", 0) + 1e-9) / (res.workers * res.cpus_per_worker + DRIVER_RESOURCES["CPU"]))
+    if res.gpus_per_worker > 0:
+        fits = min(fits, math.floor((cluster.get("GPU", 0) + 1e-9) / (res.workers * res.gpus_per_worker)))
+    return max(1, min(fits, spec.num_samples))
+
+
+def make_scheduler(spec: StudySpec):
+    if spec.scheduler.type == "fifo":
+        return FIFOScheduler()
+    # The time axis is the engine's own epoch count, which survives trial relaunches.
+    return ASHAScheduler(time_attr="epoch", metric=spec.metric, mode=spec.mode, max_t=spec.max_t,
+                         grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor)
+
+
+def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage) -> StudySearcher:
+    return StudySearcher(spec.space, spec.metric, spec.mode, spec.study_name, storage, make_sampler(spec.sampler),
+                         base_epochs=spec.base.optim.epochs, max_t=spec.max_t,
+                         points_to_evaluate=spec.points_to_evaluate)
+
+
+def trainable(spec: StudySpec, paths: StudyPaths):
+    context = trial_context(spec.base, paths.output / "trials", paths.train_storage)
+    return tune.with_resources(tune.with_parameters(run_trial, context=context), DRIVER_RESOURCES)
+
+
+def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.BaseStorage) -> tune.Tuner:
+    concurrent = concurrent_trials(spec, ray.cluster_resources())
+    log.info("study %s: %d trials, at most %d at once", spec.study_name, spec.num_samples, concurrent)
+    callback = StudyCallback(paths.output / "tensorboard", spec.metric, spec.base.optim.epochs, spec.max_t)
+    return tune.Tuner(
+        trainable(spec, paths),
+        tune_config=tune.TuneConfig(
+            search_alg=make_searcher(spec, storage), scheduler=make_scheduler(spec), num_samples=spec.num_samples,
+            max_concurrent_trials=concurrent, reuse_actors=False, trial_dirname_creator=short_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT_NAME, storage_path=paths.ray_storage,
+            callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback()],
+            failure_config=tune.FailureConfig(max_failures=0), verbose=1,
+        ),
+    )
+
+
+def restore_tuner(spec: StudySpec, paths: StudyPaths) -> tune.Tuner:
+    # Unfinished trials continue (their Train runs resume from checkpoints); failed ones keep
+    # their FAIL record: re-running them would need a second Optuna trial for one Tune trial.
+    return tune.Tuner.restore(paths.experiment, trainable=trainable(spec, paths), resume_unfinished=True,
+                              resume_errored=False, restart_errored=False)
+
+
+# -- the whole run -----------------------------------------------------------------------------------
+def prepare_study(spec: StudySpec, paths: StudyPaths, resume: bool) -> tuple[optuna.storages.BaseStorage, str]:
+    """Check the folder and database, create the study (fresh run); nothing runs on Ray yet."""
+    url = spec.study_storage or default_storage_url(paths.output)
+    paths.output.mkdir(parents=True, exist_ok=True)
+    try:
+        storage = open_storage(url)
+    except Exception as err:
+        raise ConfigError(str(spec.path), "study_storage", f"a database Optuna can open ({redact(url)}: "
+                                                           f"{type(err).__name__}: {err})") from None
+    if resume:
+        check_resume(spec, paths, url)
+        if existing_study(storage, spec.study_name) is None:
+            raise StudyError(f"{redact(url)} has no study {spec.study_name!r} to resume")
+        return storage, url
+    check_fresh(spec, paths, storage, url)
+    study = optuna.create_study(storage=storage, study_name=spec.study_name, load_if_exists=True,
+                                direction="maximize" if spec.mode == "max" else "minimize")
+    for key, value in {"output_dir": str(paths.output.resolve()), "spec_file": str(spec.path.resolve()),
+                       "metric": spec.metric, "ray_experiment": paths.experiment}.items():
+        study.set_user_attr(key, value)
+    paths.spec_file.write_text(yaml.safe_dump(spec_record(spec, url, paths), sort_keys=False))
+    write_experiment_summary(paths.output / "tensorboard", spec.space, spec.metric)
+    return storage, url
+
+
+def run_study(spec: StudySpec, output: str | Path, address: str | None = None, ray_storage: str | None = None,
+              resume: bool = False, num_cpus: int | None = None) -> StudyOutcome:
+    """Run (or resume) the study of `spec` into `output` and write its reports."""
+    from contrastlab.raytrain import init_ray
+
+    output = Path(output).resolve()
+    paths = StudyPaths(output, ray_storage or str(output / "ray"))
+    storage, url = prepare_study(spec, paths, resume)
+    # Tune's own TensorBoard logger would write the whole base config as hparams of every
+    # trial; the study writes its own table (callbacks.py). CSV/JSON loggers are passed
+    # explicitly in `build_tuner`.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    started = init_ray(address, num_cpus=num_cpus)
+    try:
+        tuner = restore_tuner(spec, paths) if resume else build_tuner(spec, paths, storage)
+        tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+    study = optuna.load_study(study_name=spec.study_name, storage=storage)
+    summary = write_outputs(study, spec.base, output, redact(url), spec.metric, spec.mode)
+    return StudyOutcome(study, summary, output)
+
+
+__all__ = ["StudyError", "StudyOutcome", "StudyPaths", "concurrent_trials", "run_study"]

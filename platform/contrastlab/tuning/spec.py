@@ -1,0 +1,267 @@
+"""Study specs: one YAML file = one self-contained hyperparameter study.
+
+Everything is checked here, before Ray starts: the base experiment (a file or an inline
+mapping), the metric and its direction, the search space (against the experiment's own
+validation), the scheduler, the sampler and the resources. Errors name the spec file and
+the field, on one line (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, config_hash, parse_override, read_yaml
+from contrastlab.tuning.space import SearchSpace, check_against_config, parse_space
+
+SPEC_KEYS = {
+    "name", "description", "base_config", "base", "metric", "mode", "space", "resources", "num_samples",
+    "scheduler", "sampler", "max_concurrent_trials", "study_storage", "points_to_evaluate",
+}
+# Metrics the engine computes only after the last epoch: ASHA would never see them early.
+FINAL_ONLY_METRICS = ("linear_top1", "alignment", "uniformity")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SchedulerSpec(_Section):
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
+    reduction_factor: float = Field(3, gt=1, description="keep the best 1/reduction_factor at each rung")
+    max_t: int | None = Field(None, ge=1, description="epochs of a full trial (default: optim.epochs)")
+
+
+class SamplerSpec(_Section):
+    type: Literal["tpe", "random"] = "tpe"
+    seed: int | None = Field(0, description="sampler seed (null: a fresh one each run)")
+    n_startup_trials: int = Field(10, ge=0, description="random trials before TPE models the results")
+
+
+class ResourcesSpec(_Section):
+    """Per trial; copied into the base experiment's `resources` section."""
+
+    workers: int | None = Field(None, ge=1)
+    cpus_per_worker: float | None = Field(None, gt=0)
+    gpus_per_worker: float | None = Field(None, ge=0)
+
+
+class _TopLevel(_Section):
+    metric: str = Field(min_length=1)
+    mode: Literal["min", "max"]
+    num_samples: int = Field(20, ge=1)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    study_storage: str | None = None
+    scheduler: SchedulerSpec = SchedulerSpec()
+    sampler: SamplerSpec = SamplerSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+
+
+@dataclass
+class StudySpec:
+    """A validated study. `base` already carries the spec's resources and `--set` overrides."""
+
+    path: Path
+    name: str
+    base: ExperimentConfig
+    metric: str
+    mode: str
+    space: SearchSpace
+    num_samples: int
+    scheduler: SchedulerSpec
+    sampler: SamplerSpec
+    max_concurrent_trials: int | None
+    study_storage: str | None
+    points_to_evaluate: list[dict[str, Any]]
+
+    @property
+    def max_t(self) -> int:
+        return self.scheduler.max_t or self.base.optim.epochs
+
+    @property
+    def study_name(self) -> str:
+        """The spec's name plus a hash of what the trials measure (experiment, space, objective)."""
+        blob = json.dumps({"base": config_hash(self.base), "space": self.space.to_dict(), "metric": self.metric,
+                           "mode": self.mode}, sort_keys=True, default=str)
+        return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+
+    def resolved(self) -> dict[str, Any]:
+        """Everything that defines the study, as plain data: saved at the first run, compared on resume."""
+        return {
+            "name": self.name,
+            "study_name": self.study_name,
+            "metric": self.metric,
+            "mode": self.mode,
+            "num_samples": self.num_samples,
+            "max_concurrent_trials": self.max_concurrent_trials,
+            "scheduler": {**self.scheduler.model_dump(), "max_t": self.max_t},
+            "sampler": self.sampler.model_dump(),
+            "points_to_evaluate": copy.deepcopy(self.points_to_evaluate),
+            "space": self.space.to_dict(),
+            "base": self.base.to_dict(),
+        }
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _base_dict(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    source = str(path)
+    inline = raw.get("base", {})
+    if not isinstance(inline, dict):
+        raise ConfigError(source, "base", "a mapping (the experiment, or overrides of base_config)")
+    if "base_config" not in raw:
+        if not inline:
+            raise ConfigError(source, "base", "an experiment: an inline mapping, or base_config: PATH")
+        return inline
+    ref = raw["base_config"]
+    if not isinstance(ref, str) or not ref:
+        raise ConfigError(source, "base_config", "a path to an experiment YAML, relative to the spec file")
+    target = (path.parent / ref).resolve()
+    if not target.is_file():
+        raise ConfigError(source, "base_config", f"an existing experiment file (not found: {target})")
+    loaded = read_yaml(target)
+    if not isinstance(loaded, dict):
+        raise ConfigError(str(target), "", "a YAML mapping of config sections")
+    return _deep_merge(loaded, inline)
+
+
+def _build_base(raw: dict[str, Any], path: Path, overrides: list[str], resources: ResourcesSpec) -> ExperimentConfig:
+    source = str(path)
+    base = config_from_dict(_base_dict(raw, path), f"{source} (base)")
+    updates: dict[str, Any] = {f"resources.{k}": v for k, v in resources.model_dump().items() if v is not None}
+    for text in overrides:
+        key, value = parse_override(text, f"{source} (--set {text})")
+        updates[key] = value
+    return base.with_overrides(updates, f"{source} (base)") if updates else base
+
+
+def _top_level(raw: dict[str, Any], source: str) -> _TopLevel:
+    fields = {k: raw[k] for k in _TopLevel.model_fields if k in raw}
+    try:
+        return _TopLevel.model_validate(fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "missing":
+            raise ConfigError(source, where, "a value (required)") from None
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(source, where, "no such field (unknown field)") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(source, where, f"{message} (got {first.get('input')!r})") from None
+
+
+def _check_metric(top: _TopLevel, base: ExperimentConfig, source: str) -> None:
+    if top.scheduler.type != "asha":
+        return
+    final_only = top.metric in FINAL_ONLY_METRICS or top.metric.startswith("probe_")
+    if top.metric == "knn_top1" and base.eval.knn_every == 0:
+        final_only = True
+    if final_only:
+        raise ConfigError(source, "metric", f"a metric reported every epoch for ASHA ({top.metric!r} is computed only "
+                                            "after the last epoch): use knn_top1 with eval.knn_every >= 1, or "
+                                            "scheduler.type: fifo")
+    max_t = top.scheduler.max_t or base.optim.epochs
+    if top.scheduler.grace_period > max_t:
+        raise ConfigError(source, "scheduler.grace_period",
+                          f"at most max_t = {max_t} epochs (got {top.scheduler.grace_period})")
+
+
+def _points(raw: Any, space: SearchSpace, base: ExperimentConfig, source: str) -> list[dict[str, Any]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(p, dict) for p in raw):
+        raise ConfigError(source, "points_to_evaluate", "a list of mappings {config path: value}")
+    scalars = {p.path: p for p in space.parameters if p.kind != "list"}
+    for index, point in enumerate(raw):
+        unknown = sorted(set(point) - set(scalars))
+        if unknown:
+            raise ConfigError(source, f"points_to_evaluate[{index}].{unknown[0]}",
+                              "a scalar parameter of the space")
+        for path, value in point.items():
+            if not scalars[path].contains(value):
+                raise ConfigError(source, f"points_to_evaluate[{index}].{path}",
+                                  f"a value inside the parameter's range or choices (got {value!r})")
+        try:
+            base.with_overrides(point, source)
+        except ConfigError as err:
+            raise ConfigError(source, f"points_to_evaluate[{index}]", f"values the experiment accepts "
+                                                                       f"({err.field}: {err.expected})") from None
+    return raw
+
+
+def spec_from_dict(raw: Any, path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                   num_samples: int | None = None, study_storage: str | None = None) -> StudySpec:
+    path = Path(path)
+    source = str(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "", "a YAML mapping (a study spec)")
+    unknown = sorted(set(raw) - SPEC_KEYS)
+    if unknown:
+        raise ConfigError(source, unknown[0], f"no such field (allowed: {', '.join(sorted(SPEC_KEYS))})")
+    top = _top_level(raw, source)
+    if num_samples is not None:
+        if num_samples < 1:
+            raise ConfigError(source, "--samples", f"at least 1 (got {num_samples})")
+        top.num_samples = num_samples
+    base = _build_base(raw, path, list(overrides), top.resources)
+    space = parse_space(raw.get("space"), source)
+    check_against_config(space, base, source)
+    _check_metric(top, base, source)
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(source, "name", f"letters, digits, '-' and '_' only (got {name!r})")
+    return StudySpec(
+        path=path, name=name, base=base, metric=top.metric, mode=top.mode, space=space,
+        num_samples=top.num_samples, scheduler=top.scheduler, sampler=top.sampler,
+        max_concurrent_trials=top.max_concurrent_trials,
+        study_storage=study_storage or top.study_storage,
+        points_to_evaluate=_points(raw.get("points_to_evaluate"), space, base, source),
+    )
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), num_samples: int | None = None,
+              study_storage: str | None = None) -> StudySpec:
+    """Read and validate a study spec; `overrides` (`a.b=value`) apply to the base experiment."""
+    return spec_from_dict(read_yaml(path), path, overrides, num_samples, study_storage)
+
+
+# -- comparing a spec with the one a study started from ----------------------------------------
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data:
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: data}
+
+
+def diff_specs(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Field-by-field differences, one line each: `field: saved -> current`."""
+    old, new = _flatten(saved), _flatten(current)
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        if key not in new:
+            lines.append(f"{key}: {old[key]!r} -> (removed)")
+        elif key not in old:
+            lines.append(f"{key}: (absent) -> {new[key]!r}")
+        elif old[key] != new[key]:
+            lines.append(f"{key}: {old[key]!r} -> {new[key]!r}")
+    return lines
+
+
+__all__ = ["ResourcesSpec", "SamplerSpec", "SchedulerSpec", "StudySpec", "diff_specs", "load_spec", "spec_from_dict"]

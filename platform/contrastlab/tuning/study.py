@@ -1,0 +1,224 @@
+"""The Optuna study behind a tuning run: its database, and a searcher that records honestly.
+
+Ray's `OptunaSearch` tells Optuna COMPLETE, with a partial value, for a trial that ASHA
+stopped early, and reports intermediate values per Tune iteration. `StudySearcher` fixes
+both: a trial is COMPLETE only when it trained its planned epochs, PRUNED (with its
+intermediate values, one per epoch) when it was stopped before, and FAIL with the reason
+as a user attribute when it raised. The study lives in a real database (SQLite file or
+any SQLAlchemy URL) in Optuna's own schema, so optuna-dashboard opens it as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+from sqlalchemy.engine import make_url
+
+from contrastlab.tuning.space import SearchSpace, choice_label
+from contrastlab.tuning.spec import SamplerSpec
+
+log = logging.getLogger("contrastlab")
+
+# User attributes written on each Optuna trial (shown by optuna-dashboard).
+TUNE_TRIAL_ID = "tune_trial_id"
+OVERRIDES = "config_overrides"
+TARGET_EPOCHS = "target_epochs"
+EPOCHS_TRAINED = "epochs_trained"
+FAIL_REASON = "fail_reason"
+STOPPED_BY = "stopped_by"
+REASON_CHARS = 1000
+
+# Trials Tune currently knows, by id, kept fresh by `StudyCallback` in the same process:
+# when a trial errors, Tune calls the searcher before any callback, and only the Trial
+# object knows why it failed.
+_LIVE_TRIALS: dict[str, Any] = {}
+
+
+def register_trials(trials) -> None:
+    for trial in trials:
+        _LIVE_TRIALS[trial.trial_id] = trial
+
+
+# -- storage --------------------------------------------------------------------------------
+def default_storage_url(output: Path) -> str:
+    return f"sqlite:///{(Path(output).resolve() / 'study.db')}"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and saved files."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL sqlalchemy understands: show it as given
+        return url
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's own RDB storage (its schema is what optuna-dashboard reads)."""
+    # SQLite: wait for a lock rather than fail while optuna-dashboard reads the file.
+    kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def existing_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
+    if spec.type == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.n_startup_trials)
+
+
+# -- per-trial decisions ----------------------------------------------------------------------
+def target_epochs(overrides: dict[str, Any], base_epochs: int, max_t: int) -> int:
+    """Epochs a trial must train to count as complete (its own schedule, capped by max_t)."""
+    return min(int(overrides.get("optim.epochs", base_epochs)), max_t)
+
+
+def _error_text(trial) -> str | None:
+    # The driver-side copy is written before the searcher hears of the failure; the copy
+    # in the experiment's storage is synced later.
+    local = getattr(trial, "error_file", None)
+    if local and Path(local).is_file():
+        return Path(local).read_text(errors="replace")
+    return trial.get_error()
+
+
+def failure_reason(trial_id: str) -> str:
+    """The last line of the trial's error (the exception and its message), or why it is unknown."""
+    trial = _LIVE_TRIALS.get(trial_id)
+    text = None
+    if trial is not None:
+        try:
+            text = _error_text(trial)
+        except Exception as err:  # storage not readable: say so rather than lose the failure
+            text = f"error file unreadable ({err})"
+    if not text:
+        return "the trial raised; Tune recorded no error text"
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    meaningful = [line for line in lines if not line.startswith(("Failure #", "Traceback", "File ", "^"))]
+    last = meaningful[-1] if meaningful else lines[-1]
+    # The driver's own wrapper adds nothing: keep what it wraps.
+    head, _, rest = last.partition("TrialFailed: ")
+    return (rest if rest and "." in head else last)[:REASON_CHARS]
+
+
+def is_finished(study: optuna.Study, trial: optuna.Trial) -> bool:
+    state = study._storage.get_trial(trial._trial_id).state
+    return state.is_finished()
+
+
+class StudySearcher(OptunaSearch):
+    """OptunaSearch with honest trial states, per-epoch intermediate values and bookkeeping."""
+
+    def __init__(self, space: SearchSpace, metric: str, mode: str, study_name: str,
+                 storage: optuna.storages.BaseStorage, sampler: optuna.samplers.BaseSampler,
+                 base_epochs: int, max_t: int, points_to_evaluate: list[dict[str, Any]] | None = None):
+        points = [{k: choice_label(v) for k, v in p.items()} for p in points_to_evaluate or []]
+        super().__init__(space=space, metric=metric, mode=mode, sampler=sampler, study_name=study_name,
+                         storage=storage, points_to_evaluate=points or None)
+        self._base_epochs = base_epochs
+        self._max_t = max_t
+        self._targets: dict[str, int] = {}
+
+    @property
+    def study(self) -> optuna.Study:
+        return self._ot_study
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if config is None:
+            return None
+        overrides = config.get("params", {})
+        target = target_epochs(overrides, self._base_epochs, self._max_t)
+        self._targets[trial_id] = target
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr(TUNE_TRIAL_ID, trial_id)
+        ot_trial.set_user_attr(OVERRIDES, json.loads(json.dumps(overrides, default=str)))
+        ot_trial.set_user_attr(TARGET_EPOCHS, target)
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        # Epochs without the metric (kNN every N epochs) are skipped; the step is the epoch,
+        # so a resumed trial reports each epoch once and the curve matches TensorBoard's.
+        if trial_id in self._completed_trials or self.metric not in result or trial_id not in self._ot_trials:
+            return
+        value = result[self.metric]
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        ot_trial = self._ot_trials[trial_id]
+        if step in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
+            return
+        ot_trial.report(float(value), step)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        if is_finished(self._ot_study, ot_trial):
+            self._completed_trials.add(trial_id)
+            return  # told before the driver was interrupted; the restored state did not know
+        if result and not error:
+            # Tune hands the result that made the scheduler stop the trial only to this
+            # method, not to on_trial_result: it is an epoch like the others.
+            self.on_trial_result(trial_id, result)
+        self._completed_trials.add(trial_id)
+        state, value, attrs = self.decide(trial_id, result or {}, error)
+        for key, item in attrs.items():
+            ot_trial.set_user_attr(key, item)
+        self._ot_study.tell(ot_trial, value, state=state)
+        log.info("trial %s (Optuna #%d): %s%s", trial_id, ot_trial.number, state.name,
+                 f" ({attrs[FAIL_REASON]})" if FAIL_REASON in attrs else "")
+
+    def decide(self, trial_id: str, result: dict, error: bool) -> tuple[TrialState, float | None, dict[str, Any]]:
+        """The Optuna state, final value and extra user attributes of a finished Tune trial."""
+        epochs = int(result.get("epoch", 0) or 0)
+        attrs: dict[str, Any] = {EPOCHS_TRAINED: epochs}
+        if error:
+            attrs[FAIL_REASON] = failure_reason(trial_id)
+            return TrialState.FAIL, None, attrs
+        target = self._targets.get(trial_id, self._max_t)
+        if epochs < target:
+            attrs[STOPPED_BY] = "scheduler" if epochs else "stopped before its first epoch"
+            return TrialState.PRUNED, None, attrs
+        value = result.get(self.metric)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            attrs[FAIL_REASON] = f"metric {self.metric!r} missing or not finite at the last epoch ({value!r})"
+            return TrialState.FAIL, None, attrs
+        return TrialState.COMPLETE, float(value), attrs
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self.fail_orphans()
+
+    def fail_orphans(self) -> None:
+        """Trials asked for after Tune's last saved state are unknown to the restored
+        experiment and would stay RUNNING forever: record them as FAIL, with why."""
+        known = {t._trial_id for t in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen._trial_id in known:
+                continue
+            storage = self._ot_study._storage
+            storage.set_trial_user_attr(frozen._trial_id, FAIL_REASON,
+                                        "started just before the driver was interrupted, after Tune last saved its "
+                                        "state; not part of the resumed experiment")
+            storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+            log.warning("Optuna trial #%d was orphaned by the interruption: recorded as FAIL", frozen.number)
+
+
+__all__ = [
+    "EPOCHS_TRAINED", "FAIL_REASON", "OVERRIDES", "StudySearcher", "TARGET_EPOCHS", "TUNE_TRIAL_ID",
+    "default_storage_url", "existing_study", "failure_reason", "make_sampler", "open_storage", "redact",
+    "register_trials", "target_epochs",
+]

@@ -1,0 +1,185 @@
+"""A tiny study through Ray Tune + Ray Train, interrupted by killing its driver, then resumed.
+
+One study serves every test here (Ray tests must stay lean): four trials of a tiny config,
+run one at a time, with points chosen so the outcome is deterministic:
+  #0 lr 0.5            trains both epochs            -> COMPLETE
+  #1 lr 0.5, knn_k 10  the driver is killed after its first epoch; `--resume` continues
+                       its Train run from the epoch-1 checkpoint -> COMPLETE
+  #2 lr 1e-6           loss clearly worse at epoch 1, ASHA (grace 1) stops it -> PRUNED
+  #3 lr 1e30           loss becomes NaN at the first step -> FAIL, with the reason
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+import yaml
+
+from contrastlab.cli import main
+from contrastlab.config import load_config
+from tests.conftest import RAY_LOCK, ROOT, tiny_config_dict
+
+pytestmark = pytest.mark.ray
+GOOD, SLOW, NAN = 0.5, 1.0e-6, 1.0e30
+SAMPLES = 4
+
+
+@pytest.fixture(scope="module")
+def module_ray(tmp_path_factory):
+    """One local Ray instance for the module, under the host-wide Ray test lock; its address."""
+    cache = tmp_path_factory.getbasetemp().parent / "contrastlab-cache"
+    cache.mkdir(exist_ok=True)
+    RAY_LOCK.touch(exist_ok=True)
+    with RAY_LOCK.open("w") as handle, pytest.MonkeyPatch.context() as patch:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        # Set before Ray starts: its workers inherit them (2 cores start worker groups slowly).
+        patch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "180")
+        patch.setenv("CONTRASTLAB_CACHE", str(cache))
+        try:
+            # address="local": never join a cluster some other process left behind.
+            ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1")
+            yield ray.get_runtime_context().gcs_address
+        finally:
+            ray.shutdown()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def study_spec() -> dict:
+    return {
+        "name": "e2e",
+        "base": tiny_config_dict(eval={"probe_epochs": 5, "align_uniform": False}),
+        "metric": "loss",
+        "mode": "min",
+        "num_samples": SAMPLES,
+        "space": {"optim.lr": {"type": "categorical", "choices": [GOOD, SLOW, NAN]},
+                  "eval.knn_k": {"type": "categorical", "choices": [10, 20]}},
+        "points_to_evaluate": [{"optim.lr": GOOD, "eval.knn_k": 20}, {"optim.lr": GOOD, "eval.knn_k": 10},
+                               {"optim.lr": SLOW}, {"optim.lr": NAN}],
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        "resources": {"workers": 1, "cpus_per_worker": 1},
+        "max_concurrent_trials": 1,
+    }
+
+
+def load_study(output: Path) -> optuna.Study:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{output / 'study.db'}")
+    name = optuna.get_all_study_names(storage)[0]
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def wait_for_first_epoch_of_second_trial(output: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the study ended before it could be interrupted"
+        if (output / "study.db").is_file():
+            trials = load_study(output).get_trials(deepcopy=False)
+            if len(trials) >= 2 and trials[1].intermediate_values:
+                return
+        time.sleep(1)
+    raise AssertionError("the second trial never reported its first epoch")
+
+
+@pytest.fixture(scope="module")
+def study(module_ray, tmp_path_factory):
+    """Run the study in a subprocess, kill it mid-trial, resume it in this process."""
+    folder = tmp_path_factory.mktemp("tune")
+    spec_file = folder / "e2e.yaml"
+    spec_file.write_text(yaml.safe_dump(study_spec(), sort_keys=False))
+    output = folder / "out"
+    log_file = folder / "first_driver.log"
+    command = [sys.executable, "-m", "contrastlab.cli", "tune", str(spec_file), "--output", str(output),
+               "--address", module_ray]
+    with log_file.open("w") as log:
+        driver = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_first_epoch_of_second_trial(output, driver)
+        finally:
+            os.killpg(driver.pid, signal.SIGKILL)  # the driver and only what it started
+            driver.wait()
+    interrupted = {t.number: t.state.name for t in load_study(output).get_trials(deepcopy=False)}
+    started = time.monotonic()
+    code = main(["tune", str(spec_file), "--output", str(output), "--resume", "--address", module_ray])
+    assert code == 0, log_file.read_text()[-3000:]
+    return {"output": output, "spec_file": spec_file, "interrupted": interrupted,
+            "resume_seconds": time.monotonic() - started}
+
+
+def test_trial_states_and_intermediate_values_in_the_database(study):
+    trials = sorted(load_study(study["output"]).get_trials(), key=lambda t: t.number)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL"]
+    complete, resumed, pruned, failed = trials
+    assert sorted(complete.intermediate_values) == [1, 2]  # one value per epoch
+    assert complete.value == pytest.approx(complete.intermediate_values[2])
+    assert sorted(resumed.intermediate_values) == [1, 2]
+    assert sorted(pruned.intermediate_values) == [1]
+    assert pruned.intermediate_values[1] > complete.intermediate_values[1]
+    assert pruned.user_attrs["epochs_trained"] == 1 and pruned.user_attrs["stopped_by"] == "scheduler"
+    assert failed.user_attrs["fail_reason"].startswith("NonFiniteLossError: loss became NaN")
+    assert failed.value is None and not failed.intermediate_values
+
+
+def test_resume_finishes_the_request_without_rerunning_trials(study):
+    output = study["output"]
+    assert study["interrupted"] == {0: "COMPLETE", 1: "RUNNING"}
+    trials = sorted(load_study(output).get_trials(), key=lambda t: t.number)
+    tune_ids = [t.user_attrs["tune_trial_id"] for t in trials]
+    assert len(trials) == SAMPLES and len(set(tune_ids)) == SAMPLES
+    attempts = {i: len((output / "trials" / i / "attempts.jsonl").read_text().splitlines()) for i in tune_ids}
+    assert attempts == {tune_ids[0]: 1, tune_ids[1]: 2, tune_ids[2]: 1, tune_ids[3]: 1}
+    # The relaunched trial continued from its checkpoint: no epoch was trained twice.
+    results = (output / "ray" / "tune" / tune_ids[1] / "result.json").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in results] == [1, 2]
+
+
+def test_outputs_best_config_table_importances_tensorboard(study):
+    output = study["output"]
+    best = load_config(output / "best_config.yaml")
+    assert best.optim.lr == GOOD
+    rows = (output / "trials.csv").read_text().splitlines()
+    assert rows[0].startswith("number,tune_trial_id,state,value,intermediate_values")
+    assert [row.split(",")[2] for row in rows[1:]] == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL"]
+    importances = json.loads((output / "importances.json").read_text())
+    assert importances["importances"] is not None or "reason" in importances
+    sessions = hparams_sessions(output / "tensorboard")
+    states = sorted(s["trial_state"] for s in sessions.values())
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "PRUNED"]
+    assert all("optim.lr" in s for s in sessions.values())
+
+
+def hparams_sessions(root: Path) -> dict[str, dict]:
+    """Trial run -> hparams of its session, read back with TensorBoard's own parsers."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    sessions = {}
+    for run in sorted(p for p in root.iterdir() if p.is_dir()):
+        accumulator = EventAccumulator(str(run))
+        accumulator.Reload()
+        content = accumulator.PluginTagToContent(metadata.PLUGIN_NAME)
+        if metadata.SESSION_START_INFO_TAG in content:
+            info = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+            sessions[run.name] = {k: v.string_value or v.number_value for k, v in info.hparams.items()}
+    return sessions
+
+
+def test_a_changed_spec_is_refused_and_shows_the_change(study, capsys):
+    changed = study_spec()
+    changed["space"]["optim.lr"]["choices"] = [GOOD, SLOW]
+    changed["num_samples"] = 6
+    spec_file = study["spec_file"].with_name("changed.yaml")
+    spec_file.write_text(yaml.safe_dump(changed))
+    assert main(["tune", str(spec_file), "--output", str(study["output"]), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "the spec changed" in err and "space.optim.lr.choices" in err and "num_samples: 4 -> 6" in err
+    assert main(["tune", str(study["spec_file"]), "--output", str(study["output"])]) == 2
+    assert "already holds a study" in capsys.readouterr().err
