@@ -10,7 +10,7 @@ import sys
 
 from contrastlab.config import ConfigError
 
-COMMANDS = ("train", "eval", "data")
+COMMANDS = ("train", "eval", "data", "tune", "ablate", "report", "suppression")
 
 
 class InputError(ValueError):

@@ -39,6 +39,8 @@ RESULTS_FILE = "results.json"
 DESIGN_TEXT = {
     "leave_one_out": "leave-one-out: each variant removes one component from the reference",
     "add_one_in": "add-one-in: each variant adds one component to the reference",
+    "full_factorial": "full factorial: every combination of the components' settings, each compared with the "
+                      "reference",
     "explicit": "explicit variants, each compared with the reference",
 }
 TEST_TEXT = {"t": "paired t-test (two-sided)", "wilcoxon": "Wilcoxon signed-rank test (two-sided)"}

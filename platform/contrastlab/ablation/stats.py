@@ -22,7 +22,7 @@ from scipy import stats as scipy_stats
 from contrastlab.config import ConfigError
 
 TESTS = ("t", "wilcoxon")
-KINDS = ("leave_one_out", "add_one_in", "explicit")
+KINDS = ("leave_one_out", "add_one_in", "full_factorial", "explicit")
 # Names that mark a metric where lower is better; everything else is read as higher-is-better.
 LOWER_IS_BETTER_HINTS = ("loss", "error", "alignment", "uniformity")
 

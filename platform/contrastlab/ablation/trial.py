@@ -1,0 +1,164 @@
+"""The Tune side of an ablation: the trial driver of one (variant, seed) run, and the
+callback that records each run the moment it ends.
+
+The driver is a Tune function trainable (in an importable module, so Tune can pickle it)
+that builds the run's `TorchTrainer` with `TuneReportCallback`, as the tuning package does,
+but with the ablation's own run folder (`runs/<variant>/seed<k>`) and a Train run name
+that stays the same when the run is resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from contrastlab.ablation.cache import RunCache
+from contrastlab.ablation.report import save_results
+from contrastlab.config import config_from_dict
+from contrastlab.tuning.callbacks import hparam_value, numeric_metrics
+from contrastlab.tuning.trial import CONTROLLER_FAILURE_LIMIT, TrialFailed, one_line
+
+log = logging.getLogger("contrastlab")
+RUN_KEY = "run"
+HPARAMS_DIR = "ablation_hparams"
+CURVE_METRICS = ("loss", "knn_top1")
+
+
+def run_ablation_trial(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
+    """Tune function trainable: train the run named by `config["run"]` on Ray Train."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from contrastlab.raytrain import make_trainer
+
+    run = runs[config[RUN_KEY]]
+    # The ablate command's CONTRASTLAB_* settings (data cache, test hooks) reach the Train
+    # workers through make_trainer, even on a cluster started from another shell.
+    os.environ.update(run["env"])
+    cfg = config_from_dict(run["config"], f"<ablation run {config[RUN_KEY]}>")
+    trainer = make_trainer(cfg, Path(run["run_dir"]), name=run["train_name"], storage=run["storage"],
+                           callbacks=[TuneReportCallback()])
+    trainer.run_config.failure_config.controller_failure_limit = CONTROLLER_FAILURE_LIMIT
+    try:
+        trainer.fit()
+    except Exception as err:
+        raise TrialFailed(one_line(err)) from err
+
+
+def trial_name(trial) -> str:
+    return str(trial.config[RUN_KEY])
+
+
+def trial_dirname(trial) -> str:
+    return f"{trial.trial_id}-{str(trial.config[RUN_KEY]).replace('/', '-')}"[:120]
+
+
+def error_text(trial) -> str:
+    """The last meaningful line of the trial's error file."""
+    try:
+        text = trial.get_error()
+    except Exception as err:  # unreadable storage: keep the failure, say why the text is missing
+        return f"the trial failed; its error file is unreadable ({err})"
+    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    meaningful = [line for line in lines if not line.startswith(("Failure #", "Traceback", "File ", "^"))]
+    return (meaningful or lines or ["the trial failed without an error text"])[-1][:1000]
+
+
+def write_run_hparams(run_dir: Path, hparams_values: dict[str, Any], finals: dict[str, float]) -> None:
+    """An hparams session per run with the variant, seed and component values, so the
+    TensorBoard hparams view filters runs by component switches (the engine's own session
+    holds the full config under the config's field names)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams
+
+    values = {k: hparam_value(v) for k, v in hparams_values.items()}
+    finite = {f"final/{k}": float(v) for k, v in finals.items() if math.isfinite(v)}
+    experiment, start, end = hparams(values, finite)
+    writer = SummaryWriter(str(run_dir / HPARAMS_DIR))
+    for summary in (experiment, start, end):
+        writer.file_writer.add_summary(summary)
+    for name, value in finite.items():
+        writer.add_scalar(name, value, 0)
+    writer.close()
+
+
+class RunRecorder(tune.Callback):
+    """Keeps each run's curves while it trains; when it ends, writes its result to the cache,
+    to results.json and to TensorBoard, and prints a progress line.
+
+    Only plain data is held, so Tune can pickle it with the experiment state.
+    """
+
+    def __init__(self, runs: dict[str, dict[str, Any]], results: list[dict[str, Any]], cache_path: str,
+                 output: str, meta: dict[str, Any], code: str, total: int):
+        self.runs, self.results, self.cache_path = runs, results, cache_path
+        self.output, self.meta, self.code, self.total = output, meta, code, total
+        self.curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+        self.started: dict[str, float] = {}
+
+    def _curves(self, run_id: str, earlier: dict[str, Any] | None) -> dict[str, list[tuple[int, float]]]:
+        """This attempt's points, after those of an earlier failed attempt (a resumed run reports
+        only the epochs after its checkpoint). A metric measured only at the end is no curve."""
+        merged: dict[str, dict[int, float]] = {}
+        for source in ((earlier or {}).get("curves") or {}, self.curves.get(run_id, {})):
+            for name, points in source.items():
+                merged.setdefault(name, {}).update({int(epoch): float(value) for epoch, value in points})
+        return {name: sorted(points.items()) for name, points in merged.items()
+                if name in CURVE_METRICS or len(points) > 1}
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self.started[trial_name(trial)] = time.time()
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        run_id = trial_name(trial)
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        curves = self.curves.setdefault(run_id, {})
+        for name in (*CURVE_METRICS, *self.meta["metrics"]):
+            value = result.get(name)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                points = curves.setdefault(name, [])
+                points[:] = [p for p in points if p[0] != epoch] + [(epoch, float(value))]
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        run_id = trial_name(trial)
+        run = self.runs[run_id]
+        metrics = numeric_metrics(trial.last_result or {})
+        epochs = int(metrics.get("epoch", 0))
+        if epochs < run["epochs"]:
+            self._record(run_id, error=f"stopped after {epochs} of {run['epochs']} epochs", metrics=metrics)
+            return
+        self._record(run_id, metrics=metrics)
+        cache = RunCache(self.cache_path)
+        cache.put_run(run["key"], self.code, {**self.results[-1], "run_dir": run["run_dir"],
+                                              "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+        finals = {m: metrics[m] for m in self.meta["metrics"] if m in metrics}
+        write_run_hparams(Path(run["run_dir"]), run["hparams"], finals)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._record(trial_name(trial), error=error_text(trial), metrics=numeric_metrics(trial.last_result or {}))
+
+    def _record(self, run_id: str, metrics: dict[str, float], error: str | None = None) -> None:
+        run = self.runs[run_id]
+        key = (run["variant"], run["seed"])
+        earlier = next((r for r in self.results if (r["variant"], r["seed"]) == key), None)
+        result: dict[str, Any] = {"variant": run["variant"], "seed": run["seed"], "metrics": metrics,
+                                  "curves": self._curves(run_id, earlier), "overrides": run["overrides"],
+                                  "reused": False}
+        if error:
+            result["error"] = error
+        self.results[:] = [r for r in self.results if (r["variant"], r["seed"]) != key]
+        self.results.append(result)
+        save_results(self.results, self.output, self.meta)
+        seconds = time.time() - self.started.get(run_id, time.time())
+        shown = ", ".join(f"{m} {metrics[m]:.4f}" for m in self.meta["metrics"] if m in metrics)
+        outcome = f"FAILED: {error}" if error else f"done in {seconds:.0f} s: {shown}"
+        log.info("[%d/%d] %s %s", len(self.results), self.total, run_id, outcome)
+
+
+__all__ = ["HPARAMS_DIR", "RUN_KEY", "RunRecorder", "run_ablation_trial", "trial_dirname", "trial_name",
+           "write_run_hparams"]
