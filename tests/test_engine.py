@@ -117,3 +117,23 @@ def test_lars_trust_ratio_matches_hand_computation():
     # trust = eta * |w| / |g| = 0.1 * 5 / 2 = 0.25, so the step is 0.25 * g
     torch.testing.assert_close(weight.data, torch.tensor([[3.0, 3.5]]))
     torch.testing.assert_close(bias.data, torch.tensor([0.5]))  # 1-d: plain SGD
+
+
+def test_eval_command_matches_the_run_and_random_init(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from contrastlab.cli import main
+    from tests.conftest import tiny_config_dict
+
+    data = tiny_config_dict(optim={"epochs": 1}, eval={"linear_probe": False, "align_uniform": False})
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    assert main(["train", str(config_file), "--output", str(tmp_path / "run")]) == 0
+    trained = json.loads(capsys.readouterr().out.split("\nresults:")[0])
+    assert main(["eval", str(tmp_path / "run")]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["knn_top1"] == pytest.approx(trained["knn_top1"], abs=1e-4)
+    assert main(["eval", "--random-init", str(config_file)]) == 0
+    assert "knn_top1" in json.loads(capsys.readouterr().out)
