@@ -130,7 +130,8 @@ def test_trial_states_and_intermediate_values_in_the_database(study):
 
 def test_resume_finishes_the_request_without_rerunning_trials(study):
     output = study["output"]
-    assert study["interrupted"] == {0: "COMPLETE", 1: "RUNNING"}
+    # The points to evaluate are enqueued in the study up front: the two not yet asked for wait.
+    assert study["interrupted"] == {0: "COMPLETE", 1: "RUNNING", 2: "WAITING", 3: "WAITING"}
     trials = sorted(load_study(output).get_trials(), key=lambda t: t.number)
     tune_ids = [t.user_attrs["tune_trial_id"] for t in trials]
     assert len(trials) == SAMPLES and len(set(tune_ids)) == SAMPLES
@@ -176,6 +177,7 @@ def test_a_changed_spec_is_refused_and_shows_the_change(study, capsys):
     changed = study_spec()
     changed["space"]["optim.lr"]["choices"] = [GOOD, SLOW]
     changed["num_samples"] = 6
+    changed["points_to_evaluate"] = changed["points_to_evaluate"][:3]  # 1e30 is no longer a choice
     spec_file = study["spec_file"].with_name("changed.yaml")
     spec_file.write_text(yaml.safe_dump(changed))
     assert main(["tune", str(spec_file), "--output", str(study["output"]), "--resume"]) == 2

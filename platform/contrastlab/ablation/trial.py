@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -59,14 +60,22 @@ def trial_dirname(trial) -> str:
 
 
 def error_text(trial) -> str:
-    """The last meaningful line of the trial's error file."""
+    """The last meaningful line of the trial's error file.
+
+    When Tune calls back, the error is only in the driver's local copy of the trial folder
+    (`error_file`); the storage copy that `get_error()` reads is synced later.
+    """
     try:
-        text = trial.get_error()
+        local = trial.error_file
+        text = Path(local).read_text() if local and Path(local).is_file() else trial.get_error()
     except Exception as err:  # unreadable storage: keep the failure, say why the text is missing
         return f"the trial failed; its error file is unreadable ({err})"
-    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", str(text or ""))
+    lines = [line.strip() for line in plain.splitlines() if line.strip()]
     meaningful = [line for line in lines if not line.startswith(("Failure #", "Traceback", "File ", "^"))]
-    return (meaningful or lines or ["the trial failed without an error text"])[-1][:1000]
+    last = (meaningful or lines or ["the trial failed without an error text"])[-1]
+    # The driver's own wrapper adds nothing to the reason it carries.
+    return last.removeprefix(f"{TrialFailed.__module__}.{TrialFailed.__name__}: ")[:1000]
 
 
 def write_run_hparams(run_dir: Path, hparams_values: dict[str, Any], finals: dict[str, float]) -> None:
