@@ -222,3 +222,33 @@ def test_best_config_format_is_what_train_loads(tmp_path):
     path = tmp_path / "best.yaml"
     path.write_text("# header\n" + yaml.safe_dump(spec.base.with_overrides(params).to_dict(), sort_keys=False))
     assert load_config(path).method.temperature == pytest.approx(params["method.temperature"])
+
+
+# -- ASHA after a resume ---------------------------------------------------------------------------
+@pytest.mark.parametrize("rebuilt", [True, False])
+def test_asha_rungs_are_rebuilt_from_the_study(tmp_path, rebuilt):
+    """A resumed study prunes as the uninterrupted one would: the rungs hold the earlier trials."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from contrastlab.tuning.scheduler import StudyASHA
+    from contrastlab.tuning.study import TUNE_TRIAL_ID
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(study_name="s", storage=storage, direction="minimize")
+    for index, loss in enumerate([1.0, 2.0, 3.0, 4.0]):
+        trial = study.ask()
+        trial.set_user_attr(TUNE_TRIAL_ID, f"t{index}")
+        trial.report(loss, step=1)
+        if index < 3:  # the last one was interrupted: still RUNNING, its value counts all the same
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    unattributed = study.ask()  # a trial Tune never ran: no id, no values; ignored
+    del unattributed
+    scheduler = StudyASHA("s", storage, metric="loss", mode="min", max_t=4, grace_period=1, reduction_factor=2)
+    if rebuilt:
+        assert scheduler.rebuild_rungs() == 4
+    bracket = scheduler._brackets[0]
+    # Loss 10 at the first rung: worse than the median of 1..4, stopped only if the rungs know them.
+    action = bracket.on_result(SimpleNamespace(trial_id="late"), 1, -10.0)
+    assert action == (TrialScheduler.STOP if rebuilt else TrialScheduler.CONTINUE)

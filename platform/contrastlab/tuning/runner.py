@@ -23,11 +23,12 @@ import ray
 import yaml
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import FIFOScheduler
 
 from contrastlab.config import ConfigError
 from contrastlab.tuning.callbacks import StudyCallback, write_experiment_summary
 from contrastlab.tuning.report import write_outputs
+from contrastlab.tuning.scheduler import StudyASHA
 from contrastlab.tuning.spec import StudySpec, diff_specs
 from contrastlab.tuning.study import (
     StudySearcher,
@@ -142,12 +143,12 @@ def concurrent_trials(spec: StudySpec, cluster: dict[str, float]) -> int:
     return max(1, min(fits, spec.num_samples))
 
 
-def make_scheduler(spec: StudySpec):
+def make_scheduler(spec: StudySpec, storage: optuna.storages.BaseStorage):
     if spec.scheduler.type == "fifo":
         return FIFOScheduler()
     # The time axis is the engine's own epoch count, which survives trial relaunches.
-    return ASHAScheduler(time_attr="epoch", metric=spec.metric, mode=spec.mode, max_t=spec.max_t,
-                         grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor)
+    return StudyASHA(spec.study_name, storage, metric=spec.metric, mode=spec.mode, max_t=spec.max_t,
+                     grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor)
 
 
 def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage) -> StudySearcher:
@@ -168,8 +169,9 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.Bas
     return tune.Tuner(
         trainable(spec, paths),
         tune_config=tune.TuneConfig(
-            search_alg=make_searcher(spec, storage), scheduler=make_scheduler(spec), num_samples=spec.num_samples,
-            max_concurrent_trials=concurrent, reuse_actors=False, trial_dirname_creator=short_trial_dirname,
+            search_alg=make_searcher(spec, storage), scheduler=make_scheduler(spec, storage),
+            num_samples=spec.num_samples, max_concurrent_trials=concurrent, reuse_actors=False,
+            trial_dirname_creator=short_trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=EXPERIMENT_NAME, storage_path=paths.ray_storage,
