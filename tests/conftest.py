@@ -40,6 +40,20 @@ def tiny_config(method: dict | None = None, **sections) -> ExperimentConfig:
     return config_from_dict(tiny_config_dict(method, **sections), "<test>")
 
 
+def colour_knn(trainer) -> float:
+    """kNN top-1 on Trifeature's colour: the attribute a short contrastive run learns first
+    (shape, the primary label, is the one it suppresses), so a few CPU epochs show learning."""
+    from contrastlab.evaluation import knn_top1
+
+    bundle, method = trainer.bundle, trainer.method
+    method.eval()
+    train_feats = trainer.evaluator.embed(method.features, bundle.train_images)
+    test_feats = trainer.evaluator.embed(method.features, bundle.test_images)
+    method.train()
+    return knn_top1(train_feats, bundle.train_labels["colour"], test_feats, bundle.test_labels["colour"],
+                    k=20, temperature=0.1, num_classes=bundle.num_classes["colour"])
+
+
 @pytest.fixture
 def tiny_cfg() -> ExperimentConfig:
     return tiny_config()

@@ -12,7 +12,6 @@ from contrastlab.config import ConfigError
 from contrastlab.data import RandomBatches
 from contrastlab.distributed import LocalDistributed
 from contrastlab.engine import Trainer
-from contrastlab.evaluation import knn_top1
 from contrastlab.losses import moco_loss, nt_xent
 from contrastlab.methods import DataInfo, TrainBatch, get_method_class
 from contrastlab.methods import mcl as mcl_module
@@ -24,7 +23,7 @@ from contrastlab.methods.mcl_sampling import (
     queue_negative_mask,
     stage_pseudo_labels,
 )
-from tests.conftest import tiny_config
+from tests.conftest import colour_knn, tiny_config
 
 N = 64
 INFO = DataInfo(channels=3, image_size=16, num_train=N)
@@ -304,16 +303,6 @@ def test_resume_mid_schedule_restores_stage_and_labels(tmp_path, monkeypatch):
             assert torch.equal(value, final[name]), name
 
 
-def colour_knn(trainer: Trainer) -> float:
-    """kNN top-1 on colour, the attribute a short contrastive run learns first on Trifeature."""
-    bundle, method = trainer.bundle, trainer.method
-    method.eval()
-    train = trainer.evaluator.embed(method.features, bundle.train_images)
-    test = trainer.evaluator.embed(method.features, bundle.test_images)
-    method.train()
-    return knn_top1(train, bundle.train_labels["colour"], test, bundle.test_labels["colour"], k=20, num_classes=10)
-
-
 def test_short_run_learns_and_logs_cluster_sizes(tmp_path, caplog):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -331,3 +320,35 @@ def test_short_run_learns_and_logs_cluster_sizes(tmp_path, caplog):
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"mcl/groups", "mcl/group_size_min", "mcl/stage0_cluster0_size", "mcl/stage_samples"} <= tags
+
+
+# -- the suppression command's bookkeeping ---------------------------------------------------
+def test_suppression_rescales_stages_and_checks_the_budget(tmp_path):
+    from contrastlab.cli import InputError
+    from contrastlab.commands import suppression
+
+    assert suppression.scale_stage_epochs([3, 3, 3], 6) == [2, 2, 2]
+    assert suppression.scale_stage_epochs([20, 10, 10], 8) == [4, 2, 2]
+    assert sum(suppression.scale_stage_epochs([5, 1, 1], 11)) == 11
+    simclr = tiny_config({"name": "simclr"})
+    mcl = tiny_config({"name": "mcl", "stages": 1})
+    suppression.check_same_budget(simclr, mcl)
+    with pytest.raises(InputError, match="differ in `optim`"):
+        suppression.check_same_budget(simclr, mcl.with_overrides({"optim.epochs": 3}))
+    metrics = {f"{prefix}probe_{a}": 0.5 for prefix in ("", "stage0/", "stage1/") for a in suppression.ATTRIBUTES}
+    rows = suppression.table_rows({f"probe_{a}": 0.25 for a in suppression.ATTRIBUTES}, metrics, mcl)
+    assert [r.key for r in rows] == ["simclr_backbone", "mcl_stage0", "mcl_stage1", "mcl_integrated"]
+    table = suppression.write_outputs(rows, tmp_path, "note", step=2)
+    assert "| SimCLR backbone | 25.0 | 25.0 | 25.0 |" in table
+    assert (tmp_path / "suppression.csv").read_text().splitlines()[1] == "simclr_backbone,0.2500,0.2500,0.2500"
+
+
+@pytest.mark.parametrize("init", ["scratch", "previous_stage"])
+def test_stage_init_is_fresh_or_a_copy(init):
+    method = build({"name": "mcl", "stages": 1, "negatives": "random", "init": init, "stage_epochs": [1, 1]})
+    before = [p.clone() for p in method.stages[1].parameters()]
+    method.on_epoch_start(1, FakeContext())
+    copied = all(torch.equal(p, q) for p, q in zip(method.stages[0].parameters(), method.stages[1].parameters()))
+    assert copied == (init == "previous_stage")
+    if init == "scratch":
+        assert all(torch.equal(p, q) for p, q in zip(before, method.stages[1].parameters()))

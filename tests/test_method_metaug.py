@@ -12,9 +12,8 @@ from torch import nn
 from contrastlab.config import load_config
 from contrastlab.distributed import LocalDistributed
 from contrastlab.engine import Trainer, train
-from contrastlab.evaluation import knn_top1
 from contrastlab.methods import DataInfo, StepTools, TrainBatch, get_method_class
-from tests.conftest import ROOT, tiny_config
+from tests.conftest import ROOT, colour_knn, tiny_config
 
 INFO = DataInfo(channels=3, image_size=16, num_train=64)
 
@@ -321,18 +320,6 @@ def scalar_tags(run_dir) -> set[str]:
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     return set(events.Tags()["scalars"])
-
-
-def colour_knn(trainer: Trainer) -> float:
-    """kNN on the colour attribute: the feature contrastive training learns first on
-    Trifeature (the primary label, shape, is the one it suppresses)."""
-    bundle, method = trainer.bundle, trainer.method
-    method.eval()
-    train_feats = trainer.evaluator.embed(method.features, bundle.train_images)
-    test_feats = trainer.evaluator.embed(method.features, bundle.test_images)
-    method.train()
-    return knn_top1(train_feats, bundle.train_labels["colour"], test_feats, bundle.test_labels["colour"],
-                    k=20, temperature=0.1, num_classes=bundle.num_classes["colour"])
 
 
 @pytest.mark.slow

@@ -241,7 +241,9 @@ class MCL(Method):
         if mcfg.init == "previous_stage":
             # The queue stays the stage's own: its keys and labels belong to the old stage.
             state = {k: v for k, v in self.stages[stage - 1].state_dict().items() if not k.startswith("queue")}
-            self.stages[stage].load_state_dict(state, strict=False)
+            missing, unexpected = self.stages[stage].load_state_dict(state, strict=False)
+            if unexpected or any(not key.startswith("queue") for key in missing):
+                raise RuntimeError(f"init previous_stage: stage {stage} does not match stage {stage - 1}")
         self.active_stage.fill_(stage)
         if mcfg.negatives == "cluster":
             self.log_groups(stage, epoch, ctx)

@@ -39,7 +39,7 @@ def kmeans_assign(features: torch.Tensor, clusters: int, seed: int, n_init: int 
 
     if features.shape[0] < clusters:
         raise ValueError(f"k-means with {clusters} clusters needs at least as many samples (got {features.shape[0]})")
-    points = F.normalize(features.detach().float(), dim=1).cpu().numpy().astype(np.float64)
+    points = F.normalize(features.detach().float(), dim=1).cpu().numpy()
     model = KMeans(n_clusters=clusters, n_init=n_init, random_state=seed)
     return torch.from_numpy(model.fit_predict(points).astype(np.int64))
 
