@@ -138,7 +138,8 @@ def test_fail_once_hook_fires_once_on_its_rank(tmp_path: Path, monkeypatch) -> N
             return "stepped"
 
     class FakeTrainer:
-        method = FakeMethod()
+        def __init__(self):
+            self.method = FakeMethod()
 
     class FakeBatch:
         step = 5
@@ -146,7 +147,6 @@ def test_fail_once_hook_fires_once_on_its_rank(tmp_path: Path, monkeypatch) -> N
     marker = tmp_path / "fired"
     monkeypatch.setenv(FAIL_ONCE_ENV, f"1:5:{marker}")
     other, chosen = FakeTrainer(), FakeTrainer()
-    other.method, chosen.method = FakeMethod(), FakeMethod()
     arm_fail_once(other, rank=0)
     arm_fail_once(chosen, rank=1)
     assert other.method.train_step(None, FakeBatch(), None) == "stepped"
@@ -186,9 +186,6 @@ class ReportLog(UserCallback):
     def after_report(self, run_context, metrics, checkpoint) -> None:
         with open(self.path, "a") as handle:
             handle.write(json.dumps({"epoch": metrics[0]["epoch"], "checkpoint": checkpoint is not None}) + "\n")
-
-    def after_exception(self, run_context, worker_exceptions) -> None:
-        return None
 
     def epochs(self) -> list[int]:
         return [json.loads(line)["epoch"] for line in Path(self.path).read_text().splitlines()]
@@ -239,6 +236,26 @@ class TestSimulatedTwoNodeCluster:
         assert stored == ["checkpoint_epoch_0001", "checkpoint_epoch_0002"]  # one report per epoch
         assert yaml.safe_load((run_dir / "manifest.yaml").read_text())["world_size"] == 2
         assert len(list((run_dir / "tensorboard").glob("events.*"))) == 1  # written by rank 0 only
+
+    def test_storage_probe_asks_the_nodes_of_other_hosts(self, cluster, tmp_path: Path, monkeypatch) -> None:
+        import ray
+
+        from contrastlab.raytrain import cluster as cluster_checks
+
+        asked: list[str] = []
+        probe = cluster_checks._exists_on_node
+
+        def recording_probe(node_id: str, path: str) -> bool:
+            asked.append(node_id)
+            return probe(node_id, path)
+
+        # Pretend the driver runs on another host: both nodes must then be asked.
+        monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "203.0.113.9")
+        monkeypatch.setattr(cluster_checks, "_exists_on_node", recording_probe)
+        cluster_checks.check_shared_storage(str(tmp_path / "store"))  # same disk: visible, passes
+        assert len(asked) == 1  # the two fake nodes share one address: one probe per host
+        assert list((tmp_path / "store").iterdir()) == []  # the marker is cleaned up
+        assert not probe(asked[0], str(tmp_path / "missing"))
 
     def test_failed_worker_resumes_from_the_last_checkpoint(self, uninterrupted, tmp_path: Path,
                                                             monkeypatch) -> None:
