@@ -11,7 +11,6 @@ See docs/ablation.md for the format.
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from contrastlab.ablation.retune import RetuneSpec, parse_retune
 from contrastlab.ablation.variants import BASELINE, DESIGNS, FULL, Levels, Variant, expand, method_components, same
 from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, parse_override, read_yaml
+from contrastlab.tuning.spec import base_experiment_dict
 
 SPEC_KEYS = {
     "name", "title", "description", "base_config", "base", "overrides", "components", "design", "variants",
@@ -81,37 +81,6 @@ class AblationSpec:
 
 
 # -- the base experiment ------------------------------------------------------------------------
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def _base_dict(raw: dict[str, Any], path: Path) -> dict[str, Any]:
-    source = str(path)
-    inline = raw.get("base", {})
-    if not isinstance(inline, dict):
-        raise ConfigError(source, "base", "a mapping (the experiment, or changes to base_config)")
-    if "base_config" not in raw:
-        if not inline:
-            raise ConfigError(source, "base", "an experiment: an inline mapping, or base_config: PATH")
-        return inline
-    ref = raw["base_config"]
-    if not isinstance(ref, str) or not ref:
-        raise ConfigError(source, "base_config", "a path to an experiment YAML, relative to the spec file")
-    target = (path.parent / ref).resolve()
-    if not target.is_file():
-        raise ConfigError(source, "base_config", f"an existing experiment file (not found: {target})")
-    loaded = read_yaml(target)
-    if not isinstance(loaded, dict):
-        raise ConfigError(str(target), "", "a YAML mapping of config sections")
-    return _deep_merge(loaded, inline)
-
-
 def _resources(raw: Any, source: str) -> tuple[dict[str, Any], int | None]:
     if raw is None:
         return {}, None
@@ -131,7 +100,7 @@ def _resources(raw: Any, source: str) -> tuple[dict[str, Any], int | None]:
 def _full_experiment(raw: dict[str, Any], path: Path, cli_overrides: list[str]) -> tuple[ExperimentConfig, int | None]:
     """Base, then the spec's `overrides`, its `resources`, then `--set` (the last one wins)."""
     source = str(path)
-    base = config_from_dict(_base_dict(raw, path), f"{source} (base)")
+    base = config_from_dict(base_experiment_dict(raw, path), f"{source} (base)")
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise ConfigError(source, "overrides", "a mapping of config paths to values, e.g. optim.epochs: 4")

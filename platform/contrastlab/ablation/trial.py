@@ -23,7 +23,7 @@ from contrastlab.ablation.cache import RunCache
 from contrastlab.ablation.report import save_results
 from contrastlab.config import config_from_dict
 from contrastlab.tuning.callbacks import hparam_value, numeric_metrics
-from contrastlab.tuning.trial import CONTROLLER_FAILURE_LIMIT, TrialFailed, one_line
+from contrastlab.tuning.trial import TrialFailed, fit_in_trial
 
 log = logging.getLogger("contrastlab")
 RUN_KEY = "run"
@@ -33,22 +33,12 @@ CURVE_METRICS = ("loss", "knn_top1")
 
 def run_ablation_trial(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
     """Tune function trainable: train the run named by `config["run"]` on Ray Train."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from contrastlab.raytrain import make_trainer
-
     run = runs[config[RUN_KEY]]
     # The ablate command's CONTRASTLAB_* settings (data cache, test hooks) reach the Train
     # workers through make_trainer, even on a cluster started from another shell.
     os.environ.update(run["env"])
     cfg = config_from_dict(run["config"], f"<ablation run {config[RUN_KEY]}>")
-    trainer = make_trainer(cfg, Path(run["run_dir"]), name=run["train_name"], storage=run["storage"],
-                           callbacks=[TuneReportCallback()])
-    trainer.run_config.failure_config.controller_failure_limit = CONTROLLER_FAILURE_LIMIT
-    try:
-        trainer.fit()
-    except Exception as err:
-        raise TrialFailed(one_line(err)) from err
+    fit_in_trial(cfg, Path(run["run_dir"]), run["train_name"], run["storage"])
 
 
 def trial_name(trial) -> str:

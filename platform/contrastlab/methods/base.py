@@ -101,17 +101,24 @@ class Method(nn.Module):
 
     def train_step(self, model: nn.Module, batch: TrainBatch, tools: StepTools) -> dict[str, torch.Tensor]:
         """One optimisation step. `model` is this method, possibly wrapped for DDP."""
+        out = self.loss_backward(model, batch, tools, self.parameters())
+        for optimizer in tools.optimizers:
+            optimizer.step()
+        self.after_optimizer_step()
+        return {"loss": out.loss.detach(), **{k: v.detach() for k, v in out.scalars.items()}}
+
+    @staticmethod
+    def loss_backward(model: nn.Module, batch: TrainBatch, tools: StepTools, clipped) -> LossOutput:
+        """Zero every optimiser's gradients, compute the loss through `model` under autocast,
+        backpropagate, and clip the gradient norm of `clipped` when the config asks."""
         for optimizer in tools.optimizers:
             optimizer.zero_grad(set_to_none=True)
         with tools.autocast():
             out: LossOutput = model(batch)
         out.loss.backward()
         if tools.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), tools.grad_clip)
-        for optimizer in tools.optimizers:
-            optimizer.step()
-        self.after_optimizer_step()
-        return {"loss": out.loss.detach(), **{k: v.detach() for k, v in out.scalars.items()}}
+            torch.nn.utils.clip_grad_norm_(clipped, tools.grad_clip)
+        return out
 
     def after_optimizer_step(self) -> None:
         """Updates that follow each step (EMA encoders, queues)."""

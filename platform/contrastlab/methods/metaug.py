@@ -258,13 +258,7 @@ class MetAug(TwoViewMethod):
 
     def encoder_step(self, model: nn.Module, batch: TrainBatch, tools: StepTools) -> dict[str, torch.Tensor]:
         """Step 1: L through `model` (DDP reduces every gradient); only the encoder + head step."""
-        for optimizer in tools.optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        with tools.autocast():
-            out: LossOutput = model(batch)
-        out.loss.backward()
-        if tools.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.encoder_parameters(), tools.grad_clip)
+        out = self.loss_backward(model, batch, tools, self.encoder_parameters())
         tools.optimizers[0].step()
         return {"loss": out.loss.detach(), **{k: v.detach() for k, v in out.scalars.items()}}
 

@@ -109,21 +109,23 @@ class StudySpec:
         }
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
 
 
-def _base_dict(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+def base_experiment_dict(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A spec's experiment: `base_config` (a YAML path relative to the spec) merged with the
+    inline `base` mapping, or the inline mapping alone. Tune and ablation specs share it."""
     source = str(path)
     inline = raw.get("base", {})
     if not isinstance(inline, dict):
-        raise ConfigError(source, "base", "a mapping (the experiment, or overrides of base_config)")
+        raise ConfigError(source, "base", "a mapping (the experiment, or changes to base_config)")
     if "base_config" not in raw:
         if not inline:
             raise ConfigError(source, "base", "an experiment: an inline mapping, or base_config: PATH")
@@ -137,12 +139,12 @@ def _base_dict(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     loaded = read_yaml(target)
     if not isinstance(loaded, dict):
         raise ConfigError(str(target), "", "a YAML mapping of config sections")
-    return _deep_merge(loaded, inline)
+    return deep_merge(loaded, inline)
 
 
 def _build_base(raw: dict[str, Any], path: Path, overrides: list[str], resources: ResourcesSpec) -> ExperimentConfig:
     source = str(path)
-    base = config_from_dict(_base_dict(raw, path), f"{source} (base)")
+    base = config_from_dict(base_experiment_dict(raw, path), f"{source} (base)")
     updates: dict[str, Any] = {f"resources.{k}": v for k, v in resources.model_dump().items() if v is not None}
     for text in overrides:
         key, value = parse_override(text, f"{source} (--set {text})")
@@ -264,4 +266,6 @@ def diff_specs(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["ResourcesSpec", "SamplerSpec", "SchedulerSpec", "StudySpec", "diff_specs", "load_spec", "spec_from_dict"]
+__all__ = ["ResourcesSpec", "SamplerSpec", "SchedulerSpec", "StudySpec", "base_experiment_dict", "deep_merge",
+           "diff_specs",
+           "load_spec", "spec_from_dict"]

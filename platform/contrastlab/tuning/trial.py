@@ -78,17 +78,22 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
     `context` (from `trial_context`, bound with `tune.with_parameters`) stays out of Tune's
     trial config, so Tune's tables and files show only the tuned parameters.
     """
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from contrastlab.raytrain import make_trainer
-
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(context["base"], config.get("params", {}), trial_id)
     run_dir = Path(context["trials_dir"]) / trial_id
     attempt = record_attempt(run_dir, trial_id)
     log.info("trial %s: attempt %d, run folder %s", trial_id, attempt, run_dir)
-    trainer = make_trainer(cfg, run_dir, name=trial_id, storage=context["train_storage"],
-                           callbacks=[TuneReportCallback()])
+    fit_in_trial(cfg, run_dir, trial_id, context["train_storage"])
+
+
+def fit_in_trial(cfg: ExperimentConfig, run_dir: Path, name: str, storage: str) -> None:
+    """One Ray Train run inside a Tune trial: per-epoch metrics reach Tune, and a failure
+    becomes `TrialFailed` carrying its root cause in one line."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from contrastlab.raytrain import make_trainer
+
+    trainer = make_trainer(cfg, run_dir, name=name, storage=storage, callbacks=[TuneReportCallback()])
     trainer.run_config.failure_config.controller_failure_limit = CONTROLLER_FAILURE_LIMIT
     try:
         trainer.fit()
@@ -96,4 +101,4 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
         raise TrialFailed(one_line(err)) from err
 
 
-__all__ = ["DRIVER_RESOURCES", "TrialFailed", "run_trial", "trial_config", "trial_context"]
+__all__ = ["DRIVER_RESOURCES", "TrialFailed", "fit_in_trial", "run_trial", "trial_config", "trial_context"]
