@@ -1,0 +1,338 @@
+"""Training-step throughput: the end-to-end step against the model's own limit.
+
+Measures, in one process on one device:
+  model_only     forward + backward of encoder and head on two pre-made views
+                 (no augmentation, no loss extras), the ceiling for a step
+  simclr_step    the full SimCLR step: data in device memory, per-sample two-view
+                 augmentation, forward, NT-Xent, backward, optimiser
+  pil_loader     the conventional pipeline: a torchvision PIL-transform DataLoader
+                 (as many workers as cores) feeding the same SimCLR step
+  <method>_step  every other method's full step, as a ratio to its base; MCL is timed in a
+                 later stage (pseudo-labels set, other-cluster negatives masked), the
+                 costlier of its two samplers (cluster_batches runs the base step as it is)
+  kmeans         MCL's between-stage work (embed the training set + k-means, K = 10) as a
+                 share of one stage's training time
+
+Timing: warm-up first, then CUDA events (or perf_counter on CPU) around blocks of steps,
+synchronised, median over repeats. Writes a Markdown table and a JSON file under
+benchmarks/results/.
+
+    python benchmarks/throughput.py                       # GPU setting: resnet18, 32x32, batch 512, bf16
+    python benchmarks/throughput.py --cpu-small           # the CPU setting used in CI-sized runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from contrastlab.config import config_from_dict
+from contrastlab.data import TwoViewAugment
+from contrastlab.distributed import LocalDistributed
+from contrastlab.engine.optim import build_optimizer
+from contrastlab.methods import DataInfo, StepTools, TrainBatch, get_method_class
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# Each method's step is compared with the base it builds on (METHODS.md, issue targets).
+METHODS = {
+    "simclr": ({"name": "simclr"}, None, None),
+    "sscl": ({"name": "sscl"}, "simclr", 1.15),
+    "mcl": ({"name": "mcl", "stages": 1, "sampling": "mask_other_clusters"}, "simclr", 1.05),
+    "moco": ({"name": "moco", "queue_size": 4096}, None, None),
+    "slr": ({"name": "slr", "queue_size": 4096}, "moco", 1.7),
+    "metaug": ({"name": "metaug"}, "simclr", 3.0),
+}
+
+
+class Timer:
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def measure(self, fn, steps: int, repeats: int, warmup: int) -> float:
+        """Median seconds per step over `repeats` blocks of `steps` steps."""
+        for _ in range(warmup):
+            fn()
+        self.sync()
+        times = []
+        for _ in range(repeats):
+            if self.device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(steps):
+                    fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1000 / steps)
+            else:
+                started = time.perf_counter()
+                for _ in range(steps):
+                    fn()
+                times.append((time.perf_counter() - started) / steps)
+        return statistics.median(times)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def build_config(args, method: dict):
+    return config_from_dict({
+        "data": {"name": "cifar10", "image_size": args.size},
+        "model": {"encoder": args.encoder, "width": 16, "compile": args.compile,
+                  "projector_hidden": args.proj_hidden, "projector_out": 128},
+        "method": method,
+        "optim": {"batch_size": args.batch, "precision": args.precision, "epochs": 10},
+        "resources": {"device": args.device},
+    }, "<benchmark>")
+
+
+class Setup:
+    """Everything a step needs, with a synthetic uint8 dataset resident on the device."""
+
+    def __init__(self, args, method: dict, device: torch.device):
+        self.cfg = build_config(args, method)
+        self.device = device
+        torch.manual_seed(0)
+        self.images = torch.randint(0, 256, (args.dataset_size, 3, args.size, args.size), dtype=torch.uint8,
+                                    device=device)
+        info = DataInfo(3, args.size, args.dataset_size, {"label": 10})
+        mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+        self.augment = TwoViewAugment(self.cfg.augment, 3, args.size, mean, std)
+        self.method = get_method_class(method["name"])(self.cfg, info, LocalDistributed(device)).to(device)
+        self.channels_last = device.type == "cuda"
+        if self.channels_last:
+            self.method = self.method.to(memory_format=torch.channels_last)
+        if args.compile:
+            self.method.encoder.compile()
+            self.method.projector.compile()
+        if method["name"] == "mcl":  # a later stage: pseudo-labels in place, as after a k-means
+            self.method.active_stage.fill_(1)
+            self.method.pseudo_labels.copy_(torch.randint(0, 10, (args.dataset_size,), device=device))
+        self.optimizers = [build_optimizer(g, self.cfg.optim) for g in self.method.optimizer_groups()]
+        self.generator = torch.Generator(device=device).manual_seed(0)
+        self.batch = args.batch
+        self.step_index = 0
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.optim.precision == "bf16")
+
+    def views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(0, self.images.shape[0], (self.batch,), device=self.device, generator=self.generator)
+        v1, v2 = self.augment.two_views(self.images[idx], self.generator)
+        if self.channels_last:
+            v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+        return v1, v2
+
+    def full_step(self, views=None) -> None:
+        views = views if views is not None else self.views()
+        idx = torch.randint(0, self.images.shape[0], (self.batch,), device=self.device, generator=self.generator)
+        batch = TrainBatch(views, idx, 0, self.step_index, self.generator)
+        tools = StepTools(self.optimizers, self.autocast)
+        self.method.train_step(self.method, batch, tools)
+        self.step_index += 1
+
+    def model_only_step(self, views) -> None:
+        opt = self.optimizers[0]
+        opt.zero_grad(set_to_none=True)
+        with self.autocast():
+            z = self.method.projector(self.method.encoder(torch.cat(views)))
+        z.float().pow(2).mean().backward()
+        opt.step()
+
+
+def pil_loader_throughput(args, setup: Setup, timer: Timer) -> float:
+    """Images/s of the SimCLR step fed by a torchvision PIL-transform DataLoader."""
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision import transforms as T
+
+    size = args.size
+    transform = T.Compose([
+        T.RandomResizedCrop(size, scale=(0.2, 1.0)), T.RandomHorizontalFlip(),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(0.2),
+        T.ToTensor(), T.Normalize((0.49, 0.48, 0.45), (0.25, 0.24, 0.26)),
+    ])
+    arrays = setup.images[: args.dataset_size].permute(0, 2, 3, 1).cpu().numpy()
+
+    class TwoViews(Dataset):
+        def __len__(self) -> int:
+            return len(arrays)
+
+        def __getitem__(self, i):
+            image = Image.fromarray(arrays[i])
+            return transform(image), transform(image)
+
+    workers = os.cpu_count() or 1
+    loader = DataLoader(TwoViews(), batch_size=args.batch, shuffle=True, num_workers=workers,
+                        drop_last=True, pin_memory=setup.device.type == "cuda", persistent_workers=True)
+    iterator = iter(loader)
+
+    def step() -> None:
+        nonlocal iterator
+        try:
+            v1, v2 = next(iterator)
+        except StopIteration:
+            iterator = iter(loader)
+            v1, v2 = next(iterator)
+        views = (v1.to(setup.device, non_blocking=True), v2.to(setup.device, non_blocking=True))
+        if setup.channels_last:
+            views = tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
+        setup.full_step(views)
+
+    seconds = timer.measure(step, args.steps, args.repeats, args.warmup)
+    return args.batch / seconds
+
+
+def kmeans_share(args, setup: Setup, step_seconds: float) -> dict[str, float]:
+    """MCL's between-stage work on a `--kmeans-samples` training set, against one stage of
+    `--stage-epochs` epochs at the measured MCL step time."""
+    from contrastlab.methods.mcl_sampling import kmeans_assign
+
+    timer = Timer(setup.device)
+    images = torch.randint(0, 256, (args.kmeans_samples, 3, args.size, args.size), dtype=torch.uint8,
+                           device=setup.device)
+    encoder = setup.method.encoder
+    encoder.eval()
+    chunks = 1024
+
+    def embed() -> torch.Tensor:
+        with torch.no_grad(), setup.autocast():
+            return torch.cat([encoder(images[i:i + chunks].float().div_(255)).float()
+                              for i in range(0, len(images), chunks)])
+
+    embed()  # warm-up (cuDNN autotuning for the eval batch shape)
+    timer.sync()
+    started = time.perf_counter()
+    features = embed()
+    timer.sync()
+    embed_s = time.perf_counter() - started
+    started = time.perf_counter()
+    kmeans_assign(features, 10, seed=0, n_init=setup.cfg.method.kmeans_restarts)
+    kmeans_s = time.perf_counter() - started
+    encoder.train()
+    stage_s = args.stage_epochs * (args.kmeans_samples // args.batch) * step_seconds
+    return {"embed_s": embed_s, "kmeans_s": kmeans_s, "stage_s": stage_s, "share": (embed_s + kmeans_s) / stage_s}
+
+
+def run(args) -> dict:
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    timer = Timer(device)
+    rows: dict[str, float] = {}
+    base = Setup(args, METHODS["simclr"][0], device)
+    fixed = base.views()
+    rows["model_only"] = args.batch / timer.measure(lambda: base.model_only_step(fixed), args.steps, args.repeats,
+                                                     args.warmup)
+    rows["simclr_step"] = args.batch / timer.measure(base.full_step, args.steps, args.repeats, args.warmup)
+    aug_only = timer.measure(base.views, args.steps, args.repeats, args.warmup)
+    rows["augment_only"] = args.batch / aug_only
+    kmeans = None
+    for name in args.methods:
+        if name == "simclr":
+            continue
+        setup = Setup(args, METHODS[name][0], device)
+        seconds = timer.measure(setup.full_step, args.steps, args.repeats, args.warmup)
+        rows[f"{name}_step"] = args.batch / seconds
+        if name == "mcl":
+            kmeans = kmeans_share(args, setup, seconds)
+        del setup
+    if not args.skip_pil:
+        rows["pil_loader"] = pil_loader_throughput(args, base, timer)
+    return {"device": device, "rows": rows, "kmeans": kmeans}
+
+
+def report(args, result: dict) -> str:
+    device, rows = result["device"], result["rows"]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    lines = [
+        f"## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: {name}",
+        "",
+        f"torch {torch.__version__}, encoder {args.encoder}, {args.size}x{args.size}, batch {args.batch}, "
+        f"{args.precision}, compile {'on' if args.compile else 'off'}; median of {args.repeats} x {args.steps} steps",
+        "",
+        "| measurement | images/s | ratio | target |",
+        "|---|---:|---:|---|",
+    ]
+    ceiling, simclr = rows["model_only"], rows["simclr_step"]
+    lines.append(f"| model only (fwd+bwd, pre-made views) | {ceiling:,.0f} | 1.00 | |")
+    lines.append(f"| SimCLR end-to-end step | {simclr:,.0f} | {simclr / ceiling:.2f} of model | >= 0.85 |")
+    lines.append(f"| augmentation alone (two views) | {rows['augment_only']:,.0f} | | |")
+    if "pil_loader" in rows:
+        lines.append(f"| PIL DataLoader + same step | {rows['pil_loader']:,.0f} | "
+                     f"{simclr / rows['pil_loader']:.2f}x slower than ours | ours >= 3x |")
+    for method, (_, base, target) in METHODS.items():
+        key = f"{method}_step"
+        if key not in rows or method == "simclr":
+            continue
+        if base is None:
+            lines.append(f"| {method} step | {rows[key]:,.0f} | | |")
+            continue
+        base_rate = rows["simclr_step"] if base == "simclr" else rows.get(f"{base}_step")
+        cost = base_rate / rows[key] if base_rate else float("nan")
+        lines.append(f"| {method} step | {rows[key]:,.0f} | {cost:.2f}x {base}'s step cost | <= {target} |")
+    kmeans = result.get("kmeans")
+    if kmeans:
+        lines.append(f"| MCL between stages: embed {args.kmeans_samples:,} + k-means (K=10) | "
+                     f"{kmeans['embed_s']:.1f} s + {kmeans['kmeans_s']:.1f} s | "
+                     f"{100 * kmeans['share']:.1f}% of a {args.stage_epochs}-epoch stage | <= 5% |")
+    lines += ["", f"command: `python benchmarks/throughput.py {' '.join(sys.argv[1:])}`", ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--encoder", default="resnet18")
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--proj-hidden", type=int, default=2048)
+    parser.add_argument("--dataset-size", type=int, default=8192)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--methods", nargs="*", default=list(METHODS))
+    parser.add_argument("--skip-pil", action="store_true")
+    parser.add_argument("--kmeans-samples", type=int, default=50000, help="training-set size for MCL's k-means")
+    parser.add_argument("--stage-epochs", type=int, default=10, help="epochs of the MCL stage the k-means precedes")
+    parser.add_argument("--cpu-small", action="store_true",
+                        help="small CNN, batch 128, fp32 on CPU: a setting that finishes in minutes on 2 cores")
+    parser.add_argument("--output", default=None, help="results file (default: results/throughput_<device>.md)")
+    args = parser.parse_args(argv)
+    if args.cpu_small:
+        args.device, args.encoder, args.batch, args.precision = "cpu", "small_cnn", 128, "fp32"
+        args.proj_hidden, args.steps, args.repeats, args.warmup, args.dataset_size = 256, 3, 3, 2, 2048
+        args.kmeans_samples = 2048
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    result = run(args)
+    text = report(args, result)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    kind = "gpu" if result["device"].type == "cuda" else "cpu"
+    path = Path(args.output) if args.output else RESULTS / f"throughput_{kind}.md"
+    previous = path.read_text() if path.exists() else f"# Step throughput ({kind})\n\n"
+    path.write_text(previous + text + "\n")
+    json_path = path.with_suffix(".json")
+    json_path.write_text(json.dumps({"args": vars(args), "rows": result["rows"], "kmeans": result["kmeans"]},
+                                    indent=1))
+
+
+if __name__ == "__main__":
+    main()
