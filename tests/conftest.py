@@ -1,9 +1,11 @@
-"""Shared test fixtures: tiny configs and a lock that keeps Ray clusters one at a time."""
+"""Shared test fixtures: tiny configs, one torch thread, and a lock that keeps Ray clusters one at a time."""
 
 from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,18 @@ def tiny_cfg() -> ExperimentConfig:
     return tiny_config()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch limited to one intra-op thread for a module (`pytestmark = pytest.mark.usefixtures(...)`):
+    on tiny tensors a second thread only adds scheduling latency on a busy 2-core host."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _data_cache(tmp_path_factory, monkeypatch):
     """Generated datasets are cached once per test session, outside the user's home."""
@@ -67,8 +81,8 @@ def _data_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CONTRASTLAB_CACHE", str(cache))
 
 
-@pytest.fixture
-def ray_lock():
+@contextmanager
+def ray_host_lock() -> Iterator[None]:
     """Ray tests hold this lock: two clusters on one host confuse Ray's State API."""
     RAY_LOCK.touch(exist_ok=True)
     with RAY_LOCK.open("w") as handle:
@@ -77,3 +91,10 @@ def ray_lock():
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def ray_lock():
+    """The host's Ray lock for one test; wider fixtures use `ray_host_lock()` directly."""
+    with ray_host_lock():
+        yield

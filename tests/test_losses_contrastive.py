@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from contrastlab.losses import (
     info_nce_from_similarities,
@@ -15,22 +14,13 @@ from contrastlab.losses import (
     nt_xent,
     positive_negative_similarities,
 )
+from tests.reference import unit
 
 TAUS = (0.1, 0.5, 1.0)
 BATCHES = (2, 4, 7)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: a second intra-op thread only adds scheduling latency on a busy 2-core host.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def unit(n: int, d: int = 6, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype), dim=1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def np_two_view(z1_all: np.ndarray, z2_all: np.ndarray, offset: int, b: int) -> list[tuple[float, np.ndarray]]:

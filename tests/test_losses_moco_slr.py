@@ -18,19 +18,9 @@ from contrastlab.losses import (
     slr_soft_labels,
     soft_cross_entropy,
 )
+from tests.reference import unit
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: a second intra-op thread only adds scheduling latency on a busy 2-core host.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def unit(n: int, d: int = 6, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype), dim=1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def np_softmax(x: np.ndarray) -> np.ndarray:

@@ -11,14 +11,7 @@ import torch.nn.functional as F
 
 from contrastlab.losses import margin_injected_loss, margins, oucl_loss, two_view_scores
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: a second intra-op thread only adds scheduling latency on a busy 2-core host.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def scores(rows: int, cols: int, seed: int) -> torch.Tensor:

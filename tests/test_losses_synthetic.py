@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 import math
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from contrastlab.losses import (
     dcl_loss,
@@ -22,21 +22,12 @@ from contrastlab.losses import (
     synthesize_negatives,
     synthetic_similarities,
 )
+from tests import reference
 
 D = 8
+unit = partial(reference.unit, d=D)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: a second intra-op thread only adds scheduling latency on a busy 2-core host.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def unit(n: int, d: int = D, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype), dim=1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def np_sscl(pos, real, synth, tau, beta, tau_plus, debias_count) -> float:

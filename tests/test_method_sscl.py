@@ -60,6 +60,15 @@ def tensorboard_tags(folder) -> set[str]:
     return tags
 
 
+def check_one_epoch_run(cfg, run_dir, scalars: set[str]) -> None:
+    """Train `cfg` for its one epoch: a finite loss, and `scalars` among both the metrics and the
+    TensorBoard tags (with the loss and kNN accuracy)."""
+    metrics = train(cfg, run_dir)
+    assert math.isfinite(metrics["loss"]) and metrics["epoch"] == 1
+    assert scalars <= set(metrics)
+    assert scalars | {"loss", "knn_top1"} <= tensorboard_tags(run_dir / "tensorboard")
+
+
 HAS_FASHION = (FASHION_MNIST_SYSTEM_DIR / "train-images-idx3-ubyte.gz").is_file()
 needs_fashion = pytest.mark.skipif(not HAS_FASHION, reason="Debian package dataset-fashion-mnist not installed")
 
@@ -291,10 +300,7 @@ SCALARS = {"mean_hardness_weight", "synthetic_similarity", "max_hardness_weight"
 )
 def test_two_step_smoke_and_tensorboard(tmp_path, method, scalars):
     cfg = tiny_config(method, optim={"epochs": 1}, data={"trifeature_train": 64}, eval={"probe_epochs": 2})
-    metrics = train(cfg, tmp_path)
-    assert math.isfinite(metrics["loss"]) and metrics["epoch"] == 1
-    assert scalars <= set(metrics)
-    assert scalars | {"loss", "knn_top1"} <= tensorboard_tags(tmp_path / "tensorboard")
+    check_one_epoch_run(cfg, tmp_path, scalars)
 
 
 @pytest.mark.slow

@@ -7,7 +7,6 @@ one head node started with `ray start` for `ray job submit`. Each holds the host
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -18,7 +17,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,7 +27,7 @@ from contrastlab.config import ConfigError
 from contrastlab.raytrain import init_ray, make_trainer, run_ray_training
 from contrastlab.raytrain.cluster import check_distributed_config, resolve_storage, shared_storage_problem
 from contrastlab.raytrain.worker import FAIL_ONCE_ENV, InjectedFailure, RayReporter, arm_fail_once
-from tests.conftest import RAY_LOCK, tiny_config, tiny_config_dict
+from tests.conftest import ray_host_lock, tiny_config, tiny_config_dict
 
 START_TIMEOUT = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "180"}
 COMPARED = ("loss", "knn_top1", "linear_top1", "probe_colour", "probe_texture", "alignment", "uniformity")
@@ -163,18 +161,6 @@ def restore_environment(saved: dict[str, str | None]) -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-
-
-@contextmanager
-def ray_host_lock() -> Iterator[None]:
-    """The conftest `ray_lock`, for fixtures wider than one test."""
-    RAY_LOCK.touch(exist_ok=True)
-    with RAY_LOCK.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class ReportLog(UserCallback):
