@@ -256,10 +256,12 @@ def run(args) -> dict:
 def report(args, result: dict) -> str:
     device, rows = result["device"], result["rows"]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
         f"## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: {name}",
         "",
-        f"torch {torch.__version__}, encoder {args.encoder}, {args.size}x{args.size}, batch {args.batch}, "
+        f"load average at the end (1/5/15 min): {load}; torch {torch.__version__}, encoder {args.encoder}, "
+        f"{args.size}x{args.size}, batch {args.batch}, "
         f"{args.precision}, compile {'on' if args.compile else 'off'}; median of {args.repeats} x {args.steps} steps",
         "",
         "| measurement | images/s | ratio | target |",
@@ -271,7 +273,7 @@ def report(args, result: dict) -> str:
     lines.append(f"| augmentation alone (two views) | {rows['augment_only']:,.0f} | | |")
     if "pil_loader" in rows:
         lines.append(f"| PIL DataLoader + same step | {rows['pil_loader']:,.0f} | "
-                     f"{simclr / rows['pil_loader']:.2f}x slower than ours | ours >= 3x |")
+                     f"ours is {simclr / rows['pil_loader']:.2f}x this | ours >= 3x |")
     for method, (_, base, target) in METHODS.items():
         key = f"{method}_step"
         if key not in rows or method == "simclr":
