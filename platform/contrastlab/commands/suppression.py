@@ -72,9 +72,15 @@ def check_same_budget(simclr: ExperimentConfig, mcl: ExperimentConfig) -> None:
         raise InputError(f"expected a simclr and an mcl config (got {simclr.method.name} and {mcl.method.name})")
     if simclr.data.name != "trifeature":
         raise InputError("the suppression test needs data.name trifeature (one label per attribute)")
-    for section in ("seed", "data", "augment", "model", "optim"):
+    for section in ("seed", "data", "augment", "model", "optim", "eval"):
         if getattr(simclr, section) != getattr(mcl, section):
             raise InputError(f"the two configs differ in `{section}`: the budget must be the same for both")
+    from contrastlab.methods.mcl import resolve_stage_epochs
+
+    try:  # checked now, not after the SimCLR run has already been trained
+        resolve_stage_epochs(mcl.method, mcl.optim.epochs)
+    except ValueError as err:
+        raise InputError(f"{err} (--epochs N rescales method.stage_epochs to N)") from None
 
 
 def load_pair(args: argparse.Namespace) -> tuple[ExperimentConfig, ExperimentConfig]:
