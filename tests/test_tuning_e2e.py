@@ -71,17 +71,21 @@ def study_spec() -> dict:
     }
 
 
+def study_names(output: Path) -> list[str]:
+    return optuna.get_all_study_names(optuna.storages.RDBStorage(f"sqlite:///{output / 'study.db'}"))
+
+
 def load_study(output: Path) -> optuna.Study:
     storage = optuna.storages.RDBStorage(f"sqlite:///{output / 'study.db'}")
-    name = optuna.get_all_study_names(storage)[0]
-    return optuna.load_study(study_name=name, storage=storage)
+    return optuna.load_study(study_name=study_names(output)[0], storage=storage)
 
 
 def wait_for_first_epoch_of_second_trial(output: Path, process: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "the study ended before it could be interrupted"
-        if (output / "study.db").is_file():
+        # The driver creates the database file first and the study in it a moment later.
+        if (output / "study.db").is_file() and study_names(output):
             trials = load_study(output).get_trials(deepcopy=False)
             if len(trials) >= 2 and trials[1].intermediate_values:
                 return
