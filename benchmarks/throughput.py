@@ -303,9 +303,10 @@ def parse_args(argv=None):
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--proj-hidden", type=int, default=2048)
     parser.add_argument("--dataset-size", type=int, default=8192)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--steps", type=int, help="steps per timed block (default 20; 3 with --cpu-small)")
+    parser.add_argument("--repeats", type=int,
+                        help="timed blocks; the median is reported (default 5; 3 with --cpu-small)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default 10; 2 with --cpu-small)")
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--skip-pil", action="store_true")
     parser.add_argument("--kmeans-samples", type=int, default=50000, help="training-set size for MCL's k-means")
@@ -316,8 +317,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.cpu_small:
         args.device, args.encoder, args.batch, args.precision = "cpu", "small_cnn", 128, "fp32"
-        args.proj_hidden, args.steps, args.repeats, args.warmup, args.dataset_size = 256, 3, 3, 2, 2048
-        args.kmeans_samples = 2048
+        args.proj_hidden, args.dataset_size, args.kmeans_samples = 256, 2048, 2048
+    preset = (3, 3, 2) if args.cpu_small else (20, 5, 10)
+    for name, value in zip(("steps", "repeats", "warmup"), preset):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     return args
 
 
