@@ -309,7 +309,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 10; 2 with --cpu-small)")
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--skip-pil", action="store_true")
-    parser.add_argument("--kmeans-samples", type=int, default=50000, help="training-set size for MCL's k-means")
+    parser.add_argument("--kmeans-samples", type=int,
+                        help="training-set size for MCL's k-means (default 50000; 2048 with --cpu-small)")
     parser.add_argument("--stage-epochs", type=int, default=10, help="epochs of the MCL stage the k-means precedes")
     parser.add_argument("--cpu-small", action="store_true",
                         help="small CNN, batch 128, fp32 on CPU: a setting that finishes in minutes on 2 cores")
@@ -317,9 +318,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.cpu_small:
         args.device, args.encoder, args.batch, args.precision = "cpu", "small_cnn", 128, "fp32"
-        args.proj_hidden, args.dataset_size, args.kmeans_samples = 256, 2048, 2048
-    preset = (3, 3, 2) if args.cpu_small else (20, 5, 10)
-    for name, value in zip(("steps", "repeats", "warmup"), preset):
+        args.proj_hidden, args.dataset_size = 256, 2048
+    preset = (3, 3, 2, 2048) if args.cpu_small else (20, 5, 10, 50000)
+    for name, value in zip(("steps", "repeats", "warmup", "kmeans_samples"), preset):
         if getattr(args, name) is None:
             setattr(args, name, value)
     return args
