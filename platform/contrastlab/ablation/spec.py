@@ -19,7 +19,7 @@ from typing import Any
 from contrastlab.ablation.retune import RetuneSpec, parse_retune
 from contrastlab.ablation.variants import BASELINE, DESIGNS, FULL, Levels, Variant, expand, method_components, same
 from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, parse_override, read_yaml
-from contrastlab.tuning.spec import base_experiment_dict
+from contrastlab.tuning.spec import base_experiment_dict, check_spec_keys
 
 SPEC_KEYS = {
     "name", "title", "description", "base_config", "base", "overrides", "components", "design", "variants",
@@ -241,11 +241,7 @@ def spec_from_dict(raw: Any, path: str | Path, overrides: list[str] | tuple[str,
                    seeds: int | None = None) -> AblationSpec:
     path = Path(path)
     source = str(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(source, "", "a YAML mapping (an ablation spec)")
-    unknown = sorted(set(raw) - SPEC_KEYS)
-    if unknown:
-        raise ConfigError(source, unknown[0], f"no such field (allowed: {', '.join(sorted(SPEC_KEYS))})")
+    check_spec_keys(raw, source, SPEC_KEYS, "an ablation spec")
     name = _name(raw, path)
     design = raw.get("design", "leave_one_out")
     if design not in DESIGNS:

@@ -109,6 +109,15 @@ class StudySpec:
         }
 
 
+def check_spec_keys(raw: Any, source: str, allowed: set[str] | frozenset[str], what: str) -> None:
+    """A spec file is a mapping of known top-level fields (tune and ablation specs alike)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "", f"a YAML mapping ({what})")
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ConfigError(source, unknown[0], f"no such field (allowed: {', '.join(sorted(allowed))})")
+
+
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in extra.items():
@@ -210,11 +219,7 @@ def spec_from_dict(raw: Any, path: str | Path, overrides: list[str] | tuple[str,
                    num_samples: int | None = None, study_storage: str | None = None) -> StudySpec:
     path = Path(path)
     source = str(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(source, "", "a YAML mapping (a study spec)")
-    unknown = sorted(set(raw) - SPEC_KEYS)
-    if unknown:
-        raise ConfigError(source, unknown[0], f"no such field (allowed: {', '.join(sorted(SPEC_KEYS))})")
+    check_spec_keys(raw, source, SPEC_KEYS, "a study spec")
     top = _top_level(raw, source)
     if num_samples is not None:
         if num_samples < 1:
@@ -266,6 +271,7 @@ def diff_specs(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["ResourcesSpec", "SamplerSpec", "SchedulerSpec", "StudySpec", "base_experiment_dict", "deep_merge",
+__all__ = ["ResourcesSpec", "SamplerSpec", "SchedulerSpec", "StudySpec", "base_experiment_dict", "check_spec_keys",
+           "deep_merge",
            "diff_specs",
            "load_spec", "spec_from_dict"]
