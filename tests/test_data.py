@@ -66,7 +66,7 @@ def test_idx_parser_rejects_bad_files(tmp_path):
 
 def test_fashion_mnist_from_a_root_folder(tmp_path):
     arrays = fake_fashion(tmp_path)
-    bundle = load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path)), seed=0)
+    bundle = load_dataset(DataConfig(val_size=0, name="fashion_mnist", root=str(tmp_path)), seed=0)
     assert bundle.train_images.shape == (30, 1, 28, 28) and bundle.train_images.dtype == torch.uint8
     assert bundle.test_images.shape == (10, 1, 28, 28) and bundle.test_images.dtype == torch.uint8
     np.testing.assert_array_equal(bundle.train_images[:, 0].numpy(), arrays["train-images-idx3-ubyte.gz"])
@@ -79,13 +79,13 @@ def test_fashion_mnist_from_a_root_folder(tmp_path):
 
 def test_fashion_mnist_in_torchvision_layout(tmp_path):
     fake_fashion(tmp_path / "FashionMNIST" / "raw", train=12, test=4)
-    bundle = load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path)))
+    bundle = load_dataset(DataConfig(val_size=0, name="fashion_mnist", root=str(tmp_path)))
     assert bundle.train_images.shape == (12, 1, 28, 28)
 
 
 def test_subsets_are_seeded_and_the_test_subset_is_fixed(tmp_path):
     fake_fashion(tmp_path, train=40, test=20)
-    cfg = DataConfig(name="fashion_mnist", root=str(tmp_path), subset=12, test_subset=5)
+    cfg = DataConfig(val_size=0, name="fashion_mnist", root=str(tmp_path), subset=12, test_subset=5)
     first, again, other = (load_dataset(cfg, seed=s) for s in (3, 3, 4))
     assert first.train_images.shape == (12, 1, 28, 28) and first.test_images.shape == (5, 1, 28, 28)
     assert torch.equal(first.train_images, again.train_images)
@@ -94,21 +94,21 @@ def test_subsets_are_seeded_and_the_test_subset_is_fixed(tmp_path):
     # Every seed is evaluated on the same test images.
     assert torch.equal(first.test_images, other.test_images)
     # The subset is a subset: every kept image is one of the originals, none repeated.
-    full = load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path)))
+    full = load_dataset(DataConfig(val_size=0, name="fashion_mnist", root=str(tmp_path)))
     matches = (first.train_images.flatten(1)[:, None] == full.train_images.flatten(1)[None]).all(-1)
     assert matches.any(1).all() and matches.sum(0).max() == 1
 
 
 def test_resize_to_image_size(tmp_path):
     fake_fashion(tmp_path, train=8, test=4)
-    bundle = load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path), image_size=16))
+    bundle = load_dataset(DataConfig(val_size=0, name="fashion_mnist", root=str(tmp_path), image_size=16))
     assert bundle.train_images.shape == (8, 1, 16, 16) and bundle.train_images.dtype == torch.uint8
     assert bundle.test_images.shape == (4, 1, 16, 16) and bundle.image_size == 16
 
 
 @pytest.mark.skipif(not HAS_FASHION, reason="Debian package dataset-fashion-mnist not installed")
 def test_fashion_mnist_system_package():
-    bundle = load_dataset(DataConfig(name="fashion_mnist"))
+    bundle = load_dataset(DataConfig(val_size=0, name="fashion_mnist"))
     assert bundle.train_images.shape == (60000, 1, 28, 28) and bundle.test_images.shape == (10000, 1, 28, 28)
     labels = bundle.train_labels["label"]
     assert labels.min() == 0 and labels.max() == 9 and labels.bincount().tolist() == [6000] * 10
@@ -119,14 +119,14 @@ def test_fashion_mnist_system_package():
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr("contrastlab.data.datasets.FASHION_MNIST_SYSTEM_DIR", tmp_path / "none")
     with pytest.raises(DatasetNotFound) as err:
-        load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path)))
+        load_dataset(DataConfig(val_size=0, name="fashion_mnist", root=str(tmp_path)))
     message = str(err.value)
     assert "apt-get install dataset-fashion-mnist" in message and "download: true" in message
     assert "contrastlab data prepare" in message and isinstance(err.value, FileNotFoundError)
     with pytest.raises(DatasetNotFound, match="download: true"):
-        load_dataset(DataConfig(name="cifar10", root=str(tmp_path)))
+        load_dataset(DataConfig(val_size=0, name="cifar10", root=str(tmp_path)))
     with pytest.raises(DatasetNotFound, match="data.root"):
-        load_dataset(DataConfig(name="image_folder", root=str(tmp_path / "missing")))
+        load_dataset(DataConfig(val_size=0, name="image_folder", root=str(tmp_path / "missing")))
 
 
 class FakeCifar:
@@ -152,7 +152,7 @@ def test_cifar_is_converted_to_nchw(monkeypatch, tmp_path):
     import torchvision.datasets
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCifar)
-    bundle = load_dataset(DataConfig(name="cifar10", root=str(tmp_path)))
+    bundle = load_dataset(DataConfig(val_size=0, name="cifar10", root=str(tmp_path)))
     source = FakeCifar(None, train=True)
     assert bundle.train_images.shape == (20, 3, 32, 32) and bundle.train_images.is_contiguous()
     np.testing.assert_array_equal(bundle.train_images.permute(0, 2, 3, 1).numpy(), source.data)
@@ -164,12 +164,12 @@ def test_stl10_pretrains_on_train_and_unlabelled(monkeypatch, tmp_path):
     import torchvision.datasets
 
     monkeypatch.setattr(torchvision.datasets, "STL10", FakeStl)
-    bundle = load_dataset(DataConfig(name="stl10", root=str(tmp_path), image_size=32))
+    bundle = load_dataset(DataConfig(val_size=0, name="stl10", root=str(tmp_path), image_size=32))
     assert bundle.train_images.shape == (10, 3, 32, 32) and bundle.test_images.shape == (8, 3, 32, 32)
     assert bundle.pretrain_images.shape == (40, 3, 32, 32)
     assert torch.equal(bundle.pretraining_images.flatten(1)[:, 0].unique(), torch.tensor([1, 3], dtype=torch.uint8))
     assert bundle.train_labels["label"].unique().tolist() == [4]
-    small = load_dataset(DataConfig(name="stl10", root=str(tmp_path), subset=5))
+    small = load_dataset(DataConfig(val_size=0, name="stl10", root=str(tmp_path), subset=5))
     assert small.train_images.shape[0] == 5 and small.pretrain_images.shape[0] == 5
 
 
@@ -184,21 +184,21 @@ def make_image_folder(root, classes=("cats", "dogs"), count=5) -> None:
 
 def test_image_folder_split_and_resize(tmp_path):
     make_image_folder(tmp_path, count=10)
-    bundle = load_dataset(DataConfig(name="image_folder", root=str(tmp_path), image_size=16))
+    bundle = load_dataset(DataConfig(val_size=0, name="image_folder", root=str(tmp_path), image_size=16))
     assert bundle.train_images.shape[1:] == (3, 16, 16) and bundle.train_images.dtype == torch.uint8
     assert (bundle.train_images.shape[0], bundle.test_images.shape[0]) == (18, 2)
     assert bundle.num_classes == {"label": 2} and set(bundle.train_labels["label"].tolist()) == {0, 1}
     # Blue channel tells the classes apart: labels follow the folders.
     blue = bundle.train_images[:, 2].float().mean((1, 2))
     assert torch.equal(blue > 100, bundle.train_labels["label"] == 1)
-    again = load_dataset(DataConfig(name="image_folder", root=str(tmp_path), image_size=16), seed=9)
+    again = load_dataset(DataConfig(val_size=0, name="image_folder", root=str(tmp_path), image_size=16), seed=9)
     assert torch.equal(bundle.test_images, again.test_images)  # the split does not depend on the run seed
 
 
 def test_image_folder_with_train_and_test(tmp_path):
     make_image_folder(tmp_path / "train", count=4)
     make_image_folder(tmp_path / "test", count=2)
-    bundle = load_dataset(DataConfig(name="image_folder", root=str(tmp_path)))
+    bundle = load_dataset(DataConfig(val_size=0, name="image_folder", root=str(tmp_path)))
     assert bundle.train_images.shape == (8, 3, 32, 32) and bundle.test_images.shape == (4, 3, 32, 32)
     assert bundle.test_labels["label"].tolist() == [0, 0, 1, 1]
 
@@ -207,7 +207,7 @@ def test_registry_and_prepare(tmp_path):
     assert set(DATASETS) == {"fashion_mnist", "cifar10", "cifar100", "stl10", "image_folder", "trifeature"}
     listing = describe_datasets()
     assert all(name in listing for name in DATASETS) and len(listing.splitlines()) == len(DATASETS)
-    status = prepare_dataset(DataConfig(name="trifeature", trifeature_train=20, trifeature_test=10,
+    status = prepare_dataset(DataConfig(val_size=0, name="trifeature", trifeature_train=20, trifeature_test=10,
                                         cache_dir=str(tmp_path)))
     assert "\n" not in status and "20 train" in status and "10 test" in status
     assert list(tmp_path.glob("trifeature-*.pt"))
@@ -255,3 +255,83 @@ def test_random_batches_reject_bad_sizes():
         RandomBatches(100, 20, seed=0, world_size=3)
     with pytest.raises(ValueError, match="rank"):
         RandomBatches(100, 20, seed=0, rank=2, world_size=2)
+
+
+# -- the validation split ---------------------------------------------------------------------
+def _rows(images: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in images.flatten(1)}
+
+
+def test_val_is_carved_from_train_stratified_and_fixed_by_the_split_seed(tmp_path):
+    arrays = fake_fashion(tmp_path, train=400, test=10)
+    cfg = DataConfig(name="fashion_mnist", root=str(tmp_path), val_size=100)
+    first, other_seed = load_dataset(cfg, seed=0), load_dataset(cfg, seed=5)
+    assert first.val_images.shape[0] == 100 and first.train_images.shape[0] == 300
+    # Disjoint and complete: train part + val is the whole training split.
+    assert not _rows(first.val_images) & _rows(first.train_images)
+    source = torch.from_numpy(arrays["train-images-idx3-ubyte.gz"].astype(np.uint8)).unsqueeze(1)
+    assert _rows(first.val_images) | _rows(first.train_images) == _rows(source)
+    # Stratified: each class's share of val is its share of the training split, within one image.
+    labels = torch.from_numpy(arrays["train-labels-idx1-ubyte.gz"].astype(np.int64))
+    expected = labels.bincount(minlength=10).double() * 100 / 400
+    got = first.val_labels["label"].bincount(minlength=10).double()
+    assert (got - expected).abs().max() < 1.0 + 1e-9 and int(got.sum()) == 100
+    # The run seed never moves images between train and val; the split seed does.
+    assert torch.equal(first.val_images, other_seed.val_images)
+    moved = load_dataset(cfg.model_copy(update={"split_seed": 1}), seed=0)
+    assert not torch.equal(first.val_images, moved.val_images)
+
+
+def test_val_size_default_fraction_and_off(tmp_path):
+    fake_fashion(tmp_path, train=300, test=10)
+    default = load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path)))
+    assert default.val_images.shape[0] == 30 and default.has_val  # 10%
+    fraction = load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path), val_size=0.2))
+    assert fraction.val_images.shape[0] == 60 and fraction.train_images.shape[0] == 240
+    off = load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path), val_size=0))
+    assert not off.has_val and off.train_images.shape[0] == 300
+
+
+def test_subset_is_drawn_from_the_train_part_only(tmp_path):
+    fake_fashion(tmp_path, train=200, test=10)
+    bundle = load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path), val_size=50, subset=120), seed=3)
+    assert bundle.train_images.shape[0] == 120 and bundle.val_images.shape[0] == 50
+    assert not _rows(bundle.val_images) & _rows(bundle.train_images)
+
+
+@pytest.mark.parametrize(("fields", "field", "words"), [
+    ({"val_size": 200}, "data.val_size", "fewer validation images"),
+    ({"val_size": 50, "subset": 151}, "data.subset", "at most the 150"),
+])
+def test_split_sizes_the_data_cannot_give_are_refused(tmp_path, fields, field, words):
+    from contrastlab.config import ConfigError
+
+    fake_fashion(tmp_path, train=200, test=10)
+    with pytest.raises(ConfigError) as err:
+        load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path), **fields), source="exp.yaml")
+    assert err.value.source == "exp.yaml" and err.value.field == field and words in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", [-1, 1.0, 0.0, 1.5, True])
+def test_val_size_must_be_a_count_or_a_fraction(value):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        DataConfig(val_size=value)
+
+
+def test_stl10_val_never_reaches_the_pretraining_pool(monkeypatch, tmp_path):
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets, "STL10", FakeStl)
+    bundle = load_dataset(DataConfig(name="stl10", root=str(tmp_path), image_size=32, val_size=4))
+    assert bundle.val_images.shape[0] == 4 and bundle.train_images.shape[0] == 6
+    assert bundle.pretrain_images.shape[0] == 6 + 30
+
+
+@pytest.mark.skipif(not HAS_FASHION, reason="Debian package dataset-fashion-mnist not installed")
+def test_fashion_mnist_default_split_is_5000_balanced_val_images():
+    bundle = load_dataset(DataConfig(name="fashion_mnist"))
+    assert bundle.train_images.shape[0] == 55000 and bundle.val_images.shape[0] == 5000
+    assert bundle.val_labels["label"].bincount().tolist() == [500] * 10

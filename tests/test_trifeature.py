@@ -23,10 +23,12 @@ def foreground(images: torch.Tensor) -> torch.Tensor:
 
 
 def test_bundle_fields(bundle):
-    assert bundle.train_images.shape == (400, 3, 32, 32) and bundle.train_images.dtype == torch.uint8
-    assert bundle.test_images.shape == (40, 3, 32, 32)
+    # 10% of the generated training images are the validation split, stratified by shape.
+    assert bundle.train_images.shape == (360, 3, 32, 32) and bundle.train_images.dtype == torch.uint8
+    assert bundle.val_images.shape == (40, 3, 32, 32) and bundle.test_images.shape == (40, 3, 32, 32)
+    assert bundle.val_labels["shape"].bincount(minlength=10).min() >= 3
     assert bundle.num_classes == {"shape": 10, "colour": 10, "texture": 10} and bundle.primary_label == "shape"
-    assert set(bundle.train_labels) == set(bundle.test_labels) == {"shape", "colour", "texture"}
+    assert set(bundle.train_labels) == set(bundle.val_labels) == set(bundle.test_labels) == {"shape", "colour", "texture"}
     for labels in bundle.train_labels.values():
         assert labels.dtype == torch.int64 and labels.min() >= 0 and labels.max() <= 9
         assert labels.bincount(minlength=10).min() >= 20  # every value occurs
@@ -108,7 +110,7 @@ def test_cached_once_and_independent_of_the_run_seed(tmp_path, monkeypatch):
     first = load_dataset(cfg, seed=0)
     files = list(tmp_path.glob("trifeature-*.pt"))
     assert len(files) == 1 and "-30-10-16" in files[0].name and not list(tmp_path.glob("*.tmp"))
-    assert first.train_images.shape == (30, 3, 16, 16)
+    assert first.train_images.shape[0] + first.val_images.shape[0] == 30
 
     def fail(*args, **kwargs):
         raise AssertionError("regenerated although the cache exists")

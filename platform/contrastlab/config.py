@@ -40,10 +40,30 @@ class DataConfig(Section):
     download: bool = Field(False, description="let torchvision download missing files")
     subset: int | None = Field(None, ge=1, description="train on a seeded random subset of this size")
     test_subset: int | None = Field(None, ge=1, description="evaluate on this many test images")
+    val_size: int | float | None = Field(
+        None, description="validation images carved from the training split: a count, a fraction in (0, 1), "
+                          "or None for 10% capped at 5,000; 0 switches validation off (plain train runs only)")
+    split_seed: int = Field(0, ge=0, description="seed of the train/val split (the same for every run seed)")
     image_size: int | None = Field(None, ge=8, le=512, description="resize images (None: native)")
     trifeature_train: int = Field(10000, ge=10)
     trifeature_test: int = Field(2000, ge=10)
     cache_dir: str | None = Field(None, description="cache for generated data (default ~/.cache/contrastlab)")
+
+    @field_validator("val_size", mode="before")
+    @classmethod
+    def _val_size_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML `true` would otherwise pass as the count 1
+            raise ValueError("a count (int >= 0), a fraction in (0, 1), or null")
+        return value
+
+    @field_validator("val_size")
+    @classmethod
+    def _val_size(cls, value: int | float | None) -> int | float | None:
+        if isinstance(value, float) and not 0 < value < 1:
+            raise ValueError("a fraction strictly between 0 and 1, or a whole count of images")
+        if isinstance(value, int) and value < 0:
+            raise ValueError("a count of at least 0")
+        return value
 
 
 class AugmentConfig(Section):

@@ -34,12 +34,15 @@ class DatasetNotFound(FileNotFoundError):
 
 @dataclass
 class DataBundle:
-    """One dataset in memory.
+    """One dataset in memory, in three splits.
 
-    `train_images` is the labelled training set, used both for pretraining and for the kNN
-    monitor and linear probes. Where a dataset has extra unlabelled images (STL-10),
-    `pretrain_images` holds the pretraining pool instead; `None` means "pretrain on
-    `train_images`".
+    `train_images` is the labelled training part: pretraining reads it, and it is the kNN
+    bank and the linear probes' training set. `val_images` is carved from the training split
+    (`load_dataset`): every number that selection reads (the per-epoch kNN monitor, Tune's
+    objective, ASHA, retuning) is measured on it. `test_images` is read once, at the end of
+    a run. Where a dataset has extra unlabelled images (STL-10), `unlabeled_images` holds
+    them and `pretrain_images` the pool pretraining draws from (train part + unlabelled);
+    `None` means "pretrain on `train_images`".
     """
 
     name: str
@@ -52,6 +55,9 @@ class DataBundle:
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.25,)
     pretrain_images: torch.Tensor | None = None
+    unlabeled_images: torch.Tensor | None = None
+    val_images: torch.Tensor | None = None
+    val_labels: dict[str, torch.Tensor] | None = None
 
     # Derived from the tensors rather than stored, so they cannot disagree with them after
     # subsetting or resizing.
@@ -66,6 +72,22 @@ class DataBundle:
     @property
     def pretraining_images(self) -> torch.Tensor:
         return self.train_images if self.pretrain_images is None else self.pretrain_images
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_images is not None and self.val_images.shape[0] > 0
+
+    def split(self, name: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Images and labels of `train`, `val` or `test`."""
+        if name == "train":
+            return self.train_images, self.train_labels
+        if name == "val":
+            if not self.has_val:
+                raise ValueError(f"{self.name}: no validation split (data.val_size is 0)")
+            return self.val_images, self.val_labels  # type: ignore[return-value]
+        if name == "test":
+            return self.test_images, self.test_labels
+        raise ValueError(f"split: expected train, val or test, got {name!r}")
 
 
 def cache_dir(data_cfg) -> Path:
@@ -179,19 +201,22 @@ def load_cifar(data_cfg, classes: int) -> DataBundle:
 
 
 def load_stl10(data_cfg) -> DataBundle:
-    """Pretraining pool = labelled train (5k) + unlabelled (100k) images, as in the STL-10
-    protocol; the kNN monitor and probes train on the labelled 5k and test on the 8k test."""
+    """Pretraining pool = labelled train part + unlabelled (100k) images, as in the STL-10
+    protocol; the kNN monitor and probes train on the labelled train part, and are measured on
+    the validation images carved from the labelled 5k and on the 8k test images."""
     from torchvision.datasets import STL10
 
     train = _torchvision(data_cfg, "stl10", lambda r, d: STL10(r, split="train", download=d))
     test = _torchvision(data_cfg, "stl10", lambda r, d: STL10(r, split="test", download=d))
     unlabeled = _torchvision(data_cfg, "stl10", lambda r, d: STL10(r, split="unlabeled", download=d))
     train_images = torch.from_numpy(train.data)  # torchvision keeps STL-10 as NCHW uint8 already
+    # The pretraining pool (train part + unlabelled) is assembled by load_dataset once the
+    # validation images are carved out, so pretraining never sees them.
     return DataBundle(
         "stl10", train_images, {"label": torch.from_numpy(train.labels.astype(np.int64))},
         torch.from_numpy(test.data), {"label": torch.from_numpy(test.labels.astype(np.int64))}, {"label": 10},
         mean=(0.4467, 0.4398, 0.4066), std=(0.2603, 0.2566, 0.2713),
-        pretrain_images=torch.cat([train_images, torch.from_numpy(unlabeled.data)]),
+        unlabeled_images=torch.from_numpy(unlabeled.data),
     )
 
 
@@ -245,6 +270,42 @@ def load_image_folder(data_cfg) -> DataBundle:
 
 
 # -- common post-processing ----------------------------------------------------------------
+def default_val_size(total: int) -> int:
+    """10% of the training split, capped at 5,000 images."""
+    return min(5000, round(0.1 * total))
+
+
+def val_count(val_size: int | float | None, total: int) -> int:
+    """How many validation images `data.val_size` asks for out of `total` training images."""
+    if val_size is None:
+        return default_val_size(total)
+    if isinstance(val_size, float):
+        return max(1, round(val_size * total))
+    return int(val_size)
+
+
+def stratified_split(labels: torch.Tensor, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train part, val part) index tensors, both sorted; `count` indices go to val.
+
+    Each class gives its share of `count` (largest remainders settle the rounding), chosen at
+    random from a generator seeded with `seed`, so the split depends on the data seed alone.
+    """
+    total = labels.shape[0]
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    classes, sizes = torch.unique(labels, return_counts=True)
+    exact = sizes.double() * count / total
+    quota = exact.floor().long()
+    short = count - int(quota.sum())
+    if short > 0:
+        quota[torch.argsort(exact - quota, descending=True, stable=True)[:short]] += 1
+    shuffled = labels[order]
+    chosen = [order[shuffled == cls][: int(q)] for cls, q in zip(classes.tolist(), quota.tolist())]
+    val = torch.cat(chosen).sort().values if chosen else torch.empty(0, dtype=torch.long)
+    keep = torch.ones(total, dtype=torch.bool)
+    keep[val] = False
+    return keep.nonzero().flatten(), val
+
+
 def subset_indices(total: int, count: int | None, seed: int) -> torch.Tensor | None:
     """A seeded, class-agnostic random subset (sorted, so images keep their file order)."""
     if count is None or count >= total:
@@ -253,18 +314,12 @@ def subset_indices(total: int, count: int | None, seed: int) -> torch.Tensor | N
     return order.sort().values
 
 
-def take_subset(images: torch.Tensor, labels: dict[str, torch.Tensor], count: int | None,
-                seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    index = subset_indices(images.shape[0], count, seed)
-    if index is None:
-        return images, labels
-    return images[index], {k: v[index] for k, v in labels.items()}
-
-
 def resize(images: torch.Tensor, size: int | None, chunk: int = 4096) -> torch.Tensor:
     """Antialiased bilinear resize of uint8 images, in chunks to bound the float copy."""
     if size is None or images.shape[-2:] == (size, size):
         return images
+    if images.shape[0] == 0:
+        return images.new_empty((0, images.shape[1], size, size))
     out = []
     for start in range(0, images.shape[0], chunk):
         part = images[start : start + chunk].float()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
+from contrastlab.config import ConfigError
 from contrastlab.data.datasets import (
     DataBundle,
     load_cifar,
@@ -11,7 +14,9 @@ from contrastlab.data.datasets import (
     load_image_folder,
     load_stl10,
     resize,
+    stratified_split,
     subset_indices,
+    val_count,
 )
 from contrastlab.data.trifeature import load_trifeature
 
@@ -38,15 +43,45 @@ DESCRIPTIONS = {
 TEST_SUBSET_SEED = 0
 
 
-def load_dataset(data_cfg, seed: int = 0) -> DataBundle:
-    """Load one dataset (see `DATASETS`), take the seeded training subset, resize.
+def _carve_val(bundle: DataBundle, data_cfg, source: str) -> None:
+    """Move `data.val_size` images of the training split into `val` (stratified, fixed by
+    `data.split_seed`); what stays is the train part that pretraining and the probes use."""
+    total = bundle.train_images.shape[0]
+    count = val_count(data_cfg.val_size, total)
+    if count >= total:
+        raise ConfigError(source, "data.val_size", f"fewer validation images than the {total} of the training "
+                                                   f"split of {data_cfg.name} (got {count})")
+    train, val = stratified_split(bundle.train_labels[bundle.primary_label], count, data_cfg.split_seed)
+    bundle.val_images = bundle.train_images[val]
+    bundle.val_labels = {k: v[val] for k, v in bundle.train_labels.items()}
+    bundle.train_images = bundle.train_images[train]
+    bundle.train_labels = {k: v[train] for k, v in bundle.train_labels.items()}
 
-    `data.subset` caps the training images (and STL-10's pretraining pool) with a random,
-    class-agnostic subset drawn from `seed`; `data.test_subset` caps the test images.
+
+def _check_subset(count: int | None, available: int, data_cfg, source: str) -> None:
+    if count is not None and count > available:
+        raise ConfigError(source, "data.subset", f"at most the {available} training images {data_cfg.name} has "
+                                                 f"after the validation split (got {count})")
+
+
+def load_dataset(data_cfg, seed: int = 0, source: str = "data") -> DataBundle:
+    """Load one dataset (see `DATASETS`), carve the validation split, take the seeded training
+    subset, resize.
+
+    Validation images come out of the full training split first, with `data.split_seed`, so
+    every run seed and variant is measured on the same images. `data.subset` then caps the
+    training part (and STL-10's pretraining pool) with a random, class-agnostic subset drawn
+    from `seed`; `data.test_subset` caps the test images. A subset larger than what is left is
+    refused (`ConfigError`), never silently clamped.
     """
     if data_cfg.name not in DATASETS:
         raise ValueError(f"unknown dataset {data_cfg.name!r}; expected one of {', '.join(DATASETS)}")
     bundle = DATASETS[data_cfg.name](data_cfg)
+    _carve_val(bundle, data_cfg, source)
+    if bundle.unlabeled_images is not None:
+        bundle.pretrain_images = torch.cat([bundle.train_images, bundle.unlabeled_images])
+        bundle.unlabeled_images = None
+    _check_subset(data_cfg.subset, bundle.pretraining_images.shape[0], data_cfg, source)
     index = subset_indices(bundle.train_images.shape[0], data_cfg.subset, seed)
     if index is not None:
         bundle.train_images = bundle.train_images[index]
@@ -62,6 +97,7 @@ def load_dataset(data_cfg, seed: int = 0) -> DataBundle:
     # Resizing after subsetting touches only the images that are kept (Trifeature and image
     # folders are made at the requested size already, so this is a no-op for them).
     bundle.train_images = resize(bundle.train_images, data_cfg.image_size)
+    bundle.val_images = resize(bundle.val_images, data_cfg.image_size)
     bundle.test_images = resize(bundle.test_images, data_cfg.image_size)
     if bundle.pretrain_images is not None:
         bundle.pretrain_images = resize(bundle.pretrain_images, data_cfg.image_size)
@@ -78,6 +114,8 @@ def prepare_dataset(data_cfg) -> str:
     """Make a dataset available (check the files, download where allowed, generate and cache
     synthetic data); return one status line. Raises `DatasetNotFound` when it cannot."""
     bundle = DATASETS[data_cfg.name](data_cfg)
-    pool = "" if bundle.pretrain_images is None else f" (+{bundle.pretrain_images.shape[0]} pretraining)"
-    return (f"{data_cfg.name}: ready, {bundle.train_images.shape[0]} train{pool} / {bundle.test_images.shape[0]} "
+    total = bundle.train_images.shape[0]
+    val = val_count(data_cfg.val_size, total)
+    pool = "" if bundle.unlabeled_images is None else f" (+{bundle.unlabeled_images.shape[0]} unlabelled)"
+    return (f"{data_cfg.name}: ready, {total - val} train + {val} val{pool} / {bundle.test_images.shape[0]} "
             f"test images of {tuple(bundle.train_images.shape[1:])}")
