@@ -19,8 +19,9 @@ def test_two_step_smoke(tmp_path, method):
     cfg = tiny_config(method, optim={"epochs": 1}, data={"trifeature_train": 64})
     metrics = train(cfg, tmp_path)
     assert metrics["epoch"] == 1 and torch.isfinite(torch.tensor(metrics["loss"]))
-    for key in ("knn_top1", "linear_top1", "alignment", "uniformity", "probe_colour"):
-        assert key in metrics
+    for name in ("knn_top1", "linear_top1", "alignment", "uniformity", "probe_colour"):
+        assert f"val/{name}" in metrics and f"test/{name}" in metrics
+    assert not any(key.split("/")[0] in ("val", "test") for key in metrics if key.count("/") == 0)
     assert (tmp_path / "manifest.yaml").is_file() and (tmp_path / "checkpoints/last/state.pt").is_file()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
@@ -134,6 +135,17 @@ def test_eval_command_matches_the_run_and_random_init(tmp_path, capsys):
     trained = json.loads(capsys.readouterr().out.split("\nresults:")[0])
     assert main(["eval", str(tmp_path / "run")]) == 0
     evaluated = json.loads(capsys.readouterr().out)
-    assert evaluated["knn_top1"] == pytest.approx(trained["knn_top1"], abs=1e-4)
+    for name in ("val/knn_top1", "test/knn_top1"):
+        assert evaluated[name] == pytest.approx(trained[name], abs=1e-4)
     assert main(["eval", "--random-init", str(config_file)]) == 0
-    assert "knn_top1" in json.loads(capsys.readouterr().out)
+    assert {"val/knn_top1", "test/knn_top1"} <= set(json.loads(capsys.readouterr().out))
+
+
+def test_epochs_before_the_last_read_val_only(tmp_path):
+    """Selection (ASHA, TPE, retuning) sees the per-epoch metrics: they never touch test."""
+    cfg = tiny_config(optim={"epochs": 2}, data={"trifeature_train": 64}, eval={"linear_probe": False})
+    trainer = Trainer(cfg, tmp_path)
+    final = trainer.run()
+    first = trainer.history[0]
+    assert "val/knn_top1" in first and not [k for k in first if k.startswith("test/")]
+    assert "test/knn_top1" in final and "val/knn_top1" in final

@@ -96,7 +96,7 @@ def test_one_stage_is_the_base_method_on_a_batch(base):
 
 
 def test_one_stage_trains_the_same_trajectory_as_simclr(tmp_path):
-    sections = {**QUIET, "data": {"trifeature_train": 64}}
+    sections = {**QUIET, "data": {"trifeature_train": 96, "val_size": 32}}
     simclr = Trainer(tiny_config({"name": "simclr", "temperature": 0.4}, **sections), tmp_path / "simclr")
     mcl = Trainer(tiny_config({"name": "mcl", "temperature": 0.4, "stages": 0}, **sections), tmp_path / "mcl")
     assert simclr.steps_per_epoch == mcl.steps_per_epoch == 2
@@ -313,8 +313,10 @@ def test_short_run_learns_and_logs_cluster_sizes(tmp_path, caplog):
         metrics = trainer.run()
     after = colour_knn(trainer)
     assert after > before + 0.05, (before, after)
-    assert {"stage0/knn_top1", "stage1/knn_top1", "backbone/knn_top1"} <= set(metrics)
-    assert metrics["mcl/stage"] == 1 and metrics["mcl/stage_samples"] == 256
+    assert {"val/stage0/knn_top1", "test/stage1/knn_top1", "val/backbone/knn_top1"} <= set(metrics)
+    # Whole batches of the train part (256 generated images less the 26 of the validation split).
+    assert trainer.train_images.shape[0] == 256 - 26
+    assert metrics["mcl/stage"] == 1 and metrics["mcl/stage_samples"] == 32 * ((256 - 26) // 32)
     assert "cluster sizes [" in caplog.text
     events = EventAccumulator(str(next((tmp_path / "tensorboard").glob("events.out.tfevents.*"))))
     events.Reload()
@@ -335,12 +337,17 @@ def test_suppression_rescales_stages_and_checks_the_budget(tmp_path):
     suppression.check_same_budget(simclr, mcl)
     with pytest.raises(InputError, match="differ in `optim`"):
         suppression.check_same_budget(simclr, mcl.with_overrides({"optim.epochs": 3}))
-    metrics = {f"{prefix}probe_{a}": 0.5 for prefix in ("", "stage0/", "stage1/") for a in suppression.ATTRIBUTES}
-    rows = suppression.table_rows({f"probe_{a}": 0.25 for a in suppression.ATTRIBUTES}, metrics, mcl)
-    assert [r.key for r in rows] == ["simclr_backbone", "mcl_stage0", "mcl_stage1", "mcl_integrated"]
+    metrics = {f"test/{prefix}probe_{a}": 0.5 for prefix in ("", "stage0/", "stage1/") for a in suppression.ATTRIBUTES}
+    metrics.update({name.replace("test/", "val/"): 0.9 for name in metrics})  # val never reaches the table
+    anchors = {"raw_pixels": {f"test/probe_{a}": 0.3 for a in suppression.ATTRIBUTES},
+               "untrained": {f"test/probe_{a}": 0.2 for a in suppression.ATTRIBUTES}}
+    rows = suppression.table_rows({f"test/probe_{a}": 0.25 for a in suppression.ATTRIBUTES}, metrics, mcl, anchors)
+    assert [r.key for r in rows] == ["anchor_raw_pixels", "anchor_untrained", "simclr_backbone", "mcl_stage0",
+                                     "mcl_stage1", "mcl_integrated"]
+    assert rows[0].accuracy["shape"] == 0.3 and rows[3].accuracy["shape"] == 0.5
     table = suppression.write_outputs(rows, tmp_path, "note", step=2)
     assert "| SimCLR backbone | 25.0 | 25.0 | 25.0 |" in table
-    assert (tmp_path / "suppression.csv").read_text().splitlines()[1] == "simclr_backbone,0.2500,0.2500,0.2500"
+    assert (tmp_path / "suppression.csv").read_text().splitlines()[3] == "simclr_backbone,0.2500,0.2500,0.2500"
 
 
 @pytest.mark.parametrize("init", ["scratch", "previous_stage"])

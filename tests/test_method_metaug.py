@@ -305,8 +305,8 @@ def test_two_step_smoke_run(tmp_path):
     cfg = tiny_config({"name": "metaug", "generator_hidden": 16, "eval_generator_features": True},
                       optim={"epochs": 1}, data={"trifeature_train": 64})
     metrics = train(cfg, tmp_path)
-    for key in ("loss", "margin_loss", "generator_similarity", "meta_grad_norm", "knn_top1",
-                "linear_top1", "generator/knn_top1", "generator/linear_top1"):
+    for key in ("loss", "margin_loss", "generator_similarity", "meta_grad_norm", "val/knn_top1",
+                "test/linear_top1", "val/generator/knn_top1", "test/generator/linear_top1"):
         assert np.isfinite(metrics[key]), key
     assert TRACKED <= scalar_tags(tmp_path)
 
@@ -325,8 +325,8 @@ def scalar_tags(run_dir) -> set[str]:
 @pytest.mark.slow
 def test_short_run_learns_and_logs_to_tensorboard(tmp_path):
     cfg = tiny_config({"name": "metaug", "generator_hidden": 32, "aug_weight": 0.1, "margin_weight": 0.01},
-                      data={"trifeature_train": 512, "trifeature_test": 256},
-                      optim={"epochs": 3, "batch_size": 64, "lr": 0.3},
+                      data={"trifeature_train": 576, "val_size": 64, "trifeature_test": 256},
+                      optim={"epochs": 3, "batch_size": 64, "lr": 0.1},
                       eval={"knn_every": 0, "linear_probe": False, "align_uniform": False})
     trainer = Trainer(cfg, tmp_path)
     at_start = colour_knn(trainer)

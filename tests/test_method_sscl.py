@@ -79,8 +79,8 @@ def learns_beyond_random_init(config: str, run_dir, **overrides) -> tuple[float,
         "resources.device": "cpu", "output.progress_every": 0, **overrides,
     })
     trainer = Trainer(cfg, run_dir)
-    before = trainer.evaluator.knn(trainer.method)["knn_top1"]
-    return before, trainer.run()["knn_top1"]
+    before = trainer.evaluator.knn(trainer.method)["val/knn_top1"]
+    return before, trainer.run()["val/knn_top1"]
 
 
 # -- identities with the baselines ---------------------------------------------------------
@@ -299,7 +299,7 @@ def test_two_step_smoke_and_tensorboard(tmp_path, method, scalars):
     cfg = tiny_config(method, optim={"epochs": 1}, data={"trifeature_train": 64}, eval={"probe_epochs": 2})
     metrics, tags = one_epoch_run(cfg, tmp_path)
     assert math.isfinite(metrics["loss"]) and metrics["epoch"] == 1
-    assert scalars <= set(metrics) and scalars | {"loss", "knn_top1"} <= tags
+    assert scalars <= set(metrics) and scalars | {"loss", "val/knn_top1"} <= tags
 
 
 @pytest.mark.slow

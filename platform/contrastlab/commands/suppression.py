@@ -90,15 +90,24 @@ def load_pair(args: argparse.Namespace) -> tuple[ExperimentConfig, ExperimentCon
     return simclr, mcl
 
 
+SPLIT = "test"  # the table reads the test split: nothing here selects on it
+
+
 def probe_row(key: str, label: str, metrics: dict[str, float], prefix: str = "") -> Row:
-    missing = [a for a in ATTRIBUTES if f"{prefix}probe_{a}" not in metrics]
+    names = {a: f"{SPLIT}/{prefix}probe_{a}" for a in ATTRIBUTES}
+    missing = [a for a, name in names.items() if name not in metrics]
     if missing:
         raise KeyError(f"{key}: no linear probe for {missing} (is eval.linear_probe on?)")
-    return Row(key, label, {a: metrics[f"{prefix}probe_{a}"] for a in ATTRIBUTES})
+    return Row(key, label, {a: metrics[name] for a, name in names.items()})
 
 
-def table_rows(simclr: dict[str, float], mcl: dict[str, float], mcl_cfg: ExperimentConfig) -> list[Row]:
-    rows = [probe_row("simclr_backbone", "SimCLR backbone", simclr)]
+def table_rows(simclr: dict[str, float], mcl: dict[str, float], mcl_cfg: ExperimentConfig,
+               anchors: dict[str, dict[str, float]] | None = None) -> list[Row]:
+    rows = []
+    if anchors:
+        rows += [probe_row("anchor_raw_pixels", "anchor: raw pixels", anchors["raw_pixels"]),
+                 probe_row("anchor_untrained", "anchor: untrained encoder", anchors["untrained"])]
+    rows.append(probe_row("simclr_backbone", "SimCLR backbone", simclr))
     stages = mcl_cfg.method.stages + 1
     rows += [probe_row(f"mcl_stage{s}", f"MCL stage {s} backbone", mcl, f"stage{s}/") for s in range(stages)]
     integration = mcl_cfg.method.integration
@@ -133,6 +142,7 @@ def write_outputs(rows: list[Row], output: Path, note: str, step: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from contrastlab.engine import train
+    from contrastlab.engine.anchors import anchors_for_seed
 
     simclr_cfg, mcl_cfg = load_pair(args)
     output = Path(args.output)
@@ -141,9 +151,12 @@ def run(args: argparse.Namespace) -> int:
     for name, cfg in (("simclr", simclr_cfg), ("mcl", mcl_cfg)):
         log.info("suppression: training %s for %d epochs into %s", name, cfg.optim.epochs, output / name)
         results[name] = train(cfg, output / name)
-    (output / "metrics.json").write_text(json.dumps(results, indent=1, sort_keys=True))
-    rows = table_rows(results["simclr"], results["mcl"], mcl_cfg)
-    note = (f"Linear-probe top-1 (%) per attribute, {simclr_cfg.optim.epochs} epochs each, "
+    log.info("suppression: anchors (raw pixels, untrained encoder) with the same probes")
+    anchors = anchors_for_seed(simclr_cfg)
+    (output / "metrics.json").write_text(json.dumps({**results, "anchors": anchors}, indent=1, sort_keys=True))
+    rows = table_rows(results["simclr"], results["mcl"], mcl_cfg, anchors)
+    note = (f"Linear-probe top-1 (%) per attribute on the {SPLIT} split (val numbers in metrics.json), "
+            f"{simclr_cfg.optim.epochs} epochs each, "
             f"{simclr_cfg.data.trifeature_train} training images, MCL stage_epochs "
             f"{mcl_cfg.method.stage_epochs or 'even split'}; chance is 10%.")
     print(write_outputs(rows, output, note, simclr_cfg.optim.epochs))

@@ -90,11 +90,10 @@ class Trainer:
         self.dist = dist or LocalDistributed(resolve_device(cfg.resources.device))
         self.device = self.dist.device
         self.reporter = reporter or NullReporter()
-        self.bundle = bundle or load_dataset(cfg.data, cfg.seed)
+        self.bundle = bundle or load_dataset(cfg.data, cfg.seed, source=f"<run {cfg.name}>")
         is_main = self.dist.is_main
         self.writer = RunWriter(self.run_dir / "tensorboard", enabled=is_main and cfg.output.tensorboard)
-        pretrain = getattr(self.bundle, "pretrain_images", None)
-        images = pretrain if pretrain is not None else self.bundle.train_images
+        images = self.bundle.pretraining_images
         on_gpu = self.device.type == "cuda"
         self.train_images = images.to(self.device) if on_gpu else images
         size = cfg.data.image_size or self.bundle.image_size
@@ -268,7 +267,7 @@ class Trainer:
                  steps, total, loss, rate)
 
     def describe(self, epoch: int, metrics: dict[str, float]) -> str:
-        shown = ["loss", "knn_top1", "linear_top1", "throughput"]
+        shown = ["loss", "val/knn_top1", "val/linear_top1", "test/knn_top1", "test/linear_top1", "throughput"]
         parts = [f"{k} {metrics[k]:.4g}" for k in shown if k in metrics]
         return f"epoch {epoch + 1}/{self.cfg.optim.epochs}  " + "  ".join(parts)
 

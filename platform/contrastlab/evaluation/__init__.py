@@ -3,9 +3,10 @@
 from contrastlab.evaluation.metrics import (
     alignment,
     extract_features,
+    LinearProbe,
     knn_top1,
     linear_probe,
     uniformity,
 )
 
-__all__ = ["alignment", "extract_features", "knn_top1", "linear_probe", "uniformity"]
+__all__ = ["LinearProbe", "alignment", "extract_features", "knn_top1", "linear_probe", "uniformity"]

@@ -53,6 +53,46 @@ def knn_top1(
     return correct / test.shape[0]
 
 
+class LinearProbe:
+    """A linear classifier on frozen, standardised features (SGD, cosine lr), trained once and
+    then scored on any number of held-out sets (val and test share one probe)."""
+
+    def __init__(self, train_features: torch.Tensor, train_labels: torch.Tensor, classes: int, epochs: int = 100,
+                 lr: float = 0.1, batch_size: int = 512, weight_decay: float = 0.0, seed: int = 0):
+        device = train_features.device
+        self.mean = train_features.mean(0, keepdim=True)
+        self.std = train_features.std(0, keepdim=True).clamp_min(1e-6)
+        x_train = self._standardise(train_features)
+        y_train = train_labels.to(device)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        head = torch.nn.Linear(x_train.shape[1], classes)
+        with torch.no_grad():
+            head.weight.normal_(0, 0.01, generator=generator)
+            head.bias.zero_()
+        self.head = head.to(device)
+        optimizer = torch.optim.SGD(self.head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+        steps_per_epoch = max(1, (x_train.shape[0] + batch_size - 1) // batch_size)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+        for _ in range(epochs):
+            order = torch.randperm(x_train.shape[0], generator=generator).to(device)
+            for start in range(0, x_train.shape[0], batch_size):
+                idx = order[start : start + batch_size]
+                loss = F.cross_entropy(self.head(x_train[idx]), y_train[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+
+    def _standardise(self, features: torch.Tensor) -> torch.Tensor:
+        return ((features - self.mean) / self.std).float()
+
+    @torch.no_grad()
+    def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float:
+        """Top-1 in [0, 1] on a held-out set."""
+        predictions = self.head(self._standardise(features)).argmax(1)
+        return (predictions == labels.to(predictions.device)).float().mean().item()
+
+
 def linear_probe(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
@@ -64,35 +104,10 @@ def linear_probe(
     weight_decay: float = 0.0,
     seed: int = 0,
 ) -> float:
-    """A linear classifier on frozen, standardised features (SGD, cosine lr). Top-1 in [0, 1]."""
-    device = train_features.device
-    mean = train_features.mean(0, keepdim=True)
-    std = train_features.std(0, keepdim=True).clamp_min(1e-6)
-    x_train = ((train_features - mean) / std).float()
-    x_test = ((test_features - mean) / std).float()
-    y_train = train_labels.to(device)
+    """Train a `LinearProbe` on one set and score it on another. Top-1 in [0, 1]."""
     classes = int(max(train_labels.max(), test_labels.max())) + 1
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    head = torch.nn.Linear(x_train.shape[1], classes)
-    with torch.no_grad():
-        head.weight.normal_(0, 0.01, generator=generator)
-        head.bias.zero_()
-    head = head.to(device)
-    optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    steps_per_epoch = max(1, (x_train.shape[0] + batch_size - 1) // batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
-    for _ in range(epochs):
-        order = torch.randperm(x_train.shape[0], generator=generator).to(device)
-        for start in range(0, x_train.shape[0], batch_size):
-            idx = order[start : start + batch_size]
-            loss = F.cross_entropy(head(x_train[idx]), y_train[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    with torch.no_grad():
-        predictions = head(x_test).argmax(1)
-    return (predictions == test_labels.to(device)).float().mean().item()
+    probe = LinearProbe(train_features, train_labels, classes, epochs, lr, batch_size, weight_decay, seed)
+    return probe.accuracy(test_features, test_labels)
 
 
 def alignment(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 2.0) -> float:
