@@ -191,7 +191,7 @@ def test_diff_lists_each_changed_field(tmp_path):
     old = make_spec(tmp_path).resolved()
     new = make_spec(tmp_path, metric="loss", mode="min").resolved()
     lines = diff_specs(old, new)
-    assert "metric: 'knn_top1' -> 'loss'" in lines and "mode: 'max' -> 'min'" in lines
+    assert "metric: 'val/knn_top1' -> 'loss'" in lines and "mode: 'max' -> 'min'" in lines
     assert any(line.startswith("study_name:") for line in lines)
     assert diff_specs(old, make_spec(tmp_path).resolved()) == []
 

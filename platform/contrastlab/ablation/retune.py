@@ -22,7 +22,9 @@ from typing import Any
 
 from contrastlab.ablation.variants import Levels, Variant, same
 from contrastlab.config import ConfigError, ExperimentConfig, config_hash
+from contrastlab.engine.evaluate import selection_metric
 from contrastlab.tuning.space import SearchSpace, check_against_config, parse_space
+from contrastlab.tuning.spec import TUNING_SEED_FLOOR
 
 RETUNE_KEYS = {"parameters", "samples", "metric", "mode", "overrides", "sampler", "seed"}
 DEFAULT_SEARCH_SEED = 10_000
@@ -125,7 +127,7 @@ def _number(raw: dict[str, Any], key: str, default: Any, source: str, minimum: i
     return value
 
 
-def parse_retune(raw: Any, variants: list[Variant], levels: list[Levels], seeds: list[int], source: str) -> RetuneSpec:
+def parse_retune(raw: Any, variants: list[Variant], levels: list[Levels], source: str) -> RetuneSpec:
     from contrastlab.tuning.spec import SamplerSpec
 
     if not isinstance(raw, dict):
@@ -144,7 +146,7 @@ def parse_retune(raw: Any, variants: list[Variant], levels: list[Levels], seeds:
         raise _wrap(err, source) from None
     metric, mode = raw.get("metric"), raw.get("mode")
     if not isinstance(metric, str) or not metric:
-        raise ConfigError(source, "retune.metric", "the metric each search optimises, e.g. knn_top1")
+        raise ConfigError(source, "retune.metric", "the metric each search optimises, e.g. val/knn_top1")
     if mode not in ("min", "max"):
         raise ConfigError(source, "retune.mode", f"min or max (got {mode!r})")
     overrides = raw.get("overrides") or {}
@@ -155,8 +157,11 @@ def parse_retune(raw: Any, variants: list[Variant], levels: list[Levels], seeds:
     except Exception as err:  # pydantic's message names the field
         raise ConfigError(source, "retune.sampler", f"type (tpe | random), seed, n_startup_trials ({err})") from None
     seed = _number(raw, "seed", DEFAULT_SEARCH_SEED, source, 0)
-    if seed in seeds:
-        raise ConfigError(source, "retune.seed", f"a seed no evaluation run uses (got {seed}, one of the seeds)")
+    if seed < TUNING_SEED_FLOOR:
+        raise ConfigError(source, "retune.seed", f"a tuning seed of at least {TUNING_SEED_FLOOR}, which no "
+                                                 f"evaluation run uses (got {seed})")
+    if variants:
+        metric = selection_metric(metric, variants[0].config, source, "retune.metric")
     spec = RetuneSpec(params, requires, _number(raw, "samples", 8, source, 1), metric, mode, dict(overrides),
                       sampler, seed)
     for variant in variants:

@@ -4,6 +4,7 @@ Output folder layout:
     ablation.yaml            the resolved spec and the code version of the last invocation
     cache.json               (config hash, code version) -> final metrics and curves of each run
     results.json             one result per (variant, seed): what the report is made from
+    anchors.json             raw pixels and the untrained encoder on the same val and test splits
     runs/<variant>/seed<k>/  each run's folder: manifest, config, tensorboard/, checkpoints/,
                              ablation_hparams/ (`tensorboard --logdir OUTPUT/runs`)
     retune/<variant>-<key>/  each variant's own study (with `retune:`)
@@ -18,6 +19,7 @@ no scheduler; the seed sets the data order and the initialisation, so variants a
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import math
 import os
@@ -37,6 +39,7 @@ from contrastlab.ablation.report import load_results, report_from_run_dir, save_
 from contrastlab.ablation.spec import AblationSpec
 from contrastlab.ablation.variants import Variant
 from contrastlab.config import ConfigError, ExperimentConfig, config_hash
+from contrastlab.engine.anchors import ANCHORS, ANCHORS_FILE, compute_anchors
 
 log = logging.getLogger("contrastlab")
 MARKER_FILE = "ablation_run.json"
@@ -145,10 +148,30 @@ def failed_result(run: PlannedRun, error: str) -> dict[str, Any]:
             "reused": False, "error": error}
 
 
-def report_meta(spec: AblationSpec, mode_note: str) -> dict[str, Any]:
+def report_meta(spec: AblationSpec, mode_note: str, anchors: dict[str, Any] | None = None) -> dict[str, Any]:
     """write_report's settings, saved in results.json so `contrastlab report` remakes the same report."""
-    return {"reference": spec.reference, "metrics": list(spec.metrics), "design": spec.design, "title": spec.title,
-            "mode_note": mode_note, "component_of": spec.component_of(), "seeds": list(spec.seeds), **spec.report}
+    meta = {"reference": spec.reference, "metrics": list(spec.metrics), "design": spec.design, "title": spec.title,
+            "mode_note": mode_note, "component_of": spec.component_of(), "seeds": list(spec.seeds),
+            "levels": {v.name: dict(v.settings) for v in spec.variants}, **spec.report}
+    if anchors is not None:
+        meta["anchors"] = {name: dict(anchors[name]) for name in ANCHORS if name in anchors}
+    return meta
+
+
+def ablation_anchors(spec: AblationSpec, output: Path) -> dict[str, Any]:
+    """Raw pixels and the untrained encoder of the reference variant, averaged over the
+    study's seeds, on the same val and test splits; kept in anchors.json and reused while the
+    reference experiment and the seeds stay the same."""
+    path = output / ANCHORS_FILE
+    reference = spec.variant(spec.reference).config
+    key = {"config_hash": config_hash(reference), "seeds": list(spec.seeds)}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if {k: saved.get(k) for k in key} == key:
+            return saved
+    anchors = {**compute_anchors(reference, spec.seeds), **key}
+    path.write_text(json.dumps(anchors, indent=1) + "\n")
+    return anchors
 
 
 # -- run folders --------------------------------------------------------------------------------
@@ -319,7 +342,7 @@ def run_ablation(spec: AblationSpec, output: str | Path, address: str | None = N
         cache = RunCache(output / CACHE_FILE)
         mode_note = spec.retune.note() if spec.retune else FIXED_NOTE
         _write_record(spec, output, code, mode_note)
-        meta = report_meta(spec, mode_note)
+        meta = report_meta(spec, mode_note, ablation_anchors(spec, output))
         try:
             tuned = None
             if spec.retune:

@@ -19,7 +19,8 @@ from typing import Any
 from contrastlab.ablation.retune import RetuneSpec, parse_retune
 from contrastlab.ablation.variants import BASELINE, DESIGNS, FULL, Levels, Variant, expand, method_components, same
 from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, parse_override, read_yaml
-from contrastlab.tuning.spec import base_experiment_dict, check_spec_keys
+from contrastlab.engine.evaluate import check_eval_metric
+from contrastlab.tuning.spec import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys
 
 SPEC_KEYS = {
     "name", "title", "description", "base_config", "base", "overrides", "components", "design", "variants",
@@ -27,9 +28,6 @@ SPEC_KEYS = {
 }
 RESOURCE_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker", "max_failures")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# Metrics that need a part of the final evaluation switched on.
-NEEDS = {"linear_top1": "linear_probe", "alignment": "align_uniform", "uniformity": "align_uniform"}
-TRIFEATURE_ATTRIBUTES = ("shape", "colour", "texture")
 
 
 @dataclass
@@ -175,12 +173,12 @@ def _check_levels(lv: Levels, full: ExperimentConfig, source: str, where: str, d
 
 def _seeds(raw: Any, cli_seeds: int | None, source: str) -> list[int]:
     if cli_seeds is not None:
-        if cli_seeds < 1:
-            raise ConfigError(source, "--seeds", f"at least 1 (got {cli_seeds})")
+        if not 1 <= cli_seeds <= TUNING_SEED_FLOOR:
+            raise ConfigError(source, "--seeds", f"between 1 and {TUNING_SEED_FLOOR} (got {cli_seeds})")
         return list(range(cli_seeds))
     if isinstance(raw, int) and not isinstance(raw, bool):
-        if raw < 1:
-            raise ConfigError(source, "seeds", f"a count of at least 1 (got {raw})")
+        if not 1 <= raw <= TUNING_SEED_FLOOR:
+            raise ConfigError(source, "seeds", f"a count between 1 and {TUNING_SEED_FLOOR} (got {raw})")
         return list(range(raw))
     valid = isinstance(raw, list) and raw and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                                                   for s in raw)
@@ -188,29 +186,25 @@ def _seeds(raw: Any, cli_seeds: int | None, source: str) -> list[int]:
         raise ConfigError(source, "seeds", f"a count, or a non-empty list of non-negative integers (got {raw!r})")
     if len(set(raw)) != len(raw):
         raise ConfigError(source, "seeds", f"distinct seeds (got {raw})")
+    if max(raw) >= TUNING_SEED_FLOOR:
+        raise ConfigError(source, "seeds", f"seeds below {TUNING_SEED_FLOOR}: seeds from {TUNING_SEED_FLOOR} up are "
+                                           f"kept for tuning, so selection never shares a seed with evaluation "
+                                           f"(got {max(raw)})")
     return list(raw)
 
 
 def _metrics(raw: Any, full: ExperimentConfig, source: str) -> list[str]:
+    """Bare evaluation names; every run reports each one on val and on test (`val/…`, `test/…`)."""
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list) or not raw or not all(isinstance(m, str) and m for m in raw):
         raise ConfigError(source, "metrics", "a non-empty list of metric names, e.g. [linear_top1, knn_top1]")
-    if len(set(raw)) != len(raw):
+    if full.data.val_size == 0:
+        raise ConfigError(source, "data.val_size", "a validation split (not 0): ablation runs report val beside test")
+    names = [check_eval_metric(metric, full, source, f"metrics[{index}]") for index, metric in enumerate(raw)]
+    if len(set(names)) != len(names):
         raise ConfigError(source, "metrics", f"distinct names (got {raw})")
-    for index, metric in enumerate(raw):
-        needed = NEEDS.get(metric)
-        if metric.startswith("probe_"):
-            needed = "linear_probe"
-            attribute = metric.removeprefix("probe_")
-            if full.data.name != "trifeature" or attribute not in TRIFEATURE_ATTRIBUTES:
-                raise ConfigError(source, f"metrics[{index}]", f"a probe the data has: probe_shape, probe_colour, "
-                                                               f"probe_texture on trifeature (got {metric!r} on "
-                                                               f"{full.data.name})")
-        if needed and not getattr(full.eval, needed):
-            raise ConfigError(source, f"metrics[{index}]", f"eval.{needed}: true in the experiment to measure "
-                                                           f"{metric}")
-    return list(raw)
+    return names
 
 
 def _name(raw: dict[str, Any], path: Path) -> str:
@@ -258,7 +252,7 @@ def spec_from_dict(raw: Any, path: str | Path, overrides: list[str] | tuple[str,
                                                f"{reference!r}")
     seed_list = _seeds(raw.get("seeds", 3), seeds, source)
     metrics = _metrics(raw.get("metrics", ["linear_top1", "knn_top1"]), full, source)
-    retune = parse_retune(raw.get("retune"), variants, levels, seed_list, source) if "retune" in raw else None
+    retune = parse_retune(raw.get("retune"), variants, levels, source) if "retune" in raw else None
     title = raw.get("title") or f"Ablation of {full.method.name}: {design.replace('_', '-')} ({name})"
     return AblationSpec(path=path, name=name, title=str(title), full=full, design=design, levels=levels,
                         variants=variants, seeds=seed_list, metrics=metrics, reference=reference,

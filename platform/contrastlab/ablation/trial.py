@@ -28,7 +28,12 @@ from contrastlab.tuning.trial import TrialFailed, fit_in_trial
 log = logging.getLogger("contrastlab")
 RUN_KEY = "run"
 HPARAMS_DIR = "ablation_hparams"
-CURVE_METRICS = ("loss", "knn_top1")
+CURVE_METRICS = ("loss", "val/knn_top1")
+
+
+def held_out_names(metrics: list[str]) -> list[str]:
+    """`val/m` and `test/m` for each of the spec's metrics, val first."""
+    return [f"{split}/{metric}" for metric in metrics for split in ("val", "test")]
 
 
 def run_ablation_trial(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
@@ -117,7 +122,7 @@ class RunRecorder(tune.Callback):
         run_id = trial_name(trial)
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         curves = self.curves.setdefault(run_id, {})
-        for name in (*CURVE_METRICS, *self.meta["metrics"]):
+        for name in (*CURVE_METRICS, *(f"val/{m}" for m in self.meta["metrics"])):
             value = result.get(name)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 points = curves.setdefault(name, [])
@@ -135,7 +140,7 @@ class RunRecorder(tune.Callback):
         cache = RunCache(self.cache_path)
         cache.put_run(run["key"], self.code, {**self.results[-1], "run_dir": run["run_dir"],
                                               "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")})
-        finals = {m: metrics[m] for m in self.meta["metrics"] if m in metrics}
+        finals = {name: metrics[name] for name in held_out_names(self.meta["metrics"]) if name in metrics}
         write_run_hparams(Path(run["run_dir"]), run["hparams"], finals)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
@@ -154,7 +159,7 @@ class RunRecorder(tune.Callback):
         self.results.append(result)
         save_results(self.results, self.output, self.meta)
         seconds = time.time() - self.started.get(run_id, time.time())
-        shown = ", ".join(f"{m} {metrics[m]:.4f}" for m in self.meta["metrics"] if m in metrics)
+        shown = ", ".join(f"{m} {metrics[m]:.4f}" for m in held_out_names(self.meta["metrics"]) if m in metrics)
         outcome = f"FAILED: {error}" if error else f"done in {seconds:.0f} s: {shown}"
         log.info("[%d/%d] %s %s", len(self.results), self.total, run_id, outcome)
 

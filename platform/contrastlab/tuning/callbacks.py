@@ -24,7 +24,7 @@ from contrastlab.tuning.study import register_trials, target_epochs
 EXCLUDED_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint", "checkpoint_path",
                                          "iterations_since_restore", "time_this_iter_s"}
 STATE_PARAM = "trial_state"
-REPORTED_FINALS = ("epoch", "loss", "knn_top1", "linear_top1")
+REPORTED_FINALS = ("epoch", "loss", "val/knn_top1", "val/linear_top1", "test/knn_top1", "test/linear_top1")
 
 
 def hparam_value(value: Any) -> bool | int | float | str:

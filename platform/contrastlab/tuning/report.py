@@ -1,6 +1,7 @@
 """What a finished (or interrupted) study leaves in its output folder, read from the study.
 
-- `trials.csv`: every trial (number, state, value, intermediate count, params, reason);
+- `trials.csv`: every trial (number, state, value, intermediate count, params, reason), with
+  the val and test numbers of each complete trial side by side (selection read val only);
 - `importances.json`: Optuna's parameter importances, once two trials are complete;
 - `best_config.yaml`: the best complete trial as an experiment `contrastlab train` runs;
 - a short summary for the terminal.
@@ -19,7 +20,8 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from contrastlab.config import ExperimentConfig
-from contrastlab.tuning.study import EPOCHS_TRAINED, FAIL_REASON, OVERRIDES, TUNE_TRIAL_ID
+from contrastlab.engine.anchors import anchors_table
+from contrastlab.tuning.study import EPOCHS_TRAINED, FAIL_REASON, FINAL_METRICS, OVERRIDES, TUNE_TRIAL_ID
 
 CSV_FIELDS = ("number", "tune_trial_id", "state", "value", "intermediate_values", "epochs_trained",
               "duration_s", "fail_reason")
@@ -28,6 +30,8 @@ CSV_FIELDS = ("number", "tune_trial_id", "state", "value", "intermediate_values"
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     trials = study.get_trials(deepcopy=False)
     names = list(dict.fromkeys(name for t in trials for name in t.params))
+    finals = sorted(dict.fromkeys(name for t in trials for name in t.user_attrs.get(FINAL_METRICS, {})),
+                    key=lambda name: (name.split("/", 1)[1], name))  # val/x beside test/x
     rows = []
     for trial in trials:
         row = {
@@ -40,6 +44,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "duration_s": round(trial.duration.total_seconds(), 1) if trial.duration else "",
             "fail_reason": trial.user_attrs.get(FAIL_REASON, ""),
         }
+        held_out = trial.user_attrs.get(FINAL_METRICS, {})
+        row.update({name: held_out.get(name, "") for name in finals})
         row.update({f"param:{name}": trial.params.get(name, "") for name in names})
         rows.append(row)
     return rows
@@ -47,7 +53,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
 
 def write_trials_csv(study: optuna.Study, path: Path) -> int:
     rows = trial_rows(study)
-    fields = list(CSV_FIELDS) + [k for k in (rows[0] if rows else {}) if k.startswith("param:")]
+    extra = [k for k in (rows[0] if rows else {}) if k not in CSV_FIELDS]
+    fields = list(CSV_FIELDS) + extra
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
@@ -99,22 +106,32 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
 
 
 def summary_text(study: optuna.Study, output: Path, storage_url: str, metric: str, mode: str,
-                 importances: dict[str, Any]) -> str:
+                 importances: dict[str, Any], anchors: dict[str, Any] | None = None) -> str:
     counts = state_counts(study)
     best = best_trial(study)
+    split = "validation split" if metric.startswith("val/") else "training objective"
     lines = [
         f"study {study.study_name} ({storage_url})",
         "trials: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())),
+        f"selected on {metric} ({split}); test numbers are shown beside it and never used for selection",
     ]
     if best is not None:
         tuned = json.dumps(best.user_attrs.get(OVERRIDES, best.params), sort_keys=True)
         lines.append(f"best {metric} ({mode}): {best.value:.4f} (trial #{best.number}) {tuned}")
+        held_out = best.user_attrs.get(FINAL_METRICS, {})
+        if held_out:
+            lines.append("  its held-out numbers: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(
+                held_out.items(), key=lambda kv: (kv[0].split("/", 1)[1], kv[0]))))
         lines.append(f"best config: {output / 'best_config.yaml'}")
     else:
         lines.append("no complete trial yet: no best config")
     if importances.get("importances"):
         top = sorted(importances["importances"].items(), key=lambda kv: -kv[1])[:5]
         lines.append("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+    if anchors:
+        names = [n for n in ("val/knn_top1", "test/knn_top1", "val/linear_top1", "test/linear_top1")
+                 if n in (anchors.get("raw_pixels") or {})]
+        lines += anchors_table(anchors, names)
     lines.append(f"trials table: {output / 'trials.csv'}")
     lines.append(f"tensorboard --logdir {output / 'tensorboard'}")
     lines.append(f"optuna-dashboard {storage_url}")
@@ -122,13 +139,13 @@ def summary_text(study: optuna.Study, output: Path, storage_url: str, metric: st
 
 
 def write_outputs(study: optuna.Study, base: ExperimentConfig, output: Path, storage_url: str, metric: str,
-                  mode: str) -> str:
+                  mode: str, anchors: dict[str, Any] | None = None) -> str:
     """Write every output file and return the summary."""
     output.mkdir(parents=True, exist_ok=True)
     write_trials_csv(study, output / "trials.csv")
     importances = write_importances(study, output / "importances.json")
     write_best_config(study, base, output / "best_config.yaml", study.study_name)
-    return summary_text(study, output, storage_url, metric, mode, importances)
+    return summary_text(study, output, storage_url, metric, mode, importances, anchors)
 
 
 __all__ = ["state_counts", "summary_text", "trial_rows", "write_best_config", "write_importances",

@@ -15,15 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, config_hash, parse_override, read_yaml
+from contrastlab.engine.evaluate import selection_metric
 from contrastlab.tuning.space import SearchSpace, check_against_config, parse_space
 
 SPEC_KEYS = {
     "name", "description", "base_config", "base", "metric", "mode", "space", "resources", "num_samples",
-    "scheduler", "sampler", "max_concurrent_trials", "study_storage", "points_to_evaluate",
+    "scheduler", "sampler", "max_concurrent_trials", "study_storage", "points_to_evaluate", "seed",
 }
+# Tuning trials run at seeds no ablation evaluates on: ablation seeds stay below this.
+TUNING_SEED_FLOOR = 1000
 # Metrics the engine computes only after the last epoch: ASHA would never see them early.
 FINAL_ONLY_METRICS = ("linear_top1", "alignment", "uniformity")
 
@@ -56,6 +59,15 @@ class ResourcesSpec(_Section):
 class _TopLevel(_Section):
     metric: str = Field(min_length=1)
     mode: Literal["min", "max"]
+    seed: int = Field(TUNING_SEED_FLOOR, description="the seed of every trial (ablations evaluate below 1000)")
+
+    @field_validator("seed")
+    @classmethod
+    def _tuning_seed(cls, value: int) -> int:
+        if value < TUNING_SEED_FLOOR:
+            raise ValueError(f"a seed of at least {TUNING_SEED_FLOOR}: seeds below it are the ones ablations "
+                             "evaluate on, and selection must not share them")
+        return value
     num_samples: int = Field(20, ge=1)
     max_concurrent_trials: int | None = Field(None, ge=1)
     study_storage: str | None = None
@@ -177,14 +189,18 @@ def _top_level(raw: dict[str, Any], source: str) -> _TopLevel:
 
 
 def _check_metric(top: _TopLevel, base: ExperimentConfig, source: str) -> None:
+    """The objective is a validation metric the runs report (or the training loss); under ASHA
+    it must be reported every epoch."""
+    top.metric = selection_metric(top.metric, base, source, "metric")
     if top.scheduler.type != "asha":
         return
-    final_only = top.metric in FINAL_ONLY_METRICS or top.metric.startswith("probe_")
-    if top.metric == "knn_top1" and base.eval.knn_every == 0:
+    bare = top.metric.removeprefix("val/").rpartition("/")[2]
+    final_only = bare in FINAL_ONLY_METRICS or bare.startswith("probe_") or "/" in top.metric.removeprefix("val/")
+    if bare == "knn_top1" and base.eval.knn_every == 0:
         final_only = True
     if final_only:
         raise ConfigError(source, "metric", f"a metric reported every epoch for ASHA ({top.metric!r} is computed only "
-                                            "after the last epoch): use knn_top1 with eval.knn_every >= 1, or "
+                                            "after the last epoch): use val/knn_top1 with eval.knn_every >= 1, or "
                                             "scheduler.type: fifo")
     max_t = top.scheduler.max_t or base.optim.epochs
     if top.scheduler.grace_period > max_t:
@@ -225,7 +241,7 @@ def spec_from_dict(raw: Any, path: str | Path, overrides: list[str] | tuple[str,
         if num_samples < 1:
             raise ConfigError(source, "--samples", f"at least 1 (got {num_samples})")
         top.num_samples = num_samples
-    base = _build_base(raw, path, list(overrides), top.resources)
+    base = _build_base(raw, path, list(overrides), top.resources).with_overrides({"seed": top.seed}, source)
     space = parse_space(raw.get("space"), source)
     check_against_config(space, base, source)
     _check_metric(top, base, source)

@@ -32,6 +32,9 @@ OVERRIDES = "config_overrides"
 TARGET_EPOCHS = "target_epochs"
 EPOCHS_TRAINED = "epochs_trained"
 FAIL_REASON = "fail_reason"
+# The held-out metrics of a finished trial, val and test side by side: kept for the tables
+# only; the sampler, ASHA and best_config read the objective value alone.
+FINAL_METRICS = "final_metrics"
 STOPPED_BY = "stopped_by"
 REASON_CHARS = 1000
 
@@ -80,6 +83,12 @@ def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
 
 
 # -- per-trial decisions ----------------------------------------------------------------------
+def held_out_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The `val/…` and `test/…` numbers of a result."""
+    return {k: float(v) for k, v in result.items() if k.startswith(("val/", "test/"))
+            and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
 def target_epochs(overrides: dict[str, Any], base_epochs: int, max_t: int) -> int:
     """Epochs a trial must train to count as complete (its own schedule, capped by max_t)."""
     return min(int(overrides.get("optim.epochs", base_epochs)), max_t)
@@ -196,6 +205,7 @@ class StudySearcher(OptunaSearch):
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             attrs[FAIL_REASON] = f"metric {self.metric!r} missing or not finite at the last epoch ({value!r})"
             return TrialState.FAIL, None, attrs
+        attrs[FINAL_METRICS] = held_out_metrics(result)
         return TrialState.COMPLETE, float(value), attrs
 
     def restore(self, checkpoint_path: str) -> None:
@@ -218,7 +228,7 @@ class StudySearcher(OptunaSearch):
 
 
 __all__ = [
-    "EPOCHS_TRAINED", "FAIL_REASON", "OVERRIDES", "StudySearcher", "TARGET_EPOCHS", "TUNE_TRIAL_ID",
+    "EPOCHS_TRAINED", "FAIL_REASON", "FINAL_METRICS", "OVERRIDES", "StudySearcher", "TARGET_EPOCHS", "TUNE_TRIAL_ID",
     "default_storage_url", "existing_study", "failure_reason", "make_sampler", "open_storage", "redact",
     "register_trials", "target_epochs",
 ]
