@@ -99,8 +99,8 @@ def _interval_text(study: StudyAnalysis, n_boot: int, seed: int) -> str:
             f"seed {seed}), t-interval below 10")
     nominal = 1.0 - study.alpha
     adjusted = (f"at {_level(study.family_confidence)} = 1 − {study.alpha:.2g}/{study.family_size}, "
-                "Bonferroni-simultaneous over the family (an interval that excludes 0 implies a Holm rejection; "
-                "the reverse need not hold, and the test decides)") if study.family_size else f"at {_level(nominal)}"
+                "Bonferroni-simultaneous over the family (with the t-test, an interval that excludes 0 implies a "
+                "Holm rejection, not the reverse; the test decides)") if study.family_size else f"at {_level(nominal)}"
     exploratory = f"; exploratory metrics at {_level(nominal)}" if len(study.family_metrics) < len(study.metrics) \
         else ""
     return f"Interval: {kind}, {adjusted}{exploratory}"

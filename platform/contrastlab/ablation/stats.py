@@ -14,8 +14,8 @@ missing for that metric, with its reason: nothing is read from other keys in its
 One Holm family covers every test the report shows (each variant against the reference and,
 for a full factorial, every effect) over all metrics, or over `primary_metric` alone when it
 is given; the other metrics are then exploratory and their p-values unadjusted. Intervals of
-the family are Bonferroni-simultaneous (level 1 - alpha/m): an interval that excludes 0 implies
-that Holm rejects, so they never claim more than the test.
+the family are Bonferroni-simultaneous (level 1 - alpha/m): with the t-test, an interval that
+excludes 0 implies that Holm rejects, so the intervals never claim more than the test.
 """
 
 from __future__ import annotations
@@ -212,9 +212,9 @@ class StudyAnalysis:
         return iter(self.metrics)
 
     def n_seeds(self) -> int:
-        """The paired seeds most comparisons used (the count the floor and power refer to)."""
+        """The most paired seeds any comparison had: the best case the floor refers to."""
         counts = [r.comparison.n_pairs for a in self.metrics for r in a.variants[1:] if r.comparison]
-        return max(set(counts), key=counts.count) if counts else len(self.seeds)
+        return max(counts, default=len(self.seeds))
 
     def min_p(self) -> float:
         return min_attainable_p(self.test, self.n_seeds())
@@ -321,8 +321,7 @@ def _power(analysis: MetricAnalysis, alpha: float, test: str, effect: float) -> 
         return None
     dof = sum(c.n_pairs - 1 for c in compared)
     sd = math.sqrt(sum((c.n_pairs - 1) * c.std_diff**2 for c in compared) / dof)
-    counts = [c.n_pairs for c in compared]
-    n = max(set(counts), key=counts.count)
+    n = max(c.n_pairs for c in compared)  # the seeds the study ran; failed runs only lower it
     return PowerLine(sd, len(compared), n, alpha, minimum_detectable_effect(sd, n, alpha, test), effect,
                      seeds_needed(effect, sd, alpha, test))
 
