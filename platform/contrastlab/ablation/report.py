@@ -100,7 +100,9 @@ def _shown_runs(run_rows: list[list[Any]], study: StudyAnalysis) -> list[list[An
 def _is_eval_curve(name: str, metrics: Sequence[str]) -> bool:
     """Curves of a split (val/..., test/...) or of a spec metric share one axis; the rest are
     training quantities, drawn one panel per variant."""
-    return name.split("/", 1)[0] in SPLITS or name in metrics
+    last = name.rsplit("/", 1)[-1]
+    # Bare accuracy names are the eval curves of results saved before the split prefixes.
+    return name.split("/", 1)[0] in SPLITS or name in metrics or last.endswith("_top1") or last.startswith("probe_")
 
 
 def _curves(results: Sequence[Result], variants: list[str], metrics: Sequence[str], study: StudyAnalysis,
