@@ -265,11 +265,24 @@ def test_full_factorial_report_has_effects(tmp_path):
 
 
 def test_old_results_without_splits_are_missing_not_guessed(tmp_path):
-    old = [{"variant": v, "seed": s, "metrics": {"linear_top1": 0.7}} for v in ("full", "no_a") for s in (0, 1)]
-    write_report(old, tmp_path, reference="full", metrics=["linear_top1"], title="Old", mode_note="fixed",
-                 design="leave_one_out")
+    old = [{"variant": v, "seed": s, "metrics": {"linear_top1": 0.7}, "curves": {"knn_top1": [(1, 0.5), (2, 0.6)]}}
+           for v in ("full", "no_a") for s in (0, 1)]
+    written = write_report(old, tmp_path, reference="full", metrics=["linear_top1"], title="Old", mode_note="fixed",
+                           design="leave_one_out")
     text = (tmp_path / "report.md").read_text()
     assert "seed 0: no test/linear_top1" in text and "Runs: 0 of 4 complete" in text
+    assert "nothing could be tested" in text
+    # A bare accuracy curve is still an eval curve: one axis, no note about objectives.
+    assert "curves_knn_top1.png" in written and "not comparable" not in text
+
+
+def test_tuning_seeds_are_called_out(tmp_path):
+    results = [{"variant": v, "seed": s, "metrics": {"test/m": 0.5 + 0.01 * s}} for v in ("full", "x")
+               for s in (7, 1000)]
+    write_report(results, tmp_path, reference="full", metrics=["m"], title="S", mode_note="fixed",
+                 design="explicit")
+    assert "Seeds used: 7, 1000 (2; variants are paired by seed); **[1000] are ≥ 1000" in (
+        tmp_path / "report.md").read_text()
 
 
 def test_save_and_load_round_trip_with_the_new_settings(tmp_path):

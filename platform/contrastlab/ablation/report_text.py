@@ -108,6 +108,8 @@ def _interval_text(study: StudyAnalysis, n_boot: int, seed: int) -> str:
 
 def _floor_text(study: StudyAnalysis) -> str:
     n, alpha, floor = study.n_seeds(), study.alpha, study.min_p()
+    if n < 2:
+        return "Smallest attainable p: no comparison has two paired seeds, so nothing could be tested"
     if study.test == "t":
         return (f"Smallest attainable p: the t-test has no floor, which rests on normal differences that {n} "
                 "seeds cannot check")
@@ -219,7 +221,8 @@ def _factorial(study: StudyAnalysis) -> list[Block]:
             continue
         rows = [[e.kind, *_comparison_row(e, analysis.scale)] for e in analysis.effects]
         blocks += [("text", f"**{analysis.metric}**" + ("" if analysis.family else " (exploratory)")),
-                   ("table", ["kind", "effect", "seeds", "estimate ± std", "interval", "p", "p adjusted", "note"],
+                   ("table", ["kind", "effect", "seeds", "estimate on test ± std", "interval (test)", "p", "p adjusted",
+                              "note"],
                     rows)]
     return blocks
 
@@ -229,7 +232,7 @@ def blocks(study: StudyAnalysis, anchors: Mapping[str, Mapping[str, float]] | No
            overrides: Mapping[str, str], run_header: list[str], run_rows: list[list[Any]]) -> list[Block]:
     out: list[Block] = anchor_table(study, anchors) if anchors else []
     out += _verdicts(study, flags)
-    out += [("h2", "Power"), ("list", [power_line(a, a.power, study.test) for a in study.metrics])]
+    out += [("h2", "Power (test split)"), ("list", [power_line(a, a.power, study.test) for a in study.metrics])]
     for analysis in study.metrics:
         out += _metric_tables(analysis)
         if f"bar_{analysis.metric}" in images:
