@@ -215,19 +215,28 @@ def _name(raw: dict[str, Any], path: Path) -> str:
 
 
 def _report_settings(raw: Any, source: str) -> dict[str, Any]:
+    """The spec's `report:` mapping, checked; primary_metric is checked against the metrics by the caller."""
     if raw is None:
         return {}
-    allowed = {"test": ("t", "wilcoxon"), "confidence": None, "n_boot": None}
+    allowed = ("test", "interval", "confidence", "n_boot", "primary_metric", "effect")
     if not isinstance(raw, dict) or set(raw) - set(allowed):
-        raise ConfigError(source, "report", "a mapping with test (t | wilcoxon), confidence, n_boot")
-    if "test" in raw and raw["test"] not in allowed["test"]:
-        raise ConfigError(source, "report.test", f"t or wilcoxon (got {raw['test']!r})")
+        raise ConfigError(source, "report", f"a mapping with {', '.join(allowed)}")
+    if "test" in raw and raw["test"] not in ("sign_flip", "t"):
+        raise ConfigError(source, "report.test", f"sign_flip or t (got {raw['test']!r})")
+    if "interval" in raw and raw["interval"] not in ("t", "bca"):
+        raise ConfigError(source, "report.interval", f"t or bca (got {raw['interval']!r})")
     confidence = raw.get("confidence", 0.95)
     if isinstance(confidence, bool) or not isinstance(confidence, float) or not 0 < confidence < 1:
         raise ConfigError(source, "report.confidence", f"a number in (0, 1) (got {confidence!r})")
     n_boot = raw.get("n_boot", 10000)
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:
         raise ConfigError(source, "report.n_boot", f"an integer of at least 100 (got {n_boot!r})")
+    primary = raw.get("primary_metric")
+    if "primary_metric" in raw and (not isinstance(primary, str) or not primary):
+        raise ConfigError(source, "report.primary_metric", f"one of the spec's metrics (got {primary!r})")
+    effect = raw.get("effect", 0.01)
+    if isinstance(effect, bool) or not isinstance(effect, (int, float)) or not 0 < effect < float("inf"):
+        raise ConfigError(source, "report.effect", f"a positive number in metric units, e.g. 0.01 (got {effect!r})")
     return dict(raw)
 
 

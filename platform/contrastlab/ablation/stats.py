@@ -3,9 +3,20 @@
 Variants of an ablation share seeds (same data order, same initialisation stream), so a
 variant and the reference are compared *paired by seed*: the unit of evidence is the
 per-seed difference, which removes the seed-to-seed variation the two runs have in common.
-Callers pass only values that exist; deciding what is missing is the report's job, so these
-functions reject NaN instead of guessing what it meant. `analyse_results` applies them to a
-whole results table, recording for every variant which seeds are missing and why.
+The numbers behind it (sign-flip and t tests, intervals, power) are in
+`contrastlab.ablation.inference`, the factorial contrasts in `contrastlab.ablation.factorial`,
+the verdict sentences in `contrastlab.ablation.verdicts`.
+
+`analyse_results` applies them to a whole results table. Verdicts and statistics use the
+test split (`test/<metric>`), which no selection step has seen; the val split
+(`val/<metric>`) is carried along as a descriptive column. A run without `test/<metric>` is
+missing for that metric, with its reason: nothing is read from other keys in its place.
+
+One Holm family covers every test the report shows (each variant against the reference and,
+for a full factorial, every effect) over all metrics, or over `primary_metric` alone when it
+is given; the other metrics are then exploratory and their p-values unadjusted. Intervals of
+the family are Bonferroni-simultaneous (level 1 - alpha/m): with the t-test, an interval that
+excludes 0 implies that Holm rejects, so the intervals never claim more than the test.
 """
 
 from __future__ import annotations
@@ -13,238 +24,32 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-from scipy import stats as scipy_stats
-
+from contrastlab.ablation.factorial import IncompleteDesign, factorial_contrasts, per_seed
+from contrastlab.ablation.inference import (
+    INTERVALS,
+    MC_DRAWS,
+    TESTS,
+    PairedComparison,
+    bootstrap_mean_ci,
+    can_reach,
+    compare_differences,
+    holm_correction,
+    min_attainable_p,
+    minimum_detectable_effect,
+    paired_difference,
+    seeds_needed,
+    summarize,
+)
+from contrastlab.ablation.verdicts import KINDS, format_p, verdict
 from contrastlab.config import ConfigError
 
-TESTS = ("t", "wilcoxon")
-KINDS = ("leave_one_out", "add_one_in", "full_factorial", "explicit")
 # Names that mark a metric where lower is better; everything else is read as higher-is-better.
 LOWER_IS_BETTER_HINTS = ("loss", "error", "alignment", "uniformity")
-
-# Differences this close (relative to their size) count as identical: two variants that
-# compute the same thing can still differ in the last bits through summation order.
-_IDENTICAL_RTOL = 1e-12
-
-
-@dataclass(frozen=True)
-class PairedComparison:
-    """A variant against the reference over paired seeds; differences are variant - reference."""
-
-    n_pairs: int
-    mean_diff: float
-    std_diff: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    test: str
-    confidence: float
-    note: str = ""
-
-    @property
-    def ci(self) -> tuple[float, float]:
-        return (self.ci_low, self.ci_high)
-
-
-def _as_finite_array(values: Sequence[float], name: str) -> np.ndarray:
-    array = np.asarray(values, dtype=float).reshape(-1)
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name}: expected finite numbers, got {list(values)!r}; drop missing runs first")
-    return array
-
-
-def summarize(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1); std is 0 for one value, both NaN for none."""
-    array = _as_finite_array(values, "summarize")
-    if array.size == 0:
-        return (math.nan, math.nan)
-    std = float(np.std(array, ddof=1)) if array.size > 1 else 0.0
-    return (float(np.mean(array)), std)
-
-
-def bootstrap_mean_ci(
-    values: Sequence[float], n_boot: int = 10000, seed: int = 0, confidence: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean, resampling the values with replacement.
-
-    With fewer than two values there is nothing to resample, so the interval is NaN rather
-    than a degenerate point that would look like certainty.
-    """
-    array = _as_finite_array(values, "bootstrap_mean_ci")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot: expected a positive integer, got {n_boot!r}")
-    if array.size < 2:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, array.size, size=(n_boot, array.size))
-    means = array[picks].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return (float(low), float(high))
-
-
-def _degenerate_p(diffs: np.ndarray, test: str) -> tuple[float, str] | None:
-    """p-values for differences without spread, where the tests themselves break down."""
-    scale = max(1.0, float(np.max(np.abs(diffs))))
-    if np.all(np.abs(diffs) <= _IDENTICAL_RTOL * scale):
-        return (1.0, "all paired differences are zero")
-    if test == "t" and float(np.ptp(diffs)) <= _IDENTICAL_RTOL * scale:
-        # The t statistic is d / 0: every seed moved by exactly the same amount, which is
-        # as consistent as evidence gets; p=0 says so instead of scipy's NaN.
-        return (0.0, f"all {diffs.size} paired differences are identical ({diffs[0]:.6g}); "
-                     "zero variance, p set to 0")
-    return None
-
-
-def _test_p(diffs: np.ndarray, test: str, alpha: float) -> tuple[float, str]:
-    degenerate = _degenerate_p(diffs, test)
-    if degenerate is not None:
-        return degenerate
-    if test == "t":
-        # ttest_rel on (diffs, 0) is the paired t-test on the original pairs.
-        return (float(scipy_stats.ttest_rel(diffs, np.zeros_like(diffs)).pvalue), "")
-    p_value = float(scipy_stats.wilcoxon(diffs).pvalue)
-    smallest = 2.0 ** (1 - diffs.size)  # exact two-sided minimum: all signs agree
-    note = ""
-    if smallest > alpha:
-        note = f"with {diffs.size} pairs the smallest possible Wilcoxon p is {smallest:.3g}"
-    return (p_value, note)
-
-
-def paired_difference(
-    variant_values: Sequence[float],
-    reference_values: Sequence[float],
-    n_boot: int = 10000,
-    seed: int = 0,
-    confidence: float = 0.95,
-    test: str = "t",
-) -> PairedComparison:
-    """Compare a variant with the reference over seeds paired by index.
-
-    Returns the mean and sample std of the per-seed differences (variant - reference), a
-    percentile bootstrap CI of the mean difference (seeds resampled with replacement from a
-    seeded generator, so the report is reproducible) and a two-sided p-value from the
-    paired t-test (`test="t"`) or the Wilcoxon signed-rank test (`test="wilcoxon"`).
-    """
-    if test not in TESTS:
-        raise ValueError(f"test: expected one of {TESTS}, got {test!r}")
-    variant = _as_finite_array(variant_values, "variant_values")
-    reference = _as_finite_array(reference_values, "reference_values")
-    if variant.size != reference.size:
-        raise ValueError(
-            f"paired_difference: {variant.size} variant values but {reference.size} reference values; "
-            "pass only seeds present for both"
-        )
-    diffs = variant - reference
-    mean_diff, std_diff = summarize(diffs)
-    ci_low, ci_high = bootstrap_mean_ci(diffs, n_boot=n_boot, seed=seed, confidence=confidence)
-    if diffs.size < 2:
-        note = f"{diffs.size} paired seed{'s' if diffs.size != 1 else ''}: at least 2 are needed for a test"
-        p_value = math.nan
-    else:
-        p_value, note = _test_p(diffs, test, alpha=1.0 - confidence)
-    return PairedComparison(
-        n_pairs=int(diffs.size), mean_diff=mean_diff, std_diff=std_diff, ci_low=ci_low,
-        ci_high=ci_high, p_value=p_value, test=test, confidence=confidence, note=note,
-    )
-
-
-def holm_correction(p_values: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni step-down adjusted p-values, in the input order.
-
-    The i-th smallest of m p-values is multiplied by (m - i + 1); a running maximum keeps
-    the adjusted values in the same order as the raw ones, and they are capped at 1. NaN
-    entries (comparisons that could not be tested) stay NaN and do not count towards m.
-    """
-    raw = np.asarray(p_values, dtype=float).reshape(-1)
-    adjusted = np.full(raw.shape, math.nan)
-    tested = np.flatnonzero(~np.isnan(raw))
-    if np.any((raw[tested] < 0) | (raw[tested] > 1)):
-        raise ValueError(f"holm_correction: p-values must lie in [0, 1], got {list(p_values)!r}")
-    order = tested[np.argsort(raw[tested], kind="stable")]
-    m = order.size
-    running = 0.0
-    for rank, index in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * raw[index]))
-        adjusted[index] = running
-    return [float(p) for p in adjusted]
-
-
-def _decimals(*magnitudes: float) -> int:
-    """Decimals that give the largest magnitude two significant digits (at least one decimal)."""
-    finite = [abs(m) for m in magnitudes if math.isfinite(m) and m != 0]
-    if not finite:
-        return 1
-    return min(6, max(1, 1 - math.floor(math.log10(max(finite)))))
-
-
-def format_p(p_value: float) -> str:
-    if math.isnan(p_value):
-        return "n/a"
-    if p_value < 0.001:
-        return "<0.001"
-    # Two decimals from 0.095 up, so 0.0998 prints as 0.10 and not as 0.1.
-    return f"{p_value:.2f}" if p_value >= 0.095 else f"{p_value:.2g}"
-
-
-def _subject(name: str, kind: str) -> str:
-    return {"leave_one_out": f"removing {name}", "add_one_in": f"adding {name}"}.get(kind, name)
-
-
-def verdict(
-    component_or_variant: str,
-    diff: float,
-    ci: tuple[float, float],
-    p_adj: float,
-    metric: str,
-    kind: str,
-    *,
-    spread: float | None = None,
-    scale: float = 1.0,
-    higher_is_better: bool = True,
-    alpha: float = 0.05,
-    confidence: float = 0.95,
-    correction: str | None = "Holm",
-) -> str:
-    """One line that states the effect of a component on a metric.
-
-    `diff` is variant - reference in the metric's own units; `scale` converts for display
-    (100 turns a [0, 1] accuracy into points). `spread` is the std of the per-seed
-    differences, shown as "±". `kind` says how the variant relates to the reference:
-    `leave_one_out` (component removed), `add_one_in` (component added) or `explicit`.
-    """
-    if kind not in KINDS:
-        raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
-    shown_diff = diff * scale
-    shown_spread = None if spread is None else spread * scale
-    low, high = ci[0] * scale, ci[1] * scale
-    digits = _decimals(shown_diff, shown_spread or 0.0, low, high)
-    points = scale == 100
-    plus_minus = "" if shown_spread is None else f" ± {shown_spread:.{digits}f}"
-    p_text = f"p={format_p(p_adj)}" + (f", {correction}" if correction else "")
-    subject = _subject(component_or_variant, kind)
-    significant = not math.isnan(p_adj) and p_adj < alpha and shown_diff != 0
-    if significant and diff < 0:
-        # The line states a magnitude ("costs 2.1"), so its interval is shown the same way round.
-        low, high = -high, -low
-    ci_text = f"{confidence:.0%} CI [{low:.{digits}f}, {high:.{digits}f}], " if math.isfinite(low) else ""
-    details = f"{ci_text}{p_text}"
-    signed = f"{shown_diff:+.{digits}f}{plus_minus}{' points' if points else ''}"
-    if math.isnan(diff):
-        return f"{subject}: not tested on {metric}, no seed has a value for both"
-    if math.isnan(p_adj):
-        return f"{subject}: not tested on {metric}, too few paired seeds ({signed})"
-    if not significant:
-        return f"{subject}: no significant difference in {metric} ({signed}, {details})"
-    verb = "gains" if (diff > 0) == higher_is_better else "costs"
-    unit = "points of" if points else "in"
-    return f"{subject} {verb} {abs(shown_diff):.{digits}f}{plus_minus} {unit} {metric} ({details})"
+TEST_SPLIT, VAL_SPLIT = "test", "val"
+DEFAULT_EFFECT = 0.01  # one point of an accuracy in [0, 1]
 
 
 # From a results table to per-metric statistics. The table's shape is described in
@@ -254,7 +59,7 @@ Result = Mapping[str, Any]
 
 @dataclass
 class VariantStats:
-    """One variant on one metric: its values per seed, what is missing and the comparison."""
+    """One variant on one metric: test values per seed, what is missing, val for reference."""
 
     variant: str
     component: str
@@ -262,9 +67,38 @@ class VariantStats:
     missing: dict[int, str]
     mean: float
     std: float
+    val_values: dict[int, float] = field(default_factory=dict)
+    val_mean: float = math.nan
+    val_std: float = math.nan
     comparison: PairedComparison | None = None
-    p_holm: float = math.nan
+    p_adj: float = math.nan
+    family: bool = True
     verdict: str = ""
+
+
+@dataclass
+class EffectStats:
+    """A factorial main effect or interaction, estimated per seed and tested over seeds."""
+
+    name: str
+    kind: str
+    values: dict[int, float]
+    comparison: PairedComparison | None = None
+    p_adj: float = math.nan
+    family: bool = True
+
+
+@dataclass(frozen=True)
+class PowerLine:
+    """What the seeds used could detect, from the pooled sd of the per-seed differences."""
+
+    sd: float
+    pooled_over: int
+    n: int
+    alpha: float
+    mde: float
+    effect: float
+    seeds_needed: int | None
 
 
 @dataclass
@@ -273,6 +107,35 @@ class MetricAnalysis:
     scale: float
     higher_is_better: bool
     variants: list[VariantStats]
+    family: bool = True
+    power: PowerLine | None = None
+    effects: list[EffectStats] = field(default_factory=list)
+    factorial_note: str = ""
+
+
+@dataclass
+class StudyAnalysis:
+    """Every metric's analysis and the settings that apply to all of them."""
+
+    metrics: list[MetricAnalysis]
+    reference: str
+    design: str
+    test: str
+    interval: str
+    alpha: float
+    seeds: list[int]
+    family_metrics: list[str]
+    family_size: int
+    family_confidence: float
+    effect: float
+
+    def n_seeds(self) -> int:
+        """The most paired seeds any comparison had: the best case the floor refers to."""
+        counts = [r.comparison.n_pairs for a in self.metrics for r in a.variants[1:] if r.comparison]
+        return max(counts, default=len(self.seeds))
+
+    def min_p(self) -> float:
+        return min_attainable_p(self.test, self.n_seeds())
 
 
 def index_results(results: Sequence[Result]) -> dict[tuple[str, int], Result]:
@@ -289,7 +152,7 @@ def index_results(results: Sequence[Result]) -> dict[tuple[str, int], Result]:
 
 
 def metric_value(result: Result | None, metric: str) -> tuple[float | None, str]:
-    """The metric's value in a run, or None and the reason it has none."""
+    """The value of `metric` (a full key such as `test/knn_top1`) in a run, or None and why."""
     if result is None:
         return None, "no run"
     value = (result.get("metrics") or {}).get(metric)
@@ -297,7 +160,13 @@ def metric_value(result: Result | None, metric: str) -> tuple[float | None, str]
         return float(value), ""
     if result.get("error"):
         return None, f"failed: {result['error']}"
-    return None, "no value" if value is None else f"not finite ({value})"
+    if value is None:
+        return None, f"no {metric}"
+    return None, f"{metric} not finite ({value})"
+
+
+def split_key(split: str, metric: str) -> str:
+    return f"{split}/{metric}"
 
 
 def _lower_is_better(metric: str) -> bool:
@@ -310,57 +179,157 @@ def auto_scale(metric: str, values: Sequence[float]) -> float:
     return 100.0 if inside and not _lower_is_better(metric) else 1.0
 
 
+def _check(design: str, test: str, interval: str, confidence: float, metrics: Sequence[str],
+           primary_metric: str | None, effect: float) -> None:
+    if not metrics:
+        raise ConfigError("report", "metrics", "at least one metric name")
+    checks = [
+        (design in KINDS, "design", f"one of {', '.join(KINDS)}; got {design!r}"),
+        (test in TESTS, "test", f"one of {', '.join(TESTS)}; got {test!r}"),
+        (interval in INTERVALS, "interval", f"one of {', '.join(INTERVALS)}; got {interval!r}"),
+        (0.0 < confidence < 1.0, "confidence", f"a number in (0, 1); got {confidence!r}"),
+        (primary_metric is None or primary_metric in metrics, "primary_metric",
+         f"one of the metrics ({', '.join(metrics)}); got {primary_metric!r}"),
+        (math.isfinite(effect) and effect > 0, "effect", f"a positive number in metric units; got {effect!r}"),
+    ]
+    for ok, name, expected in checks:
+        if not ok:
+            raise ConfigError("report", name, expected)
+
+
+def _variant_rows(index: dict[tuple[str, int], Result], variants: list[str], seeds: list[int], metric: str,
+                  component_of: Mapping[str, str] | None) -> list[VariantStats]:
+    rows = []
+    for variant in variants:
+        values, missing, val_values = {}, {}, {}
+        for s in seeds:
+            result = index.get((variant, s))
+            value, why = metric_value(result, split_key(TEST_SPLIT, metric))
+            if value is None:
+                missing[s] = why
+            else:
+                values[s] = value
+            val, _ = metric_value(result, split_key(VAL_SPLIT, metric))
+            if val is not None:
+                val_values[s] = val
+        mean, std = summarize(list(values.values()))
+        val_mean, val_std = summarize(list(val_values.values()))
+        component = (component_of or {}).get(variant, variant)
+        rows.append(VariantStats(variant, component, values, missing, mean, std, val_values, val_mean, val_std))
+    return rows
+
+
+def _effects(rows: list[VariantStats], levels: Mapping[str, Mapping[str, Any]] | None,
+             reference: str) -> tuple[list[EffectStats], str]:
+    if levels is None:
+        return [], "no component levels were given, so no factorial effects"
+    present = {r.variant for r in rows}
+    try:
+        contrasts = factorial_contrasts({v: s for v, s in levels.items() if v in present}, reference)
+    except IncompleteDesign as err:
+        return [], f"no factorial effects: {err}"
+    values = {r.variant: r.values for r in rows}
+    return [EffectStats(c.name, c.kind, per_seed(c, values)) for c in contrasts], ""
+
+
+def _power(analysis: MetricAnalysis, alpha: float, test: str, effect: float) -> PowerLine | None:
+    """Pooled sd of the per-seed differences over the metric's variant comparisons."""
+    compared = [r.comparison for r in analysis.variants[1:] if r.comparison and r.comparison.n_pairs >= 2]
+    if not compared:
+        return None
+    dof = sum(c.n_pairs - 1 for c in compared)
+    sd = math.sqrt(sum((c.n_pairs - 1) * c.std_diff**2 for c in compared) / dof)
+    n = max(c.n_pairs for c in compared)  # the seeds the study ran; failed runs only lower it
+    return PowerLine(sd, len(compared), n, alpha, minimum_detectable_effect(sd, n, alpha, test), effect,
+                     seeds_needed(effect, sd, alpha, test))
+
+
+Tested = tuple[MetricAnalysis, VariantStats | EffectStats, list[float]]
+
+
+def _tested_items(analyses: list[MetricAnalysis]) -> list[Tested]:
+    """Every test the report shows, with its per-seed differences (test split)."""
+    items: list[Tested] = []
+    for analysis in analyses:
+        reference = analysis.variants[0]
+        for row in analysis.variants[1:]:
+            paired = sorted(set(row.values) & set(reference.values))
+            items.append((analysis, row, [row.values[s] - reference.values[s] for s in paired]))
+        items += [(analysis, effect, list(effect.values.values())) for effect in analysis.effects]
+    return items
+
+
 def analyse_results(
     results: Sequence[Result], reference: str, metrics: Sequence[str], *, design: str = "leave_one_out",
     component_of: Mapping[str, str] | None = None, seeds: Sequence[int] | None = None,
-    n_boot: int = 10000, seed: int = 0, confidence: float = 0.95, test: str = "t",
-    scales: Mapping[str, float] | None = None, higher_is_better: Mapping[str, bool] | None = None,
-) -> list[MetricAnalysis]:
-    """Per metric: every variant's mean ± std, its paired comparison with the reference, the
-    Holm-adjusted p-value (one family per metric: the variants' comparisons) and a verdict."""
-    if not metrics:
-        raise ConfigError("report", "metrics", "at least one metric name")
-    if design not in KINDS:
-        raise ConfigError("report", "design", f"one of {', '.join(KINDS)}; got {design!r}")
-    if test not in TESTS:
-        raise ConfigError("report", "test", f"one of {', '.join(TESTS)}; got {test!r}")
-    if not 0.0 < confidence < 1.0:
-        raise ConfigError("report", "confidence", f"a number in (0, 1); got {confidence!r}")
+    n_boot: int = 10000, seed: int = 0, confidence: float = 0.95, test: str = "sign_flip",
+    interval: str = "t", scales: Mapping[str, float] | None = None,
+    higher_is_better: Mapping[str, bool] | None = None, primary_metric: str | None = None,
+    levels: Mapping[str, Mapping[str, Any]] | None = None, effect: float | None = None,
+) -> StudyAnalysis:
+    """Per metric: every variant's mean ± std on test (and val), its paired comparison with the
+    reference on test, Holm-adjusted p over the family, a verdict, a power line and, for a full
+    factorial, the main effects and two-way interactions."""
+    effect = DEFAULT_EFFECT if effect is None else float(effect)
+    _check(design, test, interval, confidence, metrics, primary_metric, effect)
     index = index_results(results)
-    variants = list(dict.fromkeys([reference] + [variant for variant, _ in index]))
     if not any(variant == reference for variant, _ in index):
         raise ConfigError("report", "reference", f"a variant present in the results; got {reference!r}")
+    variants = list(dict.fromkeys([reference] + [variant for variant, _ in index]))
     all_seeds = sorted(set(seeds or ()) | {s for _, s in index})
+    family_metrics = [primary_metric] if primary_metric else list(metrics)
     analyses = []
     for metric in metrics:
-        rows = []
-        for variant in variants:
-            values, missing = {}, {}
-            for s in all_seeds:
-                value, why = metric_value(index.get((variant, s)), metric)
-                if value is None:
-                    missing[s] = why
-                else:
-                    values[s] = value
-            mean, std = summarize(list(values.values()))
-            component = (component_of or {}).get(variant, variant)
-            rows.append(VariantStats(variant, component, values, missing, mean, std))
-        reference_row, compared = rows[0], rows[1:]
-        for row in compared:
-            paired = sorted(set(row.values) & set(reference_row.values))
-            row.comparison = paired_difference(
-                [row.values[s] for s in paired], [reference_row.values[s] for s in paired],
-                n_boot=n_boot, seed=seed, confidence=confidence, test=test)
-        adjusted = holm_correction([row.comparison.p_value for row in compared])
-        for row, p_holm in zip(compared, adjusted, strict=True):
-            row.p_holm = p_holm
-        all_values = [v for row in rows for v in row.values.values()]
-        scale = (scales or {}).get(metric, auto_scale(metric, all_values))
-        higher = (higher_is_better or {}).get(metric, not _lower_is_better(metric))
-        for row in compared:
-            c = row.comparison
-            row.verdict = verdict(row.component, c.mean_diff, c.ci, row.p_holm, metric, design,
-                                  spread=c.std_diff, scale=scale, higher_is_better=higher,
-                                  alpha=1.0 - confidence, confidence=confidence)
-        analyses.append(MetricAnalysis(metric, scale, higher, rows))
-    return analyses
+        rows = _variant_rows(index, variants, all_seeds, metric, component_of)
+        shown = [v for r in rows for v in (*r.values.values(), *r.val_values.values())]
+        analysis = MetricAnalysis(metric, (scales or {}).get(metric, auto_scale(metric, shown)),
+                                  (higher_is_better or {}).get(metric, not _lower_is_better(metric)), rows,
+                                  family=metric in family_metrics)
+        if design == "full_factorial":
+            analysis.effects, analysis.factorial_note = _effects(rows, levels, reference)
+        analyses.append(analysis)
+
+    alpha = 1.0 - confidence
+    items = _tested_items(analyses)
+    family_size = sum(a.family and len(d) >= 2 for a, _, d in items)
+    family_confidence = 1.0 - alpha / family_size if family_size else confidence
+    for analysis, target, diffs in items:
+        level = family_confidence if analysis.family else confidence
+        target.family = analysis.family
+        target.comparison = compare_differences(diffs, test=test, confidence=level, interval_kind=interval,
+                                                n_boot=n_boot, seed=seed, draws=MC_DRAWS)
+        target.p_adj = target.comparison.p_value  # exploratory: unadjusted
+    family = [target for analysis, target, _ in items if analysis.family]
+    for target, p_holm in zip(family, holm_correction([t.comparison.p_value for t in family]), strict=True):
+        target.p_adj = p_holm
+
+    power_alpha = alpha / family_size if family_size else alpha
+    for analysis in analyses:
+        analysis.power = _power(analysis, power_alpha if analysis.family else alpha, test, effect)
+        for row in analysis.variants[1:]:
+            row.verdict = _verdict_of(row, analysis, design, alpha, power_alpha, family_size)
+    return StudyAnalysis(analyses, reference, design, test, interval, alpha, all_seeds, family_metrics,
+                         family_size, family_confidence, effect)
+
+
+def _verdict_of(row: VariantStats, analysis: MetricAnalysis, design: str, alpha: float, first_step: float,
+                family_size: int) -> str:
+    c = row.comparison
+    assert c is not None
+    # Under Holm nothing is rejected unless the smallest p is below alpha / m.
+    needed = first_step if row.family else alpha
+    floor = ""
+    if c.n_pairs >= 2 and not can_reach(c.test, c.n_pairs, needed):
+        floor = (f"with {c.n_pairs} seeds the smallest possible p is {format_p(c.min_p)}, so no difference can "
+                 f"be significant" + (f" (Holm's first step needs p < {needed:.2g})" if row.family else ""))
+    correction = f"Holm over {family_size}" if row.family else "unadjusted, exploratory"
+    return verdict(row.component, c.mean_diff, c.ci, row.p_adj, analysis.metric, design, spread=c.std_diff,
+                   scale=analysis.scale, higher_is_better=analysis.higher_is_better, alpha=alpha,
+                   confidence=c.confidence, correction=correction, floor_note=floor)
+
+
+__all__ = [
+    "DEFAULT_EFFECT", "KINDS", "TESTS", "EffectStats", "MetricAnalysis", "PairedComparison", "PowerLine",
+    "StudyAnalysis", "VariantStats", "analyse_results", "auto_scale", "bootstrap_mean_ci", "format_p",
+    "holm_correction", "index_results", "metric_value", "paired_difference", "split_key", "summarize", "verdict",
+]
