@@ -122,7 +122,10 @@ class RunRecorder(tune.Callback):
         run_id = trial_name(trial)
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         curves = self.curves.setdefault(run_id, {})
-        for name in (*CURVE_METRICS, *(f"val/{m}" for m in self.meta["metrics"])):
+        # The objective and its terms (`aug_loss`, `margin_loss`, …) become the report's small
+        # multiples; the spec's metrics on val are overlaid.
+        terms = [k for k in result if k.endswith("loss") and "/" not in k]
+        for name in dict.fromkeys((*CURVE_METRICS, *terms, *(f"val/{m}" for m in self.meta["metrics"]))):
             value = result.get(name)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 points = curves.setdefault(name, [])
