@@ -98,3 +98,21 @@ def ray_lock():
     """The host's Ray lock for one test; wider fixtures use `ray_host_lock()` directly."""
     with ray_host_lock():
         yield
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory) -> Iterator[str]:
+    """One local Ray instance for a test module, under the host's Ray lock; yields its address."""
+    import ray
+
+    cache = tmp_path_factory.getbasetemp().parent / "contrastlab-cache"
+    cache.mkdir(exist_ok=True)
+    with ray_host_lock(), pytest.MonkeyPatch.context() as patch:
+        # Set before Ray starts: its workers inherit them (2 cores start worker groups slowly).
+        patch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "180")
+        patch.setenv("CONTRASTLAB_CACHE", str(cache))
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1")
+            yield ray.get_runtime_context().gcs_address
+        finally:
+            ray.shutdown()

@@ -64,7 +64,7 @@ def spec_path(tmp_path_factory) -> Path:
         "metrics": ["linear_top1", "knn_top1"], "resources": {"workers": 1, "cpus_per_worker": 1, "max_concurrent": 2},
         "retune": {"parameters": {"method.synthetic_count": {"type": "int", "low": 4, "high": 8,
                                                              "requires": "synthesis"}},
-                   "samples": 1, "metric": "knn_top1", "mode": "max", "overrides": {"optim.epochs": 1}},
+                   "samples": 1, "metric": "val/knn_top1", "mode": "max", "overrides": {"optim.epochs": 1}},
     }
     path = tmp_path_factory.mktemp("spec") / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -109,8 +109,10 @@ def test_a_failed_run_is_recorded_and_the_others_are_kept(first, output: Path) -
     assert all("InjectedFailure" in results[key]["error"] for key in failed)
     for key, result in results.items():
         if key not in failed:
-            assert result["metrics"]["epoch"] == 2 and 0 <= result["metrics"]["linear_top1"] <= 1
-            assert [epoch for epoch, _ in result["curves"]["knn_top1"]] == [1, 2]
+            assert result["metrics"]["epoch"] == 2
+            assert all(0 <= result["metrics"][f"{split}/linear_top1"] <= 1 for split in ("val", "test"))
+            assert [epoch for epoch, _ in result["curves"]["val/knn_top1"]] == [1, 2]
+            assert not [name for name in result["curves"] if name.startswith("test/")]
     cache = json.loads((output / CACHE_FILE).read_text())
     assert len(cache["runs"]) == 4 - len(failed) and len(cache["searches"]) == 1
     runs_csv = list(csv.DictReader((output / "report" / "runs.csv").open()))
@@ -150,13 +152,20 @@ def test_report_has_the_table_and_plots(again, output: Path) -> None:
     report = output / "report"
     names = {p.name for p in report.iterdir()}
     assert {"report.md", "report.html", "summary.csv", "runs.csv", "bar_linear_top1.png", "bar_knn_top1.png",
-            "curves_knn_top1.png", "curves_loss.png"} <= names
+            "curves_val_knn_top1.png", "curves_loss.png"} <= names
     text = (report / "report.md").read_text()
     assert "| no_synthesis | synthesis | 2 |" in text
     assert "Mode: retuned" in text and "Runs: 4 of 4 complete" in text and "4 reused" in text
     rows = list(csv.DictReader((report / "summary.csv").open()))
     assert {(row["metric"], row["variant"]) for row in rows} == {
         (m, v) for m in ("linear_top1", "knn_top1") for v in ("full", "no_synthesis")}
+    assert all(row["val_mean"] and row["test_mean"] for row in rows)
+    # The protocol is on the page: seeds, the split, the anchors and what two seeds can show.
+    assert "Seeds used: 0, 1" in text and "## Anchors" in text and "Verdicts (test split)" in text
+    assert "Smallest attainable p with 2 seeds: 0.50" in text and "significant at α = 0.05 with 2 seeds" in text
+    anchors = json.loads((output / "anchors.json").read_text())
+    for anchor in ("raw_pixels", "untrained"):
+        assert {f"{s}/{m}" for s in ("val", "test") for m in ("knn_top1", "linear_top1")} <= set(anchors[anchor])
 
 
 def test_tensorboard_runs_are_grouped_by_variant_and_seed(again, output: Path) -> None:

@@ -288,3 +288,36 @@ def test_report_command_remakes_the_report(tmp_path: Path, capsys) -> None:
     assert {"report.html", "summary.csv", "runs.csv", "bar_linear_top1.png", "curves_loss.png"} <= {
         p.name for p in (tmp_path / "report").iterdir()}
     assert json.loads((tmp_path / "results.json").read_text())["meta"]["design"] == "leave_one_out"
+
+
+# -- the validation protocol ----------------------------------------------------------------------
+@pytest.mark.parametrize(("fields", "field", "words"), [
+    ({"seeds": [0, 1000]}, "seeds", "kept for tuning"),
+    ({"seeds": 1001}, "seeds", "between 1 and 1000"),
+    ({"metrics": ["linear_top1", "loss"]}, "metrics[1]", "a metric the runs report"),
+])
+def test_ablation_seeds_and_metrics_stay_on_the_evaluation_side(tmp_path, fields, field, words):
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict(spec_dict(**fields), write_spec(tmp_path, spec_dict(**fields)))
+    assert err.value.field == field and words in err.value.expected
+
+
+def test_ablation_needs_a_validation_split_and_accepts_split_names(tmp_path):
+    raw = spec_dict()
+    raw["base"]["data"]["val_size"] = 0
+    with pytest.raises(ConfigError, match="data.val_size"):
+        spec_from_dict(raw, write_spec(tmp_path, raw))
+    named = spec_dict(metrics=["test/linear_top1", "val/knn_top1"])
+    assert spec_from_dict(named, write_spec(tmp_path, named)).metrics == ["linear_top1", "knn_top1"]
+
+
+def test_retune_searches_on_val_at_a_tuning_seed(tmp_path):
+    retune = {"parameters": {"optim.lr": {"type": "float", "low": 0.01, "high": 0.1}}, "samples": 2,
+              "metric": "knn_top1", "mode": "max"}
+    raw = spec_dict(retune=retune)
+    assert spec_from_dict(raw, write_spec(tmp_path, raw)).retune.metric == "val/knn_top1"
+    for change, field in (({"metric": "test/knn_top1"}, "retune.metric"), ({"seed": 7}, "retune.seed")):
+        raw = spec_dict(retune={**retune, **change})
+        with pytest.raises(ConfigError) as err:
+            spec_from_dict(raw, write_spec(tmp_path, raw))
+        assert err.value.field == field

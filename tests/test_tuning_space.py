@@ -252,3 +252,32 @@ def test_asha_rungs_are_rebuilt_from_the_study(tmp_path, rebuilt):
     # Loss 10 at the first rung: worse than the median of 1..4, stopped only if the rungs know them.
     action = bracket.on_result(SimpleNamespace(trial_id="late"), 1, -10.0)
     assert action == (TrialScheduler.STOP if rebuilt else TrialScheduler.CONTINUE)
+
+
+# -- the validation protocol ----------------------------------------------------------------------
+def test_objective_is_a_val_metric_and_trials_run_at_a_tuning_seed(tmp_path):
+    spec = make_spec(tmp_path)
+    assert spec.metric == "val/knn_top1" and spec.base.seed == 1000
+    assert make_spec(tmp_path, metric="val/knn_top1", seed=1234).base.seed == 1234
+    assert make_spec(tmp_path, metric="loss", mode="min").metric == "loss"
+
+
+def base_with(**data) -> dict:
+    base = tiny_config_dict()
+    base["data"].update(data)
+    return base
+
+
+@pytest.mark.parametrize(("changes", "field", "words"), [
+    ({"metric": "test/knn_top1"}, "metric", "the test split is measured once at the end and is never an objective"),
+    ({"metric": "val/probe_stripes"}, "metric", "a metric the runs report"),
+    ({"metric": "train_samples"}, "metric", "a metric the runs report"),
+    ({"seed": 999}, "seed", "seeds below it are the ones ablations evaluate on"),
+    ({"base": base_with(val_size=0)}, "data.val_size", "selection reads only val"),
+    ({"base": base_with(val_size=256)}, "data.val_size", "fewer validation images than the 256"),
+    ({"base": base_with(val_size=32, subset=250)}, "data.subset", "at most the 224 training images"),
+])
+def test_studies_refuse_what_would_let_selection_see_test(tmp_path, changes, field, words):
+    with pytest.raises(ConfigError) as err:
+        make_spec(tmp_path, **changes)
+    assert err.value.field == field and words in err.value.expected and "\n" not in str(err.value)

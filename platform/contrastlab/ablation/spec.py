@@ -19,6 +19,7 @@ from typing import Any
 from contrastlab.ablation.retune import RetuneSpec, parse_retune
 from contrastlab.ablation.variants import BASELINE, DESIGNS, FULL, Levels, Variant, expand, method_components, same
 from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, parse_override, read_yaml
+from contrastlab.data.registry import check_split_sizes
 from contrastlab.engine.evaluate import check_eval_metric
 from contrastlab.tuning.spec import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys
 
@@ -201,6 +202,7 @@ def _metrics(raw: Any, full: ExperimentConfig, source: str) -> list[str]:
         raise ConfigError(source, "metrics", "a non-empty list of metric names, e.g. [linear_top1, knn_top1]")
     if full.data.val_size == 0:
         raise ConfigError(source, "data.val_size", "a validation split (not 0): ablation runs report val beside test")
+    check_split_sizes(full.data, source)
     names = [check_eval_metric(metric, full, source, f"metrics[{index}]") for index, metric in enumerate(raw)]
     if len(set(names)) != len(names):
         raise ConfigError(source, "metrics", f"distinct names (got {raw})")

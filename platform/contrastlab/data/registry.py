@@ -58,6 +58,27 @@ def _carve_val(bundle: DataBundle, data_cfg, source: str) -> None:
     bundle.train_labels = {k: v[train] for k, v in bundle.train_labels.items()}
 
 
+# Training-split sizes known without reading the files, so a spec can be checked before Ray
+# starts; image folders are counted when they are loaded.
+def _known_train_size(data_cfg) -> int | None:
+    return {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000, "stl10": 5000,
+            "trifeature": data_cfg.trifeature_train}.get(data_cfg.name)
+
+
+def check_split_sizes(data_cfg, source: str) -> None:
+    """The val size and subset that `load_dataset` would refuse, refused before any data is read
+    (for datasets whose size is known in advance)."""
+    total = _known_train_size(data_cfg)
+    if total is None:
+        return
+    count = val_count(data_cfg.val_size, total)
+    if count >= total:
+        raise ConfigError(source, "data.val_size", f"fewer validation images than the {total} of the training "
+                                                   f"split of {data_cfg.name} (got {count})")
+    if data_cfg.name != "stl10":  # its pretraining pool adds the unlabelled images
+        _check_subset(data_cfg.subset, total - count, data_cfg, source)
+
+
 def _check_subset(count: int | None, available: int, data_cfg, source: str) -> None:
     if count is not None and count > available:
         raise ConfigError(source, "data.subset", f"at most the {available} training images {data_cfg.name} has "

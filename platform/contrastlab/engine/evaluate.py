@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from contrastlab.config import ConfigError, ExperimentConfig
 from contrastlab.data import DataBundle
+from contrastlab.data.registry import check_split_sizes
 from contrastlab.data.trifeature import ATTRIBUTES
 from contrastlab.evaluation import LinearProbe, alignment, extract_features, knn_top1, uniformity
 
@@ -79,6 +80,7 @@ def selection_metric(name: str, cfg: ExperimentConfig, source: str, field: str) 
         return name
     if cfg.data.val_size == 0:
         raise ConfigError(source, "data.val_size", "a validation split (not 0): selection reads only val")
+    check_split_sizes(cfg.data, source)
     return split_metric("val", check_eval_metric(name, cfg, source, field))
 
 
