@@ -30,7 +30,8 @@ from contrastlab.raytrain.worker import FAIL_ONCE_ENV, InjectedFailure, RayRepor
 from tests.conftest import ray_host_lock, tiny_config, tiny_config_dict
 
 START_TIMEOUT = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "180"}
-COMPARED = ("loss", "knn_top1", "linear_top1", "probe_colour", "probe_texture", "alignment", "uniformity")
+COMPARED = ("loss", *(f"{split}/{name}" for split in ("val", "test")
+                     for name in ("knn_top1", "linear_top1", "probe_colour", "probe_texture", "alignment", "uniformity")))
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -216,7 +217,7 @@ class TestSimulatedTwoNodeCluster:
         nodes = [n for n in ray.nodes() if n["Alive"]]
         assert len(nodes) == 2 and all(n["Resources"]["CPU"] == 1 for n in nodes)  # so one worker per node
         assert metrics["epoch"] == two_worker_config().optim.epochs
-        assert {"knn_top1", "linear_top1", "alignment"} <= metrics.keys()
+        assert {"val/knn_top1", "test/linear_top1", "val/alignment"} <= metrics.keys()
         assert metrics["train_samples"] == 256  # both workers' images, summed
         stored = sorted(p.name for p in (run_dir / "ray" / "tiny").glob("checkpoint_epoch_*"))
         assert stored == ["checkpoint_epoch_0001", "checkpoint_epoch_0002"]  # one report per epoch

@@ -106,7 +106,7 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
 
 
 def summary_text(study: optuna.Study, output: Path, storage_url: str, metric: str, mode: str,
-                 importances: dict[str, Any], anchors: dict[str, Any] | None = None) -> str:
+                 importances: dict[str, Any], anchors: dict[str, Any] | None = None, seed: int | None = None) -> str:
     counts = state_counts(study)
     best = best_trial(study)
     split = "validation split" if metric.startswith("val/") else "training objective"
@@ -115,6 +115,8 @@ def summary_text(study: optuna.Study, output: Path, storage_url: str, metric: st
         "trials: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())),
         f"selected on {metric} ({split}); test numbers are shown beside it and never used for selection",
     ]
+    if seed is not None:
+        lines.append(f"every trial ran at seed {seed} (ablations evaluate on seeds below 1000)")
     if best is not None:
         tuned = json.dumps(best.user_attrs.get(OVERRIDES, best.params), sort_keys=True)
         lines.append(f"best {metric} ({mode}): {best.value:.4f} (trial #{best.number}) {tuned}")
@@ -145,7 +147,7 @@ def write_outputs(study: optuna.Study, base: ExperimentConfig, output: Path, sto
     write_trials_csv(study, output / "trials.csv")
     importances = write_importances(study, output / "importances.json")
     write_best_config(study, base, output / "best_config.yaml", study.study_name)
-    return summary_text(study, output, storage_url, metric, mode, importances, anchors)
+    return summary_text(study, output, storage_url, metric, mode, importances, anchors, base.seed)
 
 
 __all__ = ["state_counts", "summary_text", "trial_rows", "write_best_config", "write_importances",
