@@ -11,7 +11,6 @@ run one at a time, with points chosen so the outcome is deterministic:
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -22,36 +21,15 @@ from pathlib import Path
 
 import optuna
 import pytest
-import ray
 import yaml
 
 from contrastlab.cli import main
 from contrastlab.config import load_config
-from tests.conftest import RAY_LOCK, ROOT, tiny_config_dict
+from tests.conftest import ROOT, tiny_config_dict
 
 pytestmark = pytest.mark.ray
 GOOD, SLOW, NAN = 0.5, 1.0e-6, 1.0e30
 SAMPLES = 4
-
-
-@pytest.fixture(scope="module")
-def module_ray(tmp_path_factory):
-    """One local Ray instance for the module, under the host-wide Ray test lock; its address."""
-    cache = tmp_path_factory.getbasetemp().parent / "contrastlab-cache"
-    cache.mkdir(exist_ok=True)
-    RAY_LOCK.touch(exist_ok=True)
-    with RAY_LOCK.open("w") as handle, pytest.MonkeyPatch.context() as patch:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        # Set before Ray starts: its workers inherit them (2 cores start worker groups slowly).
-        patch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "180")
-        patch.setenv("CONTRASTLAB_CACHE", str(cache))
-        try:
-            # address="local": never join a cluster some other process left behind.
-            ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1")
-            yield ray.get_runtime_context().gcs_address
-        finally:
-            ray.shutdown()
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def study_spec() -> dict:
@@ -94,7 +72,7 @@ def wait_for_first_epoch_of_second_trial(output: Path, process: subprocess.Popen
 
 
 @pytest.fixture(scope="module")
-def study(module_ray, tmp_path_factory):
+def study(local_ray, tmp_path_factory):
     """Run the study in a subprocess, kill it mid-trial, resume it in this process."""
     folder = tmp_path_factory.mktemp("tune")
     spec_file = folder / "e2e.yaml"
@@ -102,7 +80,7 @@ def study(module_ray, tmp_path_factory):
     output = folder / "out"
     log_file = folder / "first_driver.log"
     command = [sys.executable, "-m", "contrastlab.cli", "tune", str(spec_file), "--output", str(output),
-               "--address", module_ray]
+               "--address", local_ray]
     with log_file.open("w") as log:
         driver = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -112,7 +90,7 @@ def study(module_ray, tmp_path_factory):
             driver.wait()
     interrupted = {t.number: t.state.name for t in load_study(output).get_trials(deepcopy=False)}
     started = time.monotonic()
-    code = main(["tune", str(spec_file), "--output", str(output), "--resume", "--address", module_ray])
+    code = main(["tune", str(spec_file), "--output", str(output), "--resume", "--address", local_ray])
     assert code == 0, log_file.read_text()[-3000:]
     return {"output": output, "spec_file": spec_file, "interrupted": interrupted,
             "resume_seconds": time.monotonic() - started}

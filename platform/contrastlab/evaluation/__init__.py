@@ -1,9 +1,9 @@
 """Evaluation: kNN monitor, linear probe, alignment and uniformity."""
 
 from contrastlab.evaluation.metrics import (
+    LinearProbe,
     alignment,
     extract_features,
-    LinearProbe,
     knn_top1,
     linear_probe,
     uniformity,
