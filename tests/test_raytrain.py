@@ -30,8 +30,8 @@ from contrastlab.raytrain.worker import FAIL_ONCE_ENV, InjectedFailure, RayRepor
 from tests.conftest import ray_host_lock, tiny_config, tiny_config_dict
 
 START_TIMEOUT = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "180"}
-COMPARED = ("loss", *(f"{split}/{name}" for split in ("val", "test")
-                     for name in ("knn_top1", "linear_top1", "probe_colour", "probe_texture", "alignment", "uniformity")))
+EVALUATED = ("knn_top1", "linear_top1", "probe_colour", "probe_texture", "alignment", "uniformity")
+COMPARED = ("loss", *(f"{split}/{name}" for split in ("val", "test") for name in EVALUATED))
 VENV_BIN = Path(sys.executable).parent
 
 

@@ -28,7 +28,8 @@ def test_bundle_fields(bundle):
     assert bundle.val_images.shape == (40, 3, 32, 32) and bundle.test_images.shape == (40, 3, 32, 32)
     assert bundle.val_labels["shape"].bincount(minlength=10).min() >= 3
     assert bundle.num_classes == {"shape": 10, "colour": 10, "texture": 10} and bundle.primary_label == "shape"
-    assert set(bundle.train_labels) == set(bundle.val_labels) == set(bundle.test_labels) == {"shape", "colour", "texture"}
+    attributes = {"shape", "colour", "texture"}
+    assert set(bundle.train_labels) == set(bundle.val_labels) == set(bundle.test_labels) == attributes
     for labels in bundle.train_labels.values():
         assert labels.dtype == torch.int64 and labels.min() >= 0 and labels.max() <= 9
         assert labels.bincount(minlength=10).min() >= 20  # every value occurs
