@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from contrastlab.config import load_config
+from contrastlab.config import ExperimentConfig, load_config
 
 HELP = "pretrain one method from an experiment YAML (in-process, or on Ray Train with --workers)"
 log = logging.getLogger("contrastlab")
@@ -31,19 +31,36 @@ def apply_resource_flags(args: argparse.Namespace, overrides: list[str]) -> list
     return overrides + [f"resources.{k}={v}" for k, v in flags.items() if v is not None]
 
 
+def train_in_process(cfg: ExperimentConfig, run_dir: Path, source: str) -> dict:
+    """The data is loaded once, checked against the batch, then handed to the trainer."""
+    from contrastlab.data import load_dataset
+    from contrastlab.engine import Trainer
+    from contrastlab.engine.preflight import check_batch_fits, training_images
+
+    bundle = load_dataset(cfg.data, cfg.seed)
+    check_batch_fits(cfg, training_images(bundle), source)
+    return Trainer(cfg, run_dir, bundle=bundle).run()
+
+
 def run(args: argparse.Namespace) -> int:
+    from contrastlab.engine.preflight import check_device
+    from contrastlab.engine.runfolder import claim_run_folder
+
     cfg = load_config(args.config, apply_resource_flags(args, list(args.overrides)))
     run_dir = Path(args.output) if args.output else Path(cfg.output.dir) / cfg.name
     use_ray = args.ray or args.address or args.storage or cfg.resources.workers > 1
-    if use_ray:
-        from contrastlab.raytrain import run_ray_training
+    if not use_ray:
+        check_device(cfg, args.config)
+    # Held for the whole run: a second `train` on this folder is refused, and a folder that
+    # holds a run of another config is refused before anything in it changes.
+    with claim_run_folder(run_dir, cfg) as run_dir:
+        if use_ray:
+            from contrastlab.raytrain import run_ray_training
 
-        metrics = run_ray_training(cfg, run_dir, address=args.address, storage=args.storage)
-    else:
-        from contrastlab.engine import train
-
-        metrics = train(cfg, run_dir)
+            metrics = run_ray_training(cfg, run_dir, address=args.address, storage=args.storage)
+        else:
+            metrics = train_in_process(cfg, run_dir, args.config)
     summary = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     print(json.dumps(summary, indent=1))
-    print(f"results: {run_dir.resolve()}\ntensorboard --logdir {run_dir.resolve() / 'tensorboard'}")
+    print(f"results: {run_dir}\ntensorboard --logdir {run_dir / 'tensorboard'}")
     return 0
