@@ -167,7 +167,7 @@ def check_overrides_against_space(overrides: list[str], space: SearchSpace, sour
     """A `--set` of a field the space samples would be silently replaced in every trial."""
     for text in overrides:
         key, _ = parse_override(text, f"{source} (--set {text})")
-        for sampled in space.paths():
+        for sampled in space.paths:
             if key == sampled or sampled.startswith(f"{key}.") or key.startswith(f"{sampled}."):
                 raise ConfigError(f"{source} (--set {text})", key, f"a field the search space does not sample "
                                                                     f"(space.{sampled} sets it in every trial; "
