@@ -166,9 +166,10 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path) -> Path:
 # -- loading --------------------------------------------------------------------------------
 def _load_failure(err: BaseException, path: Path) -> CheckpointError:
     text = str(err)
-    if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in text:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-        what = f" ({found.group(1)})" if found else ""
+    # torch words a blocked global differently across versions; both name it after GLOBAL.
+    found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
+    if isinstance(err, pickle.UnpicklingError) and found:
+        what = f" ({found.group(1)})"
         return CheckpointError(f"{path}: refused: the file holds Python objects{what}, not only tensors and plain "
                                "data; it was not loaded (a checkpoint from elsewhere, or a malicious file)")
     if path.stat().st_size == 0:

@@ -6,7 +6,8 @@
 - the folder's config is checked before anything is written: a folder that already holds a
   run (its `config.yaml`, or a checkpoint) with another config is refused, listing each
   difference as `field: old -> new`, and left exactly as it was.
-A folder the claim created is removed again when the command fails before writing into it.
+A refused command leaves the folder as it found it (a lock file or folder the claim created
+is removed again).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from contrastlab.config import ExperimentConfig, config_from_dict, config_hash
-from contrastlab.engine.checkpoint import load_checkpoint, recover_checkpoint
+from contrastlab.engine.checkpoint import STATE_FILE, load_checkpoint, recover_checkpoint
 from contrastlab.errors import UserError
 from contrastlab.tracking.writer import flatten
 from contrastlab.yamlfile import read_yaml
@@ -61,7 +62,7 @@ def check_run_config(run_dir: Path, cfg: ExperimentConfig) -> None:
                                  "changed: use another --output, or the same config to resume it")
     checkpoint = recover_checkpoint(run_dir / "checkpoints" / "last")
     if checkpoint is not None and load_checkpoint(checkpoint).get("config_hash") != config_hash(cfg):
-        raise RunFolderError(f"{checkpoint}: this checkpoint was made with another config; nothing was changed: "
+        raise RunFolderError(f"{checkpoint / STATE_FILE}: this checkpoint was made with another config; nothing was changed: "
                              "use another --output, or the run's own config.yaml to resume it")
 
 
@@ -73,11 +74,13 @@ def _holder(path: Path) -> str:
     return f"pid {text}" if text.isdigit() else "pid unknown"
 
 
-def _open_lock(run_dir: Path) -> IO[str]:
+def _open_lock(run_dir: Path) -> tuple[IO[str], bool]:
+    """The locked, open lock file and whether this call created it."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: a folder for the run (a file is in the way)")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        created = not (run_dir / LOCK_FILE).exists()
         handle = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the whole command
     except OSError as err:
         raise RunFolderError(f"{run_dir}: a run folder this user can write ({err.strerror})") from None
@@ -91,14 +94,14 @@ def _open_lock(run_dir: Path) -> IO[str]:
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
     handle.flush()
-    return handle
+    return handle, created
 
 
-def _remove_if_untouched(run_dir: Path) -> None:
-    """A folder this claim created and nothing wrote into: remove it again."""
+def _undo_claim(run_dir: Path, folder_created: bool) -> None:
+    """After a refusal: the lock file this claim created goes, and the folder when it made it."""
     try:
-        if {p.name for p in run_dir.iterdir()} <= {LOCK_FILE}:
-            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        if folder_created and not any(run_dir.iterdir()):
             run_dir.rmdir()
     except OSError:
         pass
@@ -115,8 +118,8 @@ def claim_run_folder(run_dir: str | Path, cfg: ExperimentConfig | None = None) -
         finally:
             _HELD[run_dir] -= 1
         return
-    created = not run_dir.exists()
-    handle = _open_lock(run_dir)
+    folder_created = not run_dir.exists()
+    handle, lock_created = _open_lock(run_dir)
     _HELD[run_dir] = 1
     failed = True
     try:
@@ -126,8 +129,8 @@ def claim_run_folder(run_dir: str | Path, cfg: ExperimentConfig | None = None) -
         failed = False
     finally:
         del _HELD[run_dir]
-        if failed and created:
-            _remove_if_untouched(run_dir)
+        if failed and lock_created:
+            _undo_claim(run_dir, folder_created)
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
 
