@@ -60,19 +60,21 @@ def _proc_parents() -> dict[int, int]:
     return parents
 
 
-def descendants(root: int | None = None) -> set[int]:
-    """Every process below `root` (default: this one)."""
+def descendants(root: int | None = None, recursive: bool = True) -> set[int]:
+    """The processes below `root` (default: this one); only its children without `recursive`."""
     root = os.getpid() if root is None else root
     psutil = _psutil()
     if psutil is not None:
         try:
-            return {child.pid for child in psutil.Process(root).children(recursive=True)}
+            return {child.pid for child in psutil.Process(root).children(recursive=recursive)}
         except psutil.Error:
             return set()
     parents, found, frontier = _proc_parents(), set(), {root}
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
         found |= frontier
+        if not recursive:
+            break
     return found
 
 
@@ -136,9 +138,10 @@ def _ray_is_up() -> bool:
 
 @contextmanager
 def handle_termination() -> Iterator[None]:
-    """SIGTERM raises `Terminated` for the block (main thread only); children are noted."""
+    """SIGTERM raises `Terminated` for the block (main thread only); the children that exist
+    already are noted, so that only what the block starts is stopped at its end."""
     global _BEFORE, _RAY_WAS_UP
-    _BEFORE, _RAY_WAS_UP = descendants(), _ray_is_up()
+    _BEFORE, _RAY_WAS_UP = descendants(recursive=False), _ray_is_up()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -156,7 +159,11 @@ def stop_children() -> None:
             sys.modules["ray"].shutdown()
     except Exception as err:  # noqa: BLE001 - shutting down; a failure here must not hide the real one
         log.warning("ray.shutdown failed: %s", err)
-    started = descendants() - _BEFORE
+    # Only what this command started: the subtrees of its new children. A Ray instance that
+    # was already running (a caller's) keeps its workers, even those started meanwhile.
+    started: set[int] = set()
+    for child in descendants(recursive=False) - _BEFORE:
+        started |= {child} | descendants(child)
     if not started:
         return
     survivors = stop_processes(started)

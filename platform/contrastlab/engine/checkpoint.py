@@ -200,7 +200,10 @@ def find_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     candidates = [path, path / "checkpoints" / "last", path.parent]
     for candidate in candidates:
-        if recover_checkpoint(candidate) is not None:
+        if (candidate / STATE_FILE).is_file():
+            return candidate
+        # Only a checkpoint folder may be repaired, never an arbitrary folder the user named.
+        if candidate.name == "last" and recover_checkpoint(candidate) is not None:
             return candidate
     looked = ", ".join(map(str, candidates))
     raise CheckpointError(f"{path}: a run folder or checkpoint (no {STATE_FILE} in {looked})")

@@ -60,6 +60,8 @@ def check_run_config(run_dir: Path, cfg: ExperimentConfig) -> None:
             more = f"; ... ({len(changes) - SHOWN_CHANGES} more)" if len(changes) > SHOWN_CHANGES else ""
             raise RunFolderError(f"{run_dir}: holds a run with another config ({shown}{more}); nothing was "
                                  "changed: use another --output, or the same config to resume it")
+    if stored.is_file():
+        return  # the checkpoint's own hash is checked again when it is restored, before any write
     checkpoint = recover_checkpoint(run_dir / "checkpoints" / "last")
     if checkpoint is not None and load_checkpoint(checkpoint).get("config_hash") != config_hash(cfg):
         raise RunFolderError(f"{checkpoint / STATE_FILE}: this checkpoint was made with another config; nothing was changed: "
