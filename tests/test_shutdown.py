@@ -97,3 +97,27 @@ def test_the_ray_token_file_is_made_private(tmp_path, monkeypatch):
     secure_token_file()
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     assert stat.S_IMODE(default.stat().st_mode) == 0o600
+
+
+def test_a_command_stops_what_it_started_and_only_that(tmp_path, monkeypatch):
+    from contrastlab import cli
+
+    before = subprocess.Popen(["sleep", "60"])  # the caller's own child: must survive
+    started: list[psutil.Process] = []
+
+    def command(_args) -> int:
+        shell = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60"])  # a child with a grandchild
+        deadline = time.monotonic() + 10
+        while len(psutil.Process(shell.pid).children()) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started.extend([psutil.Process(shell.pid), *psutil.Process(shell.pid).children(recursive=True)])
+        return 0
+
+    monkeypatch.setattr("contrastlab.commands.report.run", command)
+    try:
+        assert cli.main(["report", str(tmp_path)]) == 0
+        assert len(started) >= 2 and all(gone(p) for p in started)
+        assert before.poll() is None
+    finally:
+        before.kill()
+        before.wait()
