@@ -229,7 +229,8 @@ CASES.append(Case("tune-resume-without-study", lambda tmp: (
 
 def tune_base_file_duplicate(tmp: Path) -> tuple[list[str], Path, list[str]]:
     write(tmp / "experiment.yaml", TINY_YAML + "seed: 3\n")
-    spec = write(tmp / "spec.yaml", {**{k: v for k, v in TUNE.items() if k != "base"}, "base_config": "experiment.yaml"})
+    without_base = {k: v for k, v in TUNE.items() if k != "base"}
+    spec = write(tmp / "spec.yaml", {**without_base, "base_config": "experiment.yaml"})
     return ["tune", str(spec), "--output", str(tmp / "out")], tmp / "out", ["experiment.yaml", "'seed' given twice"]
 
 

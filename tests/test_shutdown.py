@@ -17,8 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
-import ray  # noqa: F401 - puts Ray's vendored psutil on the path
+
+# isort: off
+import ray  # noqa: F401 - puts Ray's vendored psutil on the path, so it comes first
 import psutil
+# isort: on
 
 from contrastlab.raytrain.cluster import secure_token_file
 from tests.conftest import ROOT, tiny_config_dict

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from pathlib import Path
-
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from contrastlab.config import ConfigError, ExperimentConfig, load_config, parse_override, tag_override_error
 

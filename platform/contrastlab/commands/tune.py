@@ -28,10 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from contrastlab.engine.runfolder import claim_run_folder
     from contrastlab.tuning.runner import StudyError, resume_defaults, run_study
     from contrastlab.tuning.spec import load_spec
-
-    from contrastlab.engine.runfolder import claim_run_folder
 
     spec = load_spec(args.spec, args.overrides, num_samples=args.samples, study_storage=args.storage_db)
     output = Path(args.output) if args.output else Path(spec.base.output.dir) / "tune" / spec.name

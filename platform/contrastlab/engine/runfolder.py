@@ -64,8 +64,8 @@ def check_run_config(run_dir: Path, cfg: ExperimentConfig) -> None:
         return  # the checkpoint's own hash is checked again when it is restored, before any write
     checkpoint = recover_checkpoint(run_dir / "checkpoints" / "last")
     if checkpoint is not None and load_checkpoint(checkpoint).get("config_hash") != config_hash(cfg):
-        raise RunFolderError(f"{checkpoint / STATE_FILE}: this checkpoint was made with another config; nothing was changed: "
-                             "use another --output, or the run's own config.yaml to resume it")
+        raise RunFolderError(f"{checkpoint / STATE_FILE}: this checkpoint was made with another config; nothing "
+                             "was changed: use another --output, or the run's own config.yaml to resume it")
 
 
 def _holder(path: Path) -> str:
