@@ -163,6 +163,10 @@ train_case("optim-a-number", put(TINY, "optim", 3), ["optim"])
 train_case("batch-over-the-data", put(TINY, "optim.batch_size", 4096), ["optim.batch_size", "256"])
 if not torch.cuda.is_available():
     train_case("cuda-without-gpu", put(TINY, "resources.device", "cuda"), ["resources.device", "cuda"])
+# Ray Train's own checks, before Ray starts: the line still names the file.
+train_case("workers-split-the-batch-unevenly", TINY, ["optim.batch_size", "resources.workers (3)"],
+           ("--workers", "3"))
+train_case("gpus-on-a-cpu-device", TINY, ["resources.device"], ("--workers", "2", "--gpus-per-worker", "1"))
 
 # -- --set ---------------------------------------------------------------------------------------
 SET_CASES = [
@@ -413,7 +417,7 @@ def nothing_runs(monkeypatch):
     monkeypatch.setattr("contrastlab.engine.loop.Trainer.run", reached)
     monkeypatch.setattr("contrastlab.tuning.runner.run_study", reached)
     monkeypatch.setattr("contrastlab.ablation.runner.run_ablation", reached)
-    monkeypatch.setattr("contrastlab.raytrain.run_ray_training", reached)
+    monkeypatch.setattr("contrastlab.raytrain.trainer.init_ray", reached)
     yield
     while HELD:
         HELD.pop().close()

@@ -39,6 +39,8 @@ def naming_overrides(source: str, overrides: list[str]) -> Iterator[None]:
     try:
         yield
     except ConfigError as err:
+        if err.source.startswith("<"):  # a check that knew no file name (Ray's resource checks)
+            err = ConfigError(source, err.field, err.expected)
         applied = {parse_override(text)[0]: text for text in overrides}
         raise tag_override_error(err, applied, source) from None
 
@@ -72,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         if use_ray:
             from contrastlab.raytrain import run_ray_training
 
-            metrics = run_ray_training(cfg, run_dir, address=args.address, storage=args.storage)
+            with naming_overrides(args.config, overrides):
+                metrics = run_ray_training(cfg, run_dir, address=args.address, storage=args.storage)
         else:
             metrics = train_in_process(cfg, run_dir, args.config, overrides)
     summary = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
