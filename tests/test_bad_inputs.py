@@ -8,7 +8,6 @@ subprocess to prove the exit code path end to end.
 
 from __future__ import annotations
 
-import copy
 import errno
 import fcntl
 import os
@@ -27,30 +26,9 @@ import yaml
 from contrastlab.cli import main
 from contrastlab.config import config_from_dict, config_hash
 from tests.conftest import tiny_config_dict
-
+from tests.files import Evil, put, snapshot, state_bytes, valid_state, write
 
 # -- building the inputs ----------------------------------------------------------------------
-def put(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
-    """A copy of `data` with `dotted` set (sections created as needed)."""
-    data = copy.deepcopy(data)
-    node = data
-    *parents, last = dotted.split(".")
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[last] = value
-    return data
-
-
-def write(path: Path, content: str | bytes | dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, dict):
-        content = yaml.safe_dump(content, sort_keys=False)
-    if isinstance(content, str):
-        content = content.encode()
-    path.write_bytes(content)
-    return path
-
-
 TINY = tiny_config_dict()
 TINY_YAML = yaml.safe_dump(TINY, sort_keys=False)
 SPACE = {"method.temperature": {"type": "float", "low": 0.05, "high": 1.0, "log": True},
@@ -258,28 +236,6 @@ spec_case("ablate", "set-inf", ABLATE, ["--set optim.lr=.inf", "optim.lr"], ("--
 
 
 # -- checkpoints (eval, and train into a folder holding one) --------------------------------------------
-def valid_state(cfg_hash: str) -> dict[str, Any]:
-    return {"method": {}, "epoch": 1, "step": 8, "config_hash": cfg_hash, "extra": {}}
-
-
-def state_bytes(tmp: Path, state: Any) -> bytes:
-    scratch = tmp / "scratch.pt"
-    torch.save(state, scratch)
-    data = scratch.read_bytes()
-    scratch.unlink()
-    return data
-
-
-class Evil:
-    """Pickles to a call of os.system: what a malicious checkpoint carries."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 def run_folder(tmp: Path, state_file: bytes | None, config: dict | None = TINY) -> Path:
     run = tmp / "run"
     if config is not None:
@@ -309,8 +265,6 @@ eval_case("no-checkpoint", lambda tmp: None, ["run", "no state.pt"])
 eval_case("config-missing", lambda tmp: state_bytes(tmp, valid_state(GOOD_HASH)), ["config.yaml", "not found"],
           config=None)
 eval_case("config-changed", lambda tmp: state_bytes(tmp, valid_state("0" * 16)), ["config.yaml", "hash"])
-eval_case("config-duplicate-key", lambda tmp: state_bytes(tmp, valid_state(GOOD_HASH)), ["config.yaml", "twice"],
-          config=None)
 
 
 def eval_duplicate_config(tmp: Path) -> tuple[list[str], Path, list[str]]:
@@ -319,7 +273,7 @@ def eval_duplicate_config(tmp: Path) -> tuple[list[str], Path, list[str]]:
     return ["eval", str(run)], run, ["config.yaml", "'seed' given twice"]
 
 
-CASES[-1] = Case("eval-config-duplicate-key", eval_duplicate_config)
+CASES.append(Case("eval-config-duplicate-key", eval_duplicate_config))
 
 
 def eval_set_inf(tmp: Path) -> tuple[list[str], Path, list[str]]:
@@ -399,15 +353,6 @@ output_case("disk-full", disk_full, ["full", "No space left"])
 
 
 # -- the tests -------------------------------------------------------------------------------------------
-def snapshot(path: Path) -> dict[str, bytes] | None:
-    """Every file below `path` with its bytes (None: the path does not exist)."""
-    if not path.exists():
-        return None
-    if path.is_file():
-        return {"": path.read_bytes()}
-    return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(path.rglob("*"))}
-
-
 @pytest.fixture
 def nothing_runs(monkeypatch):
     """Training, a study, an ablation or Ray reached: the input was not refused in time."""

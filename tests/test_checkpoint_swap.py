@@ -19,7 +19,7 @@ from contrastlab.engine import checkpoint as ck
 from contrastlab.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from contrastlab.engine.loop import Trainer, train
 from tests.conftest import tiny_config
-from tests.test_bad_inputs import write
+from tests.files import write
 
 
 def state(epoch: int) -> dict:

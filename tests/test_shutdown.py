@@ -25,7 +25,7 @@ import psutil
 
 from contrastlab.raytrain.cluster import secure_token_file
 from tests.conftest import ROOT, tiny_config_dict
-from tests.test_bad_inputs import write
+from tests.files import write
 
 GRACE = 2.0
 
