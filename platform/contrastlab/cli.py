@@ -2,7 +2,9 @@
 which provides `HELP`, `add_arguments(parser)` and `run(args) -> int`.
 
 Exit codes: 0 done, 1 a failed run or a bug (with its traceback), 2 a user error (one
-line on stderr, see `contrastlab.errors`), 130/143 interrupted by SIGINT/SIGTERM.
+line on stderr, see `contrastlab.errors`), 130/143 interrupted by SIGINT/SIGTERM (15 for
+SIGTERM once Ray is connected: Ray's own handler exits with the signal's number). Either
+way the command's `finally` blocks run and the processes it started are stopped.
 """
 
 from __future__ import annotations
