@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from contrastlab.engine import NonFiniteLossError, Trainer, load_checkpoint, train
+from contrastlab.engine.checkpoint import CheckpointError
 from contrastlab.engine.optim import LARS, warmup_cosine
 from tests.conftest import tiny_config
 
@@ -77,8 +78,13 @@ def test_checkpoint_from_other_config_is_refused(tmp_path):
     cfg = tiny_config(optim={"epochs": 1}, eval={"knn_every": 0, "linear_probe": False})
     train(cfg, tmp_path)
     changed = cfg.with_overrides({"method.temperature": 0.2})
-    with pytest.raises(RuntimeError, match="different config"):
+    provenance = {name: (tmp_path / name).read_bytes() for name in ("config.yaml", "manifest.yaml")}
+    events = sorted(p.name for p in (tmp_path / "tensorboard").iterdir())
+    with pytest.raises(CheckpointError, match="different config"):
         Trainer(changed, tmp_path).run()
+    # Refused before anything was written: the folder still describes the checkpoint's config.
+    assert {name: (tmp_path / name).read_bytes() for name in provenance} == provenance
+    assert sorted(p.name for p in (tmp_path / "tensorboard").iterdir()) == events
 
 
 def test_nan_loss_names_the_step_and_keeps_last_checkpoint(tmp_path, monkeypatch):

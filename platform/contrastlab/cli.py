@@ -1,5 +1,11 @@
 """The `contrastlab` command. Each subcommand lives in `contrastlab.commands.<name>`,
-which provides `HELP`, `add_arguments(parser)` and `run(args) -> int`."""
+which provides `HELP`, `add_arguments(parser)` and `run(args) -> int`.
+
+Exit codes: 0 done, 1 a failed run or a bug (with its traceback), 2 a user error (one
+line on stderr, see `contrastlab.errors`), 130/143 interrupted by SIGINT/SIGTERM (15 for
+SIGTERM once Ray is connected: Ray's own handler exits with the signal's number). Either
+way the command's `finally` blocks run and the processes it started are stopped.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,14 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
-from contrastlab.config import ConfigError
+from contrastlab.errors import InputError, user_message
+from contrastlab.shutdown import Terminated, handle_termination, stop_children
 
 COMMANDS = ("train", "eval", "data", "tune", "ablate", "report", "suppression")
 
-
-class InputError(ValueError):
-    """Bad user input found by a command (exit code 2)."""
+__all__ = ["COMMANDS", "InputError", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pretrain, tune and ablate contrastive self-supervised methods on Ray.",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"contrastlab.commands.{name}")
@@ -32,6 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_command(args: argparse.Namespace) -> int:
+    """Run the chosen command; user errors become one line and exit code 2."""
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("contrastlab: interrupted; finished work is kept on disk", file=sys.stderr)
+        return 130
+    except Terminated as err:
+        print(f"contrastlab: {err}; finished work is kept on disk", file=sys.stderr)
+        return 128 + err.signum
+    except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs right here
+        message = user_message(err)
+        if message is None or args.debug:
+            traceback.print_exc()
+        if message is None:
+            return 1
+        print(f"contrastlab: error: {message}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -39,17 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
     )
-    try:
-        return int(args.handler(args) or 0)
-    except (ConfigError, InputError) as err:
-        print(f"contrastlab: error: {err}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as err:
-        print(f"contrastlab: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("contrastlab: interrupted; finished work is kept on disk", file=sys.stderr)
-        return 130
+    with handle_termination():
+        try:
+            return run_command(args)
+        finally:
+            stop_children()
 
 
 if __name__ == "__main__":

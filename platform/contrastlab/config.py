@@ -17,17 +17,13 @@ from typing import Any, Iterable, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-class ConfigError(ValueError):
-    """A configuration problem, printed as `FILE: FIELD: expected ...` on one line."""
-
-    def __init__(self, source: str, field: str, expected: str):
-        self.source, self.field, self.expected = source, field, expected
-        super().__init__(f"{source}: {field or '<top level>'}: {expected}")
+from contrastlab.errors import ConfigError
+from contrastlab.yamlfile import read_yaml
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `lr: .inf` or `temperature: .nan` is refused here, not hours later as a NaN loss.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -254,16 +250,17 @@ def parse_override(text: str, source: str = "--set") -> tuple[str, Any]:
     return path.strip(), value
 
 
-def read_yaml(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(str(path), "", "an existing YAML file (file not found)")
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "document"
-        raise ConfigError(str(path), where, f"valid YAML ({getattr(err, 'problem', err)})") from None
+def _covers(field: str, key: str) -> bool:
+    """Whether an error at `field` concerns the override of `key` (same path, or one inside the other)."""
+    return field == key or field.startswith(f"{key}.") or key.startswith(f"{field}.")
+
+
+def tag_override_error(err: ConfigError, overrides: dict[str, str], source: str) -> ConfigError:
+    """Name the `--set` that caused a validation error: `FILE (--set a.b=v): a.b: expected ...`."""
+    for key, text in reversed(list(overrides.items())):  # the last override of a field wins
+        if _covers(err.field, key):
+            return ConfigError(f"{source} (--set {text})", err.field, err.expected)
+    return err
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
@@ -271,10 +268,15 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(str(path), "", "a YAML mapping of config sections")
+    applied: dict[str, str] = {}
     for text in overrides:
         key, value = parse_override(text, f"{path} (--set {text})")
         _set_path(data, key, value, f"{path} (--set {text})")
-    return config_from_dict(data, str(path))
+        applied[key] = text
+    try:
+        return config_from_dict(data, str(path))
+    except ConfigError as err:
+        raise tag_override_error(err, applied, str(path)) from None
 
 
 def config_hash(cfg: ExperimentConfig) -> str:

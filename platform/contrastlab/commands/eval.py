@@ -9,9 +9,8 @@ import json
 import tempfile
 from pathlib import Path
 
-import yaml
-
-from contrastlab.config import config_from_dict, load_config, parse_override
+from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, config_hash, load_config, parse_override
+from contrastlab.yamlfile import read_yaml
 
 HELP = "evaluate a checkpoint (kNN + linear probe), or an untrained encoder with --random-init"
 
@@ -26,28 +25,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _evaluate_random_init(args: argparse.Namespace) -> dict[str, float]:
     from contrastlab.engine import Trainer
+    from contrastlab.engine.preflight import check_device
 
     cfg = load_config(args.checkpoint, args.overrides)
+    check_device(cfg, args.checkpoint)
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(cfg, Path(scratch))
         return trainer.evaluator.final(trainer.method)
 
 
-def _evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
-    from contrastlab.engine import Trainer, find_checkpoint, load_checkpoint
-
-    directory = find_checkpoint(args.checkpoint)
+def _run_config(directory: Path, overrides: list[str]) -> tuple[ExperimentConfig, str]:
+    """The run's own config.yaml (and `--set` changes for evaluation), with its file name."""
     config_file = directory.parent.parent / "config.yaml"
     if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file}: the run's config.yaml is missing beside its checkpoints")
-    cfg = config_from_dict(yaml.safe_load(config_file.read_text()), str(config_file))
-    if args.overrides:
-        cfg = cfg.with_overrides(dict(parse_override(o) for o in args.overrides), "--set")
-    trainer = Trainer(cfg, Path(directory).parent.parent / "eval")
-    state = load_checkpoint(directory, map_location=trainer.device)
-    trainer.method.load_extra_state(state["extra"])
-    trainer.method.load_state_dict(state["method"])
-    return trainer.evaluator.final(trainer.method)
+        raise ConfigError(str(config_file), "", "the run's config.yaml beside its checkpoints (file not found)")
+    cfg = config_from_dict(read_yaml(config_file), str(config_file))
+    for text in overrides:
+        key, value = parse_override(text, f"{config_file} (--set {text})")
+        cfg = cfg.with_overrides({key: value}, f"{config_file} (--set {text})")
+    return cfg, str(config_file)
+
+
+def _evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
+    from contrastlab.engine import Trainer, find_checkpoint, load_checkpoint
+    from contrastlab.engine.preflight import check_device
+    from contrastlab.engine.runfolder import claim_run_folder
+
+    directory = find_checkpoint(args.checkpoint)
+    saved, config_file = _run_config(directory, [])
+    state = load_checkpoint(directory)
+    if state["config_hash"] != config_hash(saved):
+        # Scoring weights under a config they were not trained with gives a wrong number, silently.
+        raise ConfigError(config_file, "", f"the config the checkpoint {directory} was trained with (its config "
+                                           "hash differs): the folder's config.yaml was changed after training")
+    cfg, _ = _run_config(directory, list(args.overrides))
+    check_device(cfg, config_file)
+    with claim_run_folder(directory.parent.parent / "eval") as output:
+        trainer = Trainer(cfg, output)
+        trainer.method.load_extra_state(state["extra"])
+        trainer.method.load_state_dict(state["method"])
+        return trainer.evaluator.final(trainer.method)
 
 
 def run(args: argparse.Namespace) -> int:

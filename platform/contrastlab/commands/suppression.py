@@ -141,12 +141,19 @@ def write_outputs(rows: list[Row], output: Path, note: str, step: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from contrastlab.engine.preflight import check_device
+    from contrastlab.engine.runfolder import claim_run_folder
+
+    simclr_cfg, mcl_cfg = load_pair(args)
+    check_device(simclr_cfg, args.simclr_config)
+    with claim_run_folder(args.output) as output:  # both runs and the table: one owner
+        return run_pair(simclr_cfg, mcl_cfg, output)
+
+
+def run_pair(simclr_cfg: ExperimentConfig, mcl_cfg: ExperimentConfig, output: Path) -> int:
     from contrastlab.engine import train
     from contrastlab.engine.anchors import anchors_for_seed
 
-    simclr_cfg, mcl_cfg = load_pair(args)
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, float]] = {}
     for name, cfg in (("simclr", simclr_cfg), ("mcl", mcl_cfg)):
         log.info("suppression: training %s for %d epochs into %s", name, cfg.optim.epochs, output / name)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from contrastlab.config import load_config
+from contrastlab.config import ConfigError, ExperimentConfig, load_config, parse_override, tag_override_error
 
 HELP = "pretrain one method from an experiment YAML (in-process, or on Ray Train with --workers)"
 log = logging.getLogger("contrastlab")
@@ -31,19 +33,52 @@ def apply_resource_flags(args: argparse.Namespace, overrides: list[str]) -> list
     return overrides + [f"resources.{k}={v}" for k, v in flags.items() if v is not None]
 
 
+@contextmanager
+def naming_overrides(source: str, overrides: list[str]) -> Iterator[None]:
+    """A check that fails on a field a `--set` gave names that `--set` (like load_config does)."""
+    try:
+        yield
+    except ConfigError as err:
+        if err.source.startswith("<"):  # a check that knew no file name (Ray's resource checks)
+            err = ConfigError(source, err.field, err.expected)
+        applied = {parse_override(text)[0]: text for text in overrides}
+        raise tag_override_error(err, applied, source) from None
+
+
+def train_in_process(cfg: ExperimentConfig, run_dir: Path, source: str, overrides: list[str]) -> dict:
+    """The data is loaded once, checked against the batch, then handed to the trainer."""
+    from contrastlab.data import load_dataset
+    from contrastlab.engine import Trainer
+    from contrastlab.engine.preflight import check_batch_fits, training_images
+
+    bundle = load_dataset(cfg.data, cfg.seed)
+    with naming_overrides(source, overrides):
+        check_batch_fits(cfg, training_images(bundle), source)
+    return Trainer(cfg, run_dir, bundle=bundle).run()
+
+
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, apply_resource_flags(args, list(args.overrides)))
+    from contrastlab.engine.preflight import check_device
+    from contrastlab.engine.runfolder import claim_run_folder
+
+    overrides = apply_resource_flags(args, list(args.overrides))
+    cfg = load_config(args.config, overrides)
     run_dir = Path(args.output) if args.output else Path(cfg.output.dir) / cfg.name
     use_ray = args.ray or args.address or args.storage or cfg.resources.workers > 1
-    if use_ray:
-        from contrastlab.raytrain import run_ray_training
+    if not use_ray:
+        with naming_overrides(args.config, overrides):
+            check_device(cfg, args.config)
+    # Held for the whole run: a second `train` on this folder is refused, and a folder that
+    # holds a run of another config is refused before anything in it changes.
+    with claim_run_folder(run_dir, cfg) as run_dir:
+        if use_ray:
+            from contrastlab.raytrain import run_ray_training
 
-        metrics = run_ray_training(cfg, run_dir, address=args.address, storage=args.storage)
-    else:
-        from contrastlab.engine import train
-
-        metrics = train(cfg, run_dir)
+            with naming_overrides(args.config, overrides):
+                metrics = run_ray_training(cfg, run_dir, address=args.address, storage=args.storage)
+        else:
+            metrics = train_in_process(cfg, run_dir, args.config, overrides)
     summary = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     print(json.dumps(summary, indent=1))
-    print(f"results: {run_dir.resolve()}\ntensorboard --logdir {run_dir.resolve() / 'tensorboard'}")
+    print(f"results: {run_dir}\ntensorboard --logdir {run_dir / 'tensorboard'}")
     return 0

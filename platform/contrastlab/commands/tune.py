@@ -28,17 +28,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from contrastlab.engine.runfolder import claim_run_folder
     from contrastlab.tuning.runner import StudyError, resume_defaults, run_study
     from contrastlab.tuning.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides, num_samples=args.samples, study_storage=args.storage_db)
     output = Path(args.output) if args.output else Path(spec.base.output.dir) / "tune" / spec.name
+    if args.resume and not output.is_dir():  # checked before anything (study.db, ray/) is created
+        raise InputError(f"{output}: a study folder to resume (not found); start the study without --resume")
     try:
-        ray_storage = args.storage
-        if args.resume:
-            spec, ray_storage = resume_defaults(spec, output, args.storage)
-        outcome = run_study(spec, output, address=args.address, ray_storage=ray_storage, resume=args.resume,
-                            num_cpus=args.num_cpus)
+        with claim_run_folder(output):  # one study per folder at a time
+            ray_storage = args.storage
+            if args.resume:
+                spec, ray_storage = resume_defaults(spec, output, args.storage)
+            outcome = run_study(spec, output, address=args.address, ray_storage=ray_storage, resume=args.resume,
+                                num_cpus=args.num_cpus)
     except StudyError as err:
         raise InputError(str(err)) from None
     print(outcome.summary)

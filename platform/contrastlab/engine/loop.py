@@ -18,7 +18,15 @@ import torch
 from contrastlab.config import ExperimentConfig, config_hash
 from contrastlab.data import DataBundle, RandomBatches, TwoViewAugment, load_dataset
 from contrastlab.distributed import LocalDistributed
-from contrastlab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from contrastlab.engine.checkpoint import (
+    STATE_FILE,
+    CheckpointError,
+    load_checkpoint,
+    recover_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from contrastlab.engine.evaluate import Evaluator
 from contrastlab.engine.optim import build_optimizer, scaled_lr
 from contrastlab.methods import DataInfo, Method, StepTools, TrainBatch, get_method_class
@@ -149,7 +157,7 @@ class Trainer:
     def restore(self, directory: Path) -> None:
         state = load_checkpoint(directory, map_location=self.device)
         if state.get("config_hash") != config_hash(self.cfg):
-            raise RuntimeError(
+            raise CheckpointError(
                 f"{directory}: this checkpoint was made with a different config; "
                 "use another output folder or run name to start afresh"
             )
@@ -168,13 +176,17 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------
     def run(self, resume_from: Path | None = None) -> dict[str, float]:
         cfg = self.cfg
+        # The checkpoint (and its config hash) is checked before the run's provenance is
+        # written: a refused run must not leave a manifest describing another config.
+        if resume_from is None and self.dist.is_main:
+            resume_from = recover_checkpoint(self.checkpoint_dir)  # finishes a swap a crash cut short
+        elif resume_from is None:
+            resume_from = self.checkpoint_dir if (self.checkpoint_dir / STATE_FILE).is_file() else None
+        if resume_from is not None:
+            self.restore(Path(resume_from))
         if self.dist.is_main:
             write_manifest(self.run_dir, cfg, {"world_size": self.dist.world_size})
             self.writer.text("manifest", (self.run_dir / "manifest.yaml").read_text().replace("\n", "  \n"))
-        if resume_from is None and self.checkpoint_dir.joinpath("state.pt").is_file():
-            resume_from = self.checkpoint_dir
-        if resume_from is not None:
-            self.restore(Path(resume_from))
         metrics: dict[str, float] = self.history[-1] if self.history else {}
         for epoch in range(self.start_epoch, cfg.optim.epochs):
             metrics = self.train_epoch(epoch)
@@ -279,8 +291,11 @@ def default_run_dir(cfg: ExperimentConfig) -> Path:
 def train(cfg: ExperimentConfig, run_dir: str | Path | None = None, reporter: Reporter | None = None,
           dist=None, resume_from: str | Path | None = None) -> dict[str, float]:
     """Run the whole schedule of `cfg` and return the final metrics."""
-    trainer = Trainer(cfg, run_dir or default_run_dir(cfg), dist=dist, reporter=reporter)
-    return trainer.run(Path(resume_from) if resume_from else None)
+    from contrastlab.engine.runfolder import claim_run_folder
+
+    with claim_run_folder(run_dir or default_run_dir(cfg), cfg) as folder:
+        trainer = Trainer(cfg, folder, dist=dist, reporter=reporter)
+        return trainer.run(Path(resume_from) if resume_from else None)
 
 
 __all__ = ["EpochContext", "NonFiniteLossError", "Reporter", "Trainer", "train", "scaled_lr"]

@@ -18,7 +18,7 @@ from ray.train import Checkpoint
 
 from contrastlab.config import ExperimentConfig, config_from_dict
 from contrastlab.distributed.torch_dist import TorchDistributed
-from contrastlab.engine.checkpoint import STATE_FILE
+from contrastlab.engine.checkpoint import STATE_FILE, recover_checkpoint
 from contrastlab.engine.loop import Trainer
 
 log = logging.getLogger("contrastlab")
@@ -85,6 +85,8 @@ def agreed_run_dir_checkpoint(trainer: Trainer) -> Path | None:
     would silently break the run, so the ranks agree on rank 0's answer or stop.
     """
     dist = trainer.dist
+    if dist.is_main:  # rank 0 finishes a checkpoint swap that a crash cut short, before anyone looks
+        recover_checkpoint(trainer.checkpoint_dir)
     own = trainer.checkpoint_dir if (trainer.checkpoint_dir / STATE_FILE).is_file() else None
     chosen = dist.broadcast_object(None if own is None else str(own))
     if chosen is None:

@@ -27,11 +27,24 @@ def hparam_value(value: Any) -> bool | int | float | str:
 
 
 class RunWriter:
-    """A SummaryWriter that does nothing when disabled (non-main workers, tests)."""
+    """A SummaryWriter that does nothing when disabled (non-main workers, tests).
+
+    The event file is created at the first write, not here: a run refused before its
+    first epoch (another config in the folder, a bad checkpoint) leaves no trace.
+    """
 
     def __init__(self, log_dir: str | Path | None, enabled: bool = True):
         self.enabled = enabled and log_dir is not None
-        self._writer = SummaryWriter(str(log_dir)) if self.enabled else None
+        self.log_dir = log_dir
+        self._opened = False
+        self._closed = False
+
+    @property
+    def _writer(self) -> SummaryWriter | None:
+        if self.enabled and not self._opened and not self._closed:
+            self._writer_instance = SummaryWriter(str(self.log_dir))
+            self._opened = True
+        return getattr(self, "_writer_instance", None) if not self._closed else None
 
     def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
         if not self._writer:
@@ -58,10 +71,10 @@ class RunWriter:
             self._writer.add_scalar(name, value, 0)
 
     def flush(self) -> None:
-        if self._writer:
+        if self._opened and self._writer:  # nothing written yet: nothing to flush
             self._writer.flush()
 
     def close(self) -> None:
-        if self._writer:
+        if self._opened and self._writer:
             self._writer.close()
-            self._writer = None
+        self._closed = True

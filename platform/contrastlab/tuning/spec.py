@@ -167,10 +167,23 @@ def _build_base(raw: dict[str, Any], path: Path, overrides: list[str], resources
     source = str(path)
     base = config_from_dict(base_experiment_dict(raw, path), f"{source} (base)")
     updates: dict[str, Any] = {f"resources.{k}": v for k, v in resources.model_dump().items() if v is not None}
-    for text in overrides:
+    if updates:
+        base = base.with_overrides(updates, f"{source} (resources)")
+    for text in overrides:  # one at a time, so an error names the --set that caused it
         key, value = parse_override(text, f"{source} (--set {text})")
-        updates[key] = value
-    return base.with_overrides(updates, f"{source} (base)") if updates else base
+        base = base.with_overrides({key: value}, f"{source} (--set {text})")
+    return base
+
+
+def check_overrides_against_space(overrides: list[str], space: SearchSpace, source: str) -> None:
+    """A `--set` of a field the space samples would be silently replaced in every trial."""
+    for text in overrides:
+        key, _ = parse_override(text, f"{source} (--set {text})")
+        for sampled in space.paths:
+            if key == sampled or sampled.startswith(f"{key}.") or key.startswith(f"{sampled}."):
+                raise ConfigError(f"{source} (--set {text})", key, f"a field the search space does not sample "
+                                                                    f"(space.{sampled} sets it in every trial; "
+                                                                    "change the space instead)")
 
 
 def _top_level(raw: dict[str, Any], source: str) -> _TopLevel:
@@ -243,6 +256,7 @@ def spec_from_dict(raw: Any, path: str | Path, overrides: list[str] | tuple[str,
         top.num_samples = num_samples
     base = _build_base(raw, path, list(overrides), top.resources).with_overrides({"seed": top.seed}, source)
     space = parse_space(raw.get("space"), source)
+    check_overrides_against_space(list(overrides), space, source)
     check_against_config(space, base, source)
     _check_metric(top, base, source)
     name = raw.get("name", path.stem)
