@@ -145,6 +145,9 @@ def test_eval_command_matches_the_run_and_random_init(tmp_path, capsys):
         assert evaluated[name] == pytest.approx(trained[name], abs=1e-4)
     assert main(["eval", "--random-init", str(config_file)]) == 0
     assert {"val/knn_top1", "test/knn_top1"} <= set(json.loads(capsys.readouterr().out))
+    assert main(["eval", "--anchors", str(config_file)]) == 0
+    anchors = json.loads(capsys.readouterr().out)
+    assert {f"{a}/{s}/knn_top1" for a in ("raw_pixels", "untrained") for s in ("val", "test")} <= set(anchors)
 
 
 def test_epochs_before_the_last_read_val_only(tmp_path):

@@ -1,6 +1,6 @@
-"""`contrastlab eval CHECKPOINT`: kNN and linear probe of a trained model (or, with
-`--random-init CONFIG.yaml`, of the same encoder before any training, the baseline that
-pretraining must beat)."""
+"""`contrastlab eval CHECKPOINT`: kNN and linear probe of a trained model on val and test (or,
+with `--random-init CONFIG.yaml`, of the same encoder before any training; with `--anchors
+CONFIG.yaml`, of raw pixels and the untrained encoder: the baselines pretraining must beat)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ from pathlib import Path
 from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, config_hash, load_config, parse_override
 from contrastlab.yamlfile import read_yaml
 
-HELP = "evaluate a checkpoint (kNN + linear probe), or an untrained encoder with --random-init"
+HELP = "evaluate a checkpoint (kNN + linear probe), or the anchors: --random-init, --anchors"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="run folder, checkpoint folder or state.pt (or a config with --random-init)")
     parser.add_argument("--random-init", action="store_true",
                         help="treat the argument as an experiment YAML and evaluate its encoder at initialisation")
+    parser.add_argument("--anchors", action="store_true",
+                        help="treat the argument as an experiment YAML and evaluate raw pixels and its untrained "
+                             "encoder with its own splits and probes")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field for evaluation, e.g. --set eval.probe_epochs=50")
 
@@ -32,6 +35,16 @@ def _evaluate_random_init(args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(cfg, Path(scratch))
         return trainer.evaluator.final(trainer.method)
+
+
+def _evaluate_anchors(args: argparse.Namespace) -> dict[str, float]:
+    from contrastlab.engine.anchors import anchors_for_seed
+    from contrastlab.engine.preflight import check_device
+
+    cfg = load_config(args.checkpoint, args.overrides)
+    check_device(cfg, args.checkpoint)
+    anchors = anchors_for_seed(cfg)
+    return {f"{anchor}/{name}": value for anchor, values in anchors.items() for name, value in values.items()}
 
 
 def _run_config(directory: Path, overrides: list[str]) -> tuple[ExperimentConfig, str]:
@@ -68,6 +81,10 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    results = _evaluate_random_init(args) if args.random_init else _evaluate_checkpoint(args)
+    if args.random_init and args.anchors:
+        raise ConfigError("--anchors", "", "one of --random-init and --anchors")
+    evaluate = _evaluate_anchors if args.anchors else _evaluate_random_init if args.random_init else \
+        _evaluate_checkpoint
+    results = evaluate(args)
     print(json.dumps({k: round(v, 4) for k, v in results.items()}, indent=1))
     return 0
