@@ -321,3 +321,28 @@ def test_retune_searches_on_val_at_a_tuning_seed(tmp_path):
         with pytest.raises(ConfigError) as err:
             spec_from_dict(raw, write_spec(tmp_path, raw))
         assert err.value.field == field
+
+
+def test_a_second_ablate_on_a_busy_folder_names_the_holder_and_changes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    from contrastlab.ablation.runner import run_ablation
+    from contrastlab.engine.runfolder import RunFolderError
+
+    output = tmp_path / "out"
+    output.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"handle = open({str(output / '.lock')!r}, 'a+')\n"
+        "fcntl.flock(handle, fcntl.LOCK_EX); handle.write(str(os.getpid())); handle.flush()\n"
+        "print('held', flush=True); time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        spec = spec_from_dict(spec_dict(), write_spec(tmp_path, spec_dict()))
+        with pytest.raises(RunFolderError, match=f"pid {holder.pid}"):
+            run_ablation(spec, output)
+        assert sorted(p.name for p in output.iterdir()) == [".lock"]
+    finally:
+        holder.kill()
+        holder.wait()

@@ -281,3 +281,10 @@ def test_studies_refuse_what_would_let_selection_see_test(tmp_path, changes, fie
     with pytest.raises(ConfigError) as err:
         make_spec(tmp_path, **changes)
     assert err.value.field == field and words in err.value.expected and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_scheduler_settings_are_refused(tmp_path, value):
+    with pytest.raises(ConfigError) as err:
+        make_spec(tmp_path, scheduler={"type": "asha", "grace_period": 1, "reduction_factor": value})
+    assert err.value.field == "scheduler.reduction_factor"

@@ -18,7 +18,6 @@ no scheduler; the seed sets the data order and the initialisation, so variants a
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
@@ -26,8 +25,6 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +37,7 @@ from contrastlab.ablation.spec import AblationSpec
 from contrastlab.ablation.variants import Variant
 from contrastlab.config import ConfigError, ExperimentConfig, config_hash
 from contrastlab.engine.anchors import ANCHORS, ANCHORS_FILE, compute_anchors
+from contrastlab.engine.runfolder import claim_run_folder
 
 log = logging.getLogger("contrastlab")
 MARKER_FILE = "ablation_run.json"
@@ -215,21 +213,6 @@ def descriptor(run: PlannedRun, train_name: str, train_storage: str) -> dict[str
             "hparams": run.hparams()}
 
 
-@contextmanager
-def output_lock(output: Path) -> Iterator[None]:
-    """One ablate per output folder at a time: two would race on the cache and the runs."""
-    output.mkdir(parents=True, exist_ok=True)
-    with (output / ".lock").open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AblationError(f"{output}: another ablate is running in this folder") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 # -- Ray --------------------------------------------------------------------------------------------
 class RaySession:
     """Ray is started (or joined) only when something needs computing."""
@@ -338,7 +321,8 @@ def run_ablation(spec: AblationSpec, output: str | Path, address: str | None = N
     code = code or code_version()
     ray_storage = resolve_storage(storage, output)
     session = RaySession(address, num_cpus)
-    with output_lock(output):
+    # One owner per output folder (the lock names its PID): two ablates would race on the cache.
+    with claim_run_folder(output):
         cache = RunCache(output / CACHE_FILE)
         mode_note = spec.retune.note() if spec.retune else FIXED_NOTE
         _write_record(spec, output, code, mode_note)

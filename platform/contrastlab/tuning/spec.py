@@ -32,7 +32,7 @@ FINAL_ONLY_METRICS = ("linear_top1", "alignment", "uniformity")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SchedulerSpec(_Section):
