@@ -138,7 +138,7 @@ for case_id, dotted, value, field in FIELD_CASES:
 train_case("method-without-name", put(TINY, "method", {"temperature": 0.5}), ["method"])
 train_case("method-a-list", put(TINY, "method", ["simclr"]), ["method"])
 train_case("optim-a-number", put(TINY, "optim", 3), ["optim"])
-train_case("batch-over-the-data", put(TINY, "optim.batch_size", 4096), ["optim.batch_size", "256"])
+train_case("batch-over-the-data", put(TINY, "optim.batch_size", 4096), ["optim.batch_size", "230 training images"])
 if not torch.cuda.is_available():
     train_case("cuda-without-gpu", put(TINY, "resources.device", "cuda"), ["resources.device", "cuda"])
 # Ray Train's own checks, before Ray starts: the line still names the file.
