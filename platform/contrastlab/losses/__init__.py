@@ -22,7 +22,7 @@ from contrastlab.losses.debiased import (
     hcl_loss,
     sscl_loss,
 )
-from contrastlab.losses.moco import fifo_enqueue, moco_logits, moco_loss
+from contrastlab.losses.moco import fifo_enqueue, mochi_loss, moco_logits, moco_loss
 from contrastlab.losses.oucl import MARGIN_TYPES, margin_injected_loss, margins, oucl_loss, two_view_scores
 from contrastlab.losses.soft_label import label_entropy, mixup_labels, slr_soft_labels, soft_cross_entropy
 from contrastlab.losses.synthetic import (
@@ -51,6 +51,7 @@ __all__ = [
     "margin_injected_loss",
     "margins",
     "mixup_labels",
+    "mochi_loss",
     "mochi_negatives",
     "moco_logits",
     "moco_loss",
