@@ -28,16 +28,15 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Literal
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from contrastlab.config import MethodConfig
 from contrastlab.losses import margin_injected_loss, nt_xent, oucl_loss, two_view_scores
-from contrastlab.methods.base import Component, DataInfo, LossOutput, StepTools, TrainBatch, TwoViewMethod
+from contrastlab.methods.base import DataInfo, LossOutput, StepTools, TrainBatch, TwoViewMethod
+from contrastlab.methods.metaug_config import MetAugConfig
 from contrastlab.methods.metaug_generators import (
     FeatureGenerator,
     at_least_float32,
@@ -47,85 +46,7 @@ from contrastlab.methods.metaug_generators import (
 )
 from contrastlab.methods.registry import register_method
 
-PAPER = "Li et al., ICML 2022"
 Gather = Callable[[torch.Tensor], torch.Tensor]
-
-
-class MetAugConfig(MethodConfig):
-    name: Literal["metaug"] = "metaug"
-    loss: Literal["oucl", "infonce"] = Field(
-        "oucl", description=f"contrastive loss: OUCL, the paper's unified loss, or InfoNCE/NT-Xent ({PAPER})"
-    )
-    gamma: float = Field(16.0, gt=0, description=f"OUCL scale γ; the loss is multiplied by 16/γ ({PAPER})")
-    circle: bool = Field(
-        False, description=f"Circle-style weights and margins inside OUCL, the released code's switch ({PAPER})"
-    )
-    circle_margin: float = Field(
-        0.25, ge=0, le=1, description=f"relaxation margin m of the Circle-style OUCL (released default 0.25; {PAPER})"
-    )
-    temperature: float = Field(0.5, gt=0, description=f"τ of NT-Xent when loss is infonce ({PAPER} ablation)")
-    oucl_rows: Literal["sample", "view"] = Field(
-        "sample",
-        description=(
-            "OUCL term per image, contrasting both views' positives with all their negatives in one term as "
-            f"the released code does (sample), or one term per anchor view (view) ({PAPER})"
-        ),
-    )
-    generator: bool = Field(
-        True, description=f"per-view meta feature generators g_v; off gives the contrastive baseline ({PAPER})"
-    )
-    generator_hidden: int = Field(
-        2048, ge=1, description=f"hidden width of the generator MLP d→h→h→d (paper: 2048) ({PAPER})"
-    )
-    meta_update: Literal["second_order", "first_order", "frozen"] = Field(
-        "second_order",
-        description=(
-            "how the generators learn: through θ' = θ − α∇θL with the graph kept (second_order, the paper), "
-            f"with ∇θL treated as a constant (first_order), or not at all (frozen) ({PAPER})"
-        ),
-    )
-    inner_lr: float = Field(
-        1e-3, ge=0, description=f"α of the fast weights θ' = θ − α∇θL (released bb_learning_rate 0.001; {PAPER})"
-    )
-    generator_lr: float | None = Field(
-        None, gt=0,
-        description=(
-            "learning rate of the generators at batch 256, scaled and scheduled like optim.lr "
-            f"(None: optim.lr; released mt_learning_rate equals the encoder's) ({PAPER})"
-        ),
-    )
-    aug_weight: float = Field(
-        1e-5, ge=0,
-        description=f"λ on the augmented losses L_aug (released 1e-5; tune on a log range 1e-6–1) ({PAPER})",
-    )
-    margin_type: Literal["off", "large", "small", "mean"] = Field(
-        "large", description=f"margin-injected regularisation: which margins, or off ({PAPER})"
-    )
-    margin_weight: float = Field(
-        1e-11, ge=0,
-        description=f"β on L_MI (released 1e-11; tune on a log range 1e-12–1e-1) ({PAPER})",
-    )
-    margin_positive_weight: float = Field(
-        1e-4, ge=0, description=f"c on the positive hinge of L_MI (released margin_hyper 1e-4; {PAPER})"
-    )
-    margin_in_encoder_step: bool = Field(
-        True,
-        description=(
-            "L_MI also in the encoder step (released margin_injection=1); false keeps it in the meta step only "
-            f"(margin_injection=2) ({PAPER})"
-        ),
-    )
-    eval_generator_features: bool = Field(
-        False, description=f"also evaluate [g_1(z), g_2(z)] beside the encoder features ({PAPER})"
-    )
-
-    components: ClassVar[tuple[Component, ...]] = (
-        Component("generator", "generator", False, "meta feature generators; off → OUCL/InfoNCE baseline"),
-        Component("meta_update", "meta_update", None, "second_order | first_order | frozen"),
-        Component("margin", "margin_type", "off", "margin-injected regularisation (large | small | mean)"),
-        Component("loss", "loss", None, "oucl | infonce"),
-        Component("circle", "circle", False, "Circle-style weights and margins in OUCL"),
-    )
 
 
 @dataclass
@@ -211,6 +132,7 @@ class MetAug(TwoViewMethod):
             margin = margin_injected_loss(
                 original.pos, original.neg, torch.cat([first.pos, second.pos], dim=1),
                 torch.cat([first.neg, second.neg], dim=1), m.margin_type, m.margin_positive_weight,
+                m.margin_grad,
             )
             scalars["margin_loss"] = margin.detach()
             if include_margin:
