@@ -36,6 +36,10 @@ class DataInfo:
     image_size: int
     num_train: int
     num_classes: dict[str, int] = field(default_factory=dict)
+    # The per-channel normalisation of the images a method receives (None: unknown, or
+    # RGB in [0, 1]); methods that change colour space (MetAug's Lab views) undo it.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 @dataclass
