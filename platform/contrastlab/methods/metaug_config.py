@@ -117,7 +117,8 @@ class MetAugConfig(MethodConfig):
         Component("meta_update", "meta_update", None, "second_order | first_order | frozen"),
         Component("margin", "margin_type", "off", "margin-injected regularisation (large | small | mean)"),
         Component("loss", "loss", None, "oucl | infonce"),
-        Component("circle", "circle", "off", "Circle-style OUCL: full | delta_only"),
+        # A choice, not an on/off switch: the default (off) is itself one of the forms compared.
+        Component("circle", "circle", None, "off | full | delta_only"),
         Component("margin_grad", "margin_grad", None, "keep | detach"),
         Component("views", "views", None, "two_crops | cmc_lab"),
         Component("negatives", "negatives", None, "batch | memory_bank"),
