@@ -17,7 +17,7 @@ from contrastlab.models import build_encoder, build_projector, resolve_projector
 
 @dataclass(frozen=True)
 class Component:
-    """A named part of a method (the names of METHODS.md) that an ablation can switch.
+    """A named part of a method (the names of docs/methods.md) that an ablation can switch.
 
     `field` is the method-config field that holds it; `off` the value that removes it (the
     method then reduces to its baseline), or None for a choice between alternatives that
