@@ -36,7 +36,6 @@ from torch import nn
 
 from contrastlab.config import ConfigError
 from contrastlab.losses import info_nce_from_similarities, margin_injected_loss, nt_xent, oucl_loss, two_view_scores
-from contrastlab.models import build_encoder, build_projector
 from contrastlab.methods.base import DataInfo, LossOutput, StepTools, TrainBatch, TwoViewMethod
 from contrastlab.methods.metaug_config import MetAugConfig
 from contrastlab.methods.metaug_generators import (
@@ -47,6 +46,7 @@ from contrastlab.methods.metaug_generators import (
 )
 from contrastlab.methods.metaug_views import BankDraw, MemoryBank, lab_views
 from contrastlab.methods.registry import register_method
+from contrastlab.models import build_encoder, build_projector
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
 
@@ -91,8 +91,8 @@ class MetAug(TwoViewMethod):
     def _build_lab_encoders(self, cfg, info: DataInfo) -> None:
         """One encoder + head for the L channel and one for the ab channels (CMC's views)."""
         if info.channels != 3:
-            raise ConfigError(cfg.name, "method.views",
-                              f"two_crops for this data (cmc_lab needs colour images; the data has {info.channels} channel(s))")
+            expected = f"two_crops for this data (cmc_lab needs colour images; the data has {info.channels} channel(s))"
+            raise ConfigError(cfg.name, "method.views", expected)
         self.encoder, self.feature_dim = build_encoder(cfg.model, 1)
         self.projector = build_projector(cfg.model, self.feature_dim, self.projector_bn)
         self.encoder_ab, _ = build_encoder(cfg.model, 2)

@@ -20,7 +20,6 @@ from contrastlab.losses.contrastive import f32 as at_least_float32
 from contrastlab.methods.base import Component, DataInfo, LossOutput, TrainBatch, TwoViewMethod
 from contrastlab.methods.registry import register_method
 
-
 MOCO_V2 = "He et al., CVPR 2020; Chen et al., arXiv 2003.04297"
 
 
