@@ -1,7 +1,9 @@
 """MetAug (Li et al., ICML 2022, "MetAug: Contrastive Learning via Meta Feature Augmentation").
 
-Adapted to the platform's two-view setting (the released code contrasts CMC colour-channel
-views against a memory bank with AlexNet). Per-view generators g_1, g_2 map the normalised
+By default two augmented crops through one encoder, negatives from the batch; the released
+code's CMC Lab-channel views (`views: cmc_lab`, one encoder each), memory bank
+(`negatives: memory_bank`, see `metaug_views`) and AlexNet (`model.encoder: alexnet`) are
+switches. Per-view generators g_1, g_2 map the normalised
 projection z of each view to an "augmented" feature; the encoder learns from the original
 and the augmented pairs, and the generators are meta-learned so that the augmented
 features help the encoder after one inner step.
