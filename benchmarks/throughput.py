@@ -42,7 +42,7 @@ from contrastlab.methods import DataInfo, StepTools, TrainBatch, get_method_clas
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# Each method's step is compared with the base it builds on (METHODS.md, issue targets).
+# Each method's step is compared with the base it builds on (docs/methods.md).
 METHODS = {
     "simclr": ({"name": "simclr"}, None, None),
     "sscl": ({"name": "sscl"}, "simclr", 1.15),

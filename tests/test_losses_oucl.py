@@ -115,6 +115,18 @@ def test_margin_injected_loss_matches_numpy(kind, c):
     assert margin_injected_loss(op, on, ap, an, kind, c).item() == pytest.approx(expected, rel=1e-12)
 
 
+def test_kept_margins_pass_gradient_to_the_original_scores():
+    op, on = scores(3, 1, 10).requires_grad_(True), scores(3, 4, 11).requires_grad_(True)
+    ap, an = scores(3, 1, 12), scores(3, 4, 13)
+    kept = margin_injected_loss(op, on, ap + 0.5, an - 0.5, "large", 1.0, margin_grad="keep")
+    detached = margin_injected_loss(op, on, ap + 0.5, an - 0.5, "large", 1.0, margin_grad="detach")
+    assert kept.item() == detached.item()
+    kept.backward()
+    assert op.grad.abs().sum() + on.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="margin_grad"):
+        margins(op, on, "large", "sometimes")
+
+
 def test_margins_are_detached_and_gradient_reaches_the_augmented_scores():
     op, on = scores(3, 1, 10).requires_grad_(True), scores(3, 4, 11).requires_grad_(True)
     ap, an = scores(3, 1, 12).requires_grad_(True), scores(3, 4, 13).requires_grad_(True)

@@ -34,8 +34,8 @@ def views_batch(seed: int = 1) -> TrainBatch:
 def paired_losses(first: dict, second: dict) -> tuple[torch.Tensor, torch.Tensor]:
     a, b = build(first), build(second)
     b.load_state_dict(a.state_dict())
-    batch = views_batch()
-    return a(batch).loss, b(batch).loss
+    # A fresh batch each: the step generator also draws Shuffle-BN's permutation.
+    return a(views_batch()).loss, b(views_batch()).loss
 
 
 class Recorder:
@@ -63,9 +63,9 @@ def test_slr_and_mm_off_is_moco_v2(switches):
 
 def test_declared_off_values_give_moco_v2():
     config_class = get_method_class("slr").config_class
-    assert [c.name for c in config_class.components] == ["slr", "mm", "mm_partner"]
+    assert [c.name for c in config_class.components] == ["slr", "mm", "mm_partner", "mm_theta", "shuffle_bn"]
     off = {c.field: c.off for c in config_class.components if c.off is not None}
-    ours, baseline = paired_losses({"name": "slr", **off}, {"name": "moco"})
+    ours, baseline = paired_losses({"name": "slr", **off}, {"name": "moco", "shuffle_bn": False})
     torch.testing.assert_close(ours, baseline, rtol=1e-5, atol=1e-6)
 
 
@@ -114,26 +114,82 @@ def test_slr_loss_matches_numpy(monkeypatch, top_k):
     assert out.scalars["mean_label_entropy"].item() == pytest.approx(entropy, rel=1e-4)
 
 
-@pytest.mark.parametrize("partner", ["key_crop", "query_crop"])
-def test_momentum_mixup_matches_numpy(monkeypatch, partner):
-    cfg = {"name": "slr", "alpha": 0.4, "mm_kappa": 0.7, "mm_weight": 1.5, "mm_partner": partner}
+def mixed_input(theta, x1: np.ndarray, partner: np.ndarray) -> np.ndarray:
+    weight = np.asarray(theta, dtype=np.float64).reshape(-1, *[1] * (x1.ndim - 1)) if np.ndim(theta) else theta
+    return weight * x1 + (1 - weight) * partner
+
+
+@pytest.mark.parametrize(("partner", "theta_mode"), [("key_crop", "per_sample"), ("query_crop", "per_batch")])
+def test_momentum_mixup_matches_numpy(monkeypatch, partner, theta_mode):
+    cfg = {"name": "slr", "alpha": 0.4, "mm_kappa": 0.7, "mm_weight": 1.5, "mm_partner": partner,
+           "mm_theta": theta_mode}
     method = build(cfg)
     rec = Recorder(method, monkeypatch)
     queue = as_np(method.queue)
     batch = views_batch()
     out = method(batch)
     (theta, perm), = rec.mixing
-    assert 0 < theta < 1 and sorted(perm.tolist()) == list(range(ROWS))
+    theta = theta.double().numpy() if isinstance(theta, torch.Tensor) else theta
+    assert np.shape(theta) == ((ROWS,) if theta_mode == "per_sample" else ())
+    assert np.all((0 < np.asarray(theta)) & (np.asarray(theta) < 1)) and sorted(perm.tolist()) == list(range(ROWS))
     x1, x2 = (v.numpy() for v in batch.views)
     mixed_partner = (x2 if partner == "key_crop" else x1)[perm.numpy()]
-    np.testing.assert_allclose(rec.query_inputs[1].numpy(), theta * x1 + (1 - theta) * mixed_partner, rtol=1e-6)
+    np.testing.assert_allclose(rec.query_inputs[1].numpy(), mixed_input(theta, x1, mixed_partner), rtol=1e-5,
+                               atol=1e-6)
     q, q_mix, k = as_np(rec.queries[0]), as_np(rec.queries[1]), as_np(rec.keys[0])
     candidates = np.concatenate([k, queue])
     labels = refined_labels(k, candidates, 0.4, 0.1, None)
-    mixed_labels = theta * labels + (1 - theta) * labels[perm.numpy()]
+    column = np.reshape(theta, (-1, 1)) if np.ndim(theta) else theta
+    mixed_labels = column * labels + (1 - column) * labels[perm.numpy()]
     expected = soft_ce(q @ candidates.T / 0.2, labels) + 1.5 * soft_ce(q_mix @ candidates.T / 0.2, mixed_labels)
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
     assert out.scalars["loss_mm"].item() == pytest.approx(soft_ce(q_mix @ candidates.T / 0.2, mixed_labels), rel=1e-5)
+
+
+def moco_v2_mm_reference(q: np.ndarray, q_mix: np.ndarray, k: np.ndarray, queue: np.ndarray, perm: np.ndarray,
+                         theta, tau: float) -> tuple[float, float]:
+    """MoCo v2's InfoNCE and the MM loss over [own key, partner key, queue], written per query."""
+    theta = np.broadcast_to(np.asarray(theta, dtype=np.float64), (q.shape[0],))
+    moco, mm = [], []
+    for i in range(q.shape[0]):
+        logits = np.concatenate([[q[i] @ k[i]], queue @ q[i]]) / tau
+        moco.append(np.log(np.exp(logits).sum()) - logits[0])
+        own, other = q_mix[i] @ k[i] / tau, q_mix[i] @ k[perm[i]] / tau
+        rest = queue @ q_mix[i] / tau
+        if perm[i] == i:
+            mm.append(np.log(np.exp(np.concatenate([[own], rest])).sum()) - own)
+        else:
+            log_norm = np.log(np.exp(np.concatenate([[own, other], rest])).sum())
+            mm.append(log_norm - theta[i] * own - (1 - theta[i]) * other)
+    return float(np.mean(moco)), float(np.mean(mm))
+
+
+@pytest.mark.parametrize("theta_mode", ["per_sample", "per_batch"])
+def test_slr_off_with_mm_is_moco_v2_plus_momentum_mixup(monkeypatch, theta_mode):
+    method = build({"name": "slr", "slr": False, "mm_weight": 0.7, "mm_theta": theta_mode})
+    rec = Recorder(method, monkeypatch)
+    queue = as_np(method.queue)
+    out = method(views_batch())
+    (theta, perm), = rec.mixing
+    theta = theta.double().numpy() if isinstance(theta, torch.Tensor) else theta
+    perm = perm.numpy().copy()
+    q, q_mix, k = as_np(rec.queries[0]), as_np(rec.queries[1]), as_np(rec.keys[0])
+    moco, mm = moco_v2_mm_reference(q, q_mix, k, queue, perm, theta, 0.2)
+    assert out.loss.item() == pytest.approx(moco + 0.7 * mm, rel=1e-5)
+
+
+def test_mixup_without_batch_keys_counts_a_fixed_point_once():
+    gen = torch.Generator().manual_seed(5)
+    q_mix, keys, queue = (torch.nn.functional.normalize(torch.randn(n, 16, generator=gen, dtype=torch.float64), dim=1)
+                          for n in (4, 4, 12))
+    perm = torch.tensor([0, 2, 1, 3])  # rows 0 and 3 are fixed points
+    theta = torch.tensor([0.3, 0.6, 0.2, 0.9], dtype=torch.float64)
+    mixed = slr_module.MixedQueries(q_mix, perm, theta)
+    got = slr_module.mixup_loss_without_batch_keys(mixed, keys, queue, 0.2)
+    assert got.dtype == torch.float64
+    expected = moco_v2_mm_reference(as_np(q_mix), as_np(q_mix), as_np(keys), as_np(queue), perm.numpy(),
+                                    theta.numpy(), 0.2)[1]
+    assert got.item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_draws_come_from_the_batch_generator():

@@ -35,8 +35,8 @@ def paired_losses(first: dict, second: dict, **sections) -> tuple[torch.Tensor, 
     """Both methods' losses on the same batch with the same weights (second takes first's)."""
     a, b = build(first, **sections), build(second, **sections)
     b.load_state_dict(a.state_dict())
-    batch = views_batch()
-    return a(batch).loss, b(batch).loss
+    # A fresh batch each: the step generator also draws Shuffle-BN's permutation.
+    return a(views_batch()).loss, b(views_batch()).loss
 
 
 def recording(fn, store: list):
@@ -90,7 +90,8 @@ ALL_OFF = {"synthesis": False, "hard_sampling": False, "debias": False}
 @pytest.mark.parametrize("switches", [ALL_OFF, {"synthetic_count": 0, "beta": 0.0, "tau_plus": 0.0}])
 def test_everything_off_is_simclr(switches):
     simclr = {"name": "simclr", "temperature": 0.3}
-    sscl = {"name": "sscl", "temperature": 0.3, "projector_bn": None, **switches}
+    # The same head as SimCLR's published one (with BN), so only the loss differs.
+    sscl = {"name": "sscl", "temperature": 0.3, "projector_bn": True, **switches}
     ours, baseline = paired_losses(sscl, simclr)
     torch.testing.assert_close(ours, baseline, rtol=1e-5, atol=1e-6)
 
@@ -102,7 +103,7 @@ def test_declared_off_values_give_simclr():
     assert set(off) == {"synthesis", "hard_sampling", "debias"}
     names = [c.name for c in config_class.components]
     assert names == ["synthesis", "mix_mode", "hard_sampling", "debias", "debias_count"]
-    ours, baseline = paired_losses({"name": "sscl", "projector_bn": None, **off}, {"name": "simclr"})
+    ours, baseline = paired_losses({"name": "sscl", "projector_bn": True, **off}, {"name": "simclr"})
     torch.testing.assert_close(ours, baseline, rtol=1e-5, atol=1e-6)
 
 
@@ -116,7 +117,7 @@ def test_declared_off_values_give_simclr():
     ids=["k0-tau0-is-hcl-weighting", "k0-is-hcl", "k0-beta0-is-dcl"],
 )
 def test_synthesis_off_gives_hcl_and_dcl(sscl, baseline):
-    ours, theirs = paired_losses({"name": "sscl", "projector_bn": None, **sscl}, baseline)
+    ours, theirs = paired_losses({"name": "sscl", "projector_bn": True, **sscl}, baseline)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
@@ -130,6 +131,7 @@ def test_baseline_chain_hcl_dcl_simclr():
 
 
 def test_queue_base_everything_off_is_moco():
+    # Both follow MoCo v2's published head (no BN) and Shuffle-BN keys.
     moco = {"name": "moco", "queue_size": 64, "temperature": 0.2}
     sscl = {"name": "sscl", "base": "moco", "queue_size": 64, "temperature": 0.2, "projector_bn": None, **ALL_OFF}
     ours, baseline = paired_losses(sscl, moco)

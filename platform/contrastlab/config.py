@@ -88,12 +88,20 @@ class AugmentConfig(Section):
 class ModelConfig(Section):
     """Encoder and projection head."""
 
-    encoder: Literal["small_cnn", "resnet18", "resnet34", "resnet50"] = "small_cnn"
+    encoder: Literal["small_cnn", "resnet18", "resnet34", "resnet50", "alexnet"] = Field(
+        "small_cnn", description="backbone; alexnet is the half-width AlexNet of CMC and MetAug's released code"
+    )
     width: int = Field(32, ge=4, description="base channel width of small_cnn")
     projector_hidden: int = Field(512, ge=1)
     projector_out: int = Field(128, ge=1)
     projector_layers: int = Field(2, ge=1, le=4)
-    projector_bn: bool = True
+    projector_bn: bool | None = Field(
+        None,
+        description=(
+            "BatchNorm in the projection head; None: the method's published head (BN for SimCLR, none for "
+            "MoCo v2 and the methods built on it); a method's own projector_bn field wins over this one"
+        ),
+    )
     sync_batchnorm: bool = Field(False, description="SyncBatchNorm across Ray Train workers")
     channels_last: bool = Field(True, description="channels_last memory format on GPU")
     compile: bool = Field(False, description="torch.compile the encoder and head")

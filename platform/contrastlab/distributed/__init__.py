@@ -41,6 +41,10 @@ class LocalDistributed:
     def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
 
+    def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        """Worker `src`'s tensor, on every worker (same shape and dtype everywhere)."""
+        return tensor
+
     def broadcast_object(self, obj: Any) -> Any:
         """The main worker's object, on every worker."""
         return obj

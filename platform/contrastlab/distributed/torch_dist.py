@@ -80,6 +80,13 @@ class TorchDistributed:
         total = self.all_reduce_sum(tensor)
         return total / self.world_size if total.is_floating_point() else total // self.world_size
 
+    def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        """A new tensor holding worker `src`'s values (shapes and dtypes must match)."""
+        result = tensor.detach().clone().contiguous()
+        if self.world_size > 1:
+            dist.broadcast(result, src=src)
+        return result
+
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's (picklable) object, on every worker."""
         if self.world_size == 1:

@@ -107,7 +107,8 @@ class Trainer:
         size = cfg.data.image_size or self.bundle.image_size
         self.augment = TwoViewAugment(cfg.augment, self.bundle.channels, size, self.bundle.mean, self.bundle.std)
         self.evaluator = Evaluator(cfg, self.bundle, self.augment, self.device)
-        info = DataInfo(self.bundle.channels, size, self.train_images.shape[0], dict(self.bundle.num_classes))
+        info = DataInfo(self.bundle.channels, size, self.train_images.shape[0], dict(self.bundle.num_classes),
+                        tuple(self.bundle.mean), tuple(self.bundle.std))
         torch.manual_seed(cfg.seed)
         method_cls = get_method_class(cfg.method.name)
         self.method: Method = method_cls(cfg, info, self.dist).to(self.device)

@@ -1,8 +1,9 @@
 """Contrastive losses as pure functions of tensors (no module state, no distributed calls).
 
 Distributed callers pass the globally gathered tensors in explicitly. Every loss computes
-its math in float32 with autocast off (float64 inputs stay float64) and returns the mean
-loss over the local anchors unless its docstring says otherwise.
+its math with autocast off, in at least float32: bf16/fp16 inputs are reduced in float32,
+float64 inputs stay float64 (tests/test_losses_precision.py checks each loss). Each returns
+the mean loss over the local anchors unless its docstring says otherwise.
 """
 
 from contrastlab.losses.contrastive import (
@@ -22,8 +23,16 @@ from contrastlab.losses.debiased import (
     hcl_loss,
     sscl_loss,
 )
-from contrastlab.losses.moco import fifo_enqueue, moco_logits, moco_loss
-from contrastlab.losses.oucl import MARGIN_TYPES, margin_injected_loss, margins, oucl_loss, two_view_scores
+from contrastlab.losses.moco import fifo_enqueue, mochi_loss, moco_logits, moco_loss
+from contrastlab.losses.oucl import (
+    CIRCLE_MODES,
+    MARGIN_GRADS,
+    MARGIN_TYPES,
+    margin_injected_loss,
+    margins,
+    oucl_loss,
+    two_view_scores,
+)
 from contrastlab.losses.soft_label import label_entropy, mixup_labels, slr_soft_labels, soft_cross_entropy
 from contrastlab.losses.synthetic import (
     MIX_MODES,
@@ -34,7 +43,9 @@ from contrastlab.losses.synthetic import (
 )
 
 __all__ = [
+    "CIRCLE_MODES",
     "DEBIAS_COUNTS",
+    "MARGIN_GRADS",
     "MARGIN_TYPES",
     "MIX_MODES",
     "anchor_indices",
@@ -51,6 +62,7 @@ __all__ = [
     "margin_injected_loss",
     "margins",
     "mixup_labels",
+    "mochi_loss",
     "mochi_negatives",
     "moco_logits",
     "moco_loss",

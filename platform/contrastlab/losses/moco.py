@@ -30,6 +30,26 @@ def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature
         return F.cross_entropy(logits, target)
 
 
+def mochi_loss(
+    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, synthetic: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """MoCHi (Kalantidis et al., NeurIPS 2020): MoCo v2's InfoNCE with per-query extra negatives.
+
+    Logits [q_i·k_i, q_i·Q, q_i·h_i1 .. q_i·h_is] / τ, cross-entropy with target 0, where
+    synthetic [b, s, d] holds query i's own synthetic negatives h_i· (constants: only q
+    gets gradient). With s = 0 it is `moco_loss` on the same tensors.
+    """
+    logits = moco_logits(q, k, queue, temperature)
+    if synthetic.shape[1] == 0:
+        extra = logits.new_zeros((logits.shape[0], 0))
+    else:
+        with float32_math(q.device):
+            extra = torch.einsum("bd,bsd->bs", f32(q), f32(synthetic.detach()).to(f32(q).dtype)) / temperature
+    with float32_math(logits.device):
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        return F.cross_entropy(torch.cat([logits, extra.to(logits.dtype)], dim=1), target)
+
+
 @torch.no_grad()
 def fifo_enqueue(
     queue: torch.Tensor, ptr: torch.Tensor | int, keys: torch.Tensor

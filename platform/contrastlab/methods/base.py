@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from contrastlab.config import ExperimentConfig, MethodConfig
-from contrastlab.models import build_encoder, build_projector
+from contrastlab.losses.contrastive import f32
+from contrastlab.models import build_encoder, build_projector, resolve_projector_bn
 
 
 @dataclass(frozen=True)
 class Component:
-    """A named part of a method (the names of METHODS.md) that an ablation can switch.
+    """A named part of a method (the names of docs/methods.md) that an ablation can switch.
 
     `field` is the method-config field that holds it; `off` the value that removes it (the
     method then reduces to its baseline), or None for a choice between alternatives that
@@ -35,6 +36,10 @@ class DataInfo:
     image_size: int
     num_train: int
     num_classes: dict[str, int] = field(default_factory=dict)
+    # The per-channel normalisation of the images a method receives (None: unknown, or
+    # RGB in [0, 1]); methods that change colour space (MetAug's Lab views) undo it.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -151,17 +156,24 @@ class Method(nn.Module):
 
 
 class TwoViewMethod(Method):
-    """Encoder + projection head on two augmented views; the base of most methods."""
+    """Encoder + projection head on two augmented views; the base of most methods.
+
+    `published_projector_bn` is the head of the method's paper, used when neither the
+    method's own `projector_bn` (the constructor argument) nor `model.projector_bn` is set.
+    """
+
+    published_projector_bn: ClassVar[bool] = True
 
     def __init__(self, cfg: ExperimentConfig, info: DataInfo, dist, projector_bn: bool | None = None):
         super().__init__(cfg, info, dist)
         self.encoder, self.feature_dim = build_encoder(cfg.model, info.channels)
-        self.projector = build_projector(cfg.model, self.feature_dim, projector_bn)
+        self.projector_bn = resolve_projector_bn(cfg.model, projector_bn, self.published_projector_bn)
+        self.projector = build_projector(cfg.model, self.feature_dim, self.projector_bn)
 
     def project(self, views: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Both views through encoder and head in one pass (BN sees the whole batch)."""
         both = torch.cat(views, dim=0)
-        z = F.normalize(self.projector(self.encoder(both)).float(), dim=1)
+        z = F.normalize(f32(self.projector(self.encoder(both))), dim=1)
         return z.chunk(2, dim=0)
 
     def gather(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:

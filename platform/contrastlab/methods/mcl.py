@@ -37,12 +37,15 @@ from contrastlab.methods.mcl_sampling import (
     queue_negative_mask,
     stage_pseudo_labels,
 )
+from contrastlab.methods.moco import MoCoKeyConfig
 from contrastlab.methods.registry import get_method_class, register_method
 
 PAPER = "Zhang et al., arXiv 2402.11816"
 
 
-class MCLConfig(MethodConfig):
+class MCLConfig(MoCoKeyConfig):
+    """MCL's switches; the MoCo v2 key-encoder fields (shuffle_bn, projector_bn) apply to base moco only."""
+
     name: Literal["mcl"] = "mcl"
     base: Literal["simclr", "moco"] = Field(
         "simclr", description=f"the contrastive method every stage trains (SimCLR in the paper's image runs; {PAPER})"
@@ -148,7 +151,9 @@ def resolve_stage_epochs(mcfg: MCLConfig, total_epochs: int) -> list[int]:
 def base_method_config(mcfg: MCLConfig) -> MethodConfig:
     fields: dict[str, Any] = {"name": mcfg.base, "temperature": mcfg.temperature}
     if mcfg.base == "moco":
-        fields.update(queue_size=mcfg.queue_size, momentum=mcfg.momentum, symmetric=mcfg.symmetric)
+        fields.update(queue_size=mcfg.queue_size, momentum=mcfg.momentum, symmetric=mcfg.symmetric,
+                      shuffle_bn=mcfg.shuffle_bn, shuffle_bn_groups=mcfg.shuffle_bn_groups,
+                      projector_bn=mcfg.projector_bn)
     return get_method_class(mcfg.base).config_class.model_validate(fields)
 
 
@@ -314,11 +319,11 @@ class MCL(Method):
         queue = stage.queue.clone().detach()
         queue_labels = self.queue_labels[self.active]
         keep = queue_negative_mask(labels, queue_labels)
-        q1, k2 = stage.query(x1), stage.keys(x2)
+        q1, k2 = stage.query(x1), stage.keys(x2, batch.generator)
         loss = masked_moco_loss(q1, k2, queue, self.mcfg.temperature, keep)
         keys, key_labels = k2, labels
         if self.mcfg.symmetric:
-            q2, k1 = stage.query(x2), stage.keys(x1)
+            q2, k1 = stage.query(x2), stage.keys(x1, batch.generator)
             loss = 0.5 * (loss + masked_moco_loss(q2, k1, queue, self.mcfg.temperature, keep))
             keys, key_labels = torch.cat([k2, k1]), torch.cat([labels, labels])
         stage.remember_keys(keys)

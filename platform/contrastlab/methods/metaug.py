@@ -1,7 +1,9 @@
 """MetAug (Li et al., ICML 2022, "MetAug: Contrastive Learning via Meta Feature Augmentation").
 
-Adapted to the platform's two-view setting (the released code contrasts CMC colour-channel
-views against a memory bank with AlexNet). Per-view generators g_1, g_2 map the normalised
+By default two augmented crops through one encoder, negatives from the batch; the released
+code's CMC Lab-channel views (`views: cmc_lab`, one encoder each), memory bank
+(`negatives: memory_bank`, see `metaug_views`) and AlexNet (`model.encoder: alexnet`) are
+switches. Per-view generators g_1, g_2 map the normalised
 projection z of each view to an "augmented" feature; the encoder learns from the original
 and the augmented pairs, and the generators are meta-learned so that the augmented
 features help the encoder after one inner step.
@@ -28,104 +30,27 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Literal
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from contrastlab.config import MethodConfig
-from contrastlab.losses import margin_injected_loss, nt_xent, oucl_loss, two_view_scores
-from contrastlab.methods.base import Component, DataInfo, LossOutput, StepTools, TrainBatch, TwoViewMethod
+from contrastlab.config import ConfigError
+from contrastlab.losses import info_nce_from_similarities, margin_injected_loss, nt_xent, oucl_loss, two_view_scores
+from contrastlab.methods.base import DataInfo, LossOutput, StepTools, TrainBatch, TwoViewMethod
+from contrastlab.methods.metaug_config import MetAugConfig
 from contrastlab.methods.metaug_generators import (
     FeatureGenerator,
-    at_least_float32,
+    branch_with,
     fast_weights,
-    project_with,
     trainable,
 )
+from contrastlab.methods.metaug_views import BankDraw, MemoryBank, lab_views
 from contrastlab.methods.registry import register_method
+from contrastlab.models import build_encoder, build_projector
 
-PAPER = "Li et al., ICML 2022"
 Gather = Callable[[torch.Tensor], torch.Tensor]
-
-
-class MetAugConfig(MethodConfig):
-    name: Literal["metaug"] = "metaug"
-    loss: Literal["oucl", "infonce"] = Field(
-        "oucl", description=f"contrastive loss: OUCL, the paper's unified loss, or InfoNCE/NT-Xent ({PAPER})"
-    )
-    gamma: float = Field(16.0, gt=0, description=f"OUCL scale γ; the loss is multiplied by 16/γ ({PAPER})")
-    circle: bool = Field(
-        False, description=f"Circle-style weights and margins inside OUCL, the released code's switch ({PAPER})"
-    )
-    circle_margin: float = Field(
-        0.25, ge=0, le=1, description=f"relaxation margin m of the Circle-style OUCL (released default 0.25; {PAPER})"
-    )
-    temperature: float = Field(0.5, gt=0, description=f"τ of NT-Xent when loss is infonce ({PAPER} ablation)")
-    oucl_rows: Literal["sample", "view"] = Field(
-        "sample",
-        description=(
-            "OUCL term per image, contrasting both views' positives with all their negatives in one term as "
-            f"the released code does (sample), or one term per anchor view (view) ({PAPER})"
-        ),
-    )
-    generator: bool = Field(
-        True, description=f"per-view meta feature generators g_v; off gives the contrastive baseline ({PAPER})"
-    )
-    generator_hidden: int = Field(
-        2048, ge=1, description=f"hidden width of the generator MLP d→h→h→d (paper: 2048) ({PAPER})"
-    )
-    meta_update: Literal["second_order", "first_order", "frozen"] = Field(
-        "second_order",
-        description=(
-            "how the generators learn: through θ' = θ − α∇θL with the graph kept (second_order, the paper), "
-            f"with ∇θL treated as a constant (first_order), or not at all (frozen) ({PAPER})"
-        ),
-    )
-    inner_lr: float = Field(
-        1e-3, ge=0, description=f"α of the fast weights θ' = θ − α∇θL (released bb_learning_rate 0.001; {PAPER})"
-    )
-    generator_lr: float | None = Field(
-        None, gt=0,
-        description=(
-            "learning rate of the generators at batch 256, scaled and scheduled like optim.lr "
-            f"(None: optim.lr; released mt_learning_rate equals the encoder's) ({PAPER})"
-        ),
-    )
-    aug_weight: float = Field(
-        1e-5, ge=0,
-        description=f"λ on the augmented losses L_aug (released 1e-5; tune on a log range 1e-6–1) ({PAPER})",
-    )
-    margin_type: Literal["off", "large", "small", "mean"] = Field(
-        "large", description=f"margin-injected regularisation: which margins, or off ({PAPER})"
-    )
-    margin_weight: float = Field(
-        1e-11, ge=0,
-        description=f"β on L_MI (released 1e-11; tune on a log range 1e-12–1e-1) ({PAPER})",
-    )
-    margin_positive_weight: float = Field(
-        1e-4, ge=0, description=f"c on the positive hinge of L_MI (released margin_hyper 1e-4; {PAPER})"
-    )
-    margin_in_encoder_step: bool = Field(
-        True,
-        description=(
-            "L_MI also in the encoder step (released margin_injection=1); false keeps it in the meta step only "
-            f"(margin_injection=2) ({PAPER})"
-        ),
-    )
-    eval_generator_features: bool = Field(
-        False, description=f"also evaluate [g_1(z), g_2(z)] beside the encoder features ({PAPER})"
-    )
-
-    components: ClassVar[tuple[Component, ...]] = (
-        Component("generator", "generator", False, "meta feature generators; off → OUCL/InfoNCE baseline"),
-        Component("meta_update", "meta_update", None, "second_order | first_order | frozen"),
-        Component("margin", "margin_type", "off", "margin-injected regularisation (large | small | mean)"),
-        Component("loss", "loss", None, "oucl | infonce"),
-        Component("circle", "circle", False, "Circle-style weights and margins in OUCL"),
-    )
 
 
 @dataclass
@@ -158,21 +83,62 @@ class MetAug(TwoViewMethod):
         if cfg.model.sync_batchnorm and dist.world_size > 1 and self.meta_learns and m.meta_update == "second_order":
             # SyncBatchNorm's backward runs collectives and cannot be differentiated again.
             raise ValueError("metaug: meta_update second_order needs model.sync_batchnorm false in multi-worker runs")
+        if m.views == "cmc_lab":
+            self._build_lab_encoders(cfg, info)
+        self.bank = MemoryBank(info.num_train, cfg.model.projector_out, cfg.seed + 104729) \
+            if m.negatives == "memory_bank" else None
+        self._step_draw: BankDraw | None = None
+        self._pending_bank: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def _build_lab_encoders(self, cfg, info: DataInfo) -> None:
+        """One encoder + head for the L channel and one for the ab channels (CMC's views)."""
+        if info.channels != 3:
+            expected = f"two_crops for this data (cmc_lab needs colour images; the data has {info.channels} channel(s))"
+            raise ConfigError(cfg.name, "method.views", expected)
+        self.encoder, self.feature_dim = build_encoder(cfg.model, 1)
+        self.projector = build_projector(cfg.model, self.feature_dim, self.projector_bn)
+        self.encoder_ab, _ = build_encoder(cfg.model, 2)
+        self.projector_ab = build_projector(cfg.model, self.feature_dim, self.projector_bn)
 
     @property
     def meta_learns(self) -> bool:
         return self.generators is not None and self.mcfg.meta_update != "frozen"
 
     # -- features ------------------------------------------------------------------------
-    def project(self, views: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """As `TwoViewMethod.project`, but float64 stays float64 (gradient checks)."""
-        both = torch.cat(views, dim=0)
-        z = F.normalize(at_least_float32(self.projector(self.encoder(both))), dim=1)
-        return z.chunk(2, dim=0)
+    @property
+    def lab_views(self) -> bool:
+        return self.mcfg.views == "cmc_lab"
+
+    def project(self, views: tuple[torch.Tensor, torch.Tensor],
+                params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z1, z2 of the two views, at `params` (the meta step's fast weights) or the modules' own.
+
+        two_crops: both crops through the one encoder in one pass (BN sees the whole batch),
+        float64 kept for gradient checks. cmc_lab: the first crop's L and ab channels, each
+        through its own encoder (the second crop is not used, as in CMC).
+        """
+        if not self.lab_views:
+            return branch_with(self.encoder, self.projector, params, torch.cat(views, dim=0)).chunk(2, dim=0)
+        lightness, colour = lab_views(views[0], self.info.mean, self.info.std)
+        z1 = branch_with(self.encoder, self.projector, params, lightness)
+        z2 = branch_with(self.encoder_ab, self.projector_ab, params, colour, ("encoder_ab", "projector_ab"))
+        return z1, z2
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features; with Lab views both encoders' features side by side, as CMC evaluates."""
+        if not self.lab_views:
+            return self.encoder(images)
+        lightness, colour = lab_views(images, self.info.mean, self.info.std)
+        return torch.cat([self.encoder(lightness), self.encoder_ab(colour)], dim=1)
+
+    def projections(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.lab_views:
+            return super().projections(images)
+        return F.normalize(torch.cat(self.project((images, images)), dim=1), dim=1)
 
     def generated_features(self, images: torch.Tensor) -> torch.Tensor:
-        z = self.projections(images)
-        return torch.cat([generator(z) for generator in self.generators], dim=1)
+        z1, z2 = self.project((images, images))
+        return torch.cat([self.generators[0](z1), self.generators[1](z2)], dim=1)
 
     def eval_representations(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
         if self.generators is None or not self.mcfg.eval_generator_features:
@@ -182,6 +148,10 @@ class MetAug(TwoViewMethod):
     # -- the loss ------------------------------------------------------------------------
     def compute_loss(self, batch: TrainBatch) -> LossOutput:
         z1, z2 = self.project(batch.views)
+        if self.bank is not None:
+            # One draw per step, shared by every pair and by the meta step's two passes.
+            self._step_draw = self.bank.draw(batch.indices, self.mcfg.bank_negatives, batch.generator)
+            self._pending_bank = (batch.indices, z1.detach(), z2.detach())
         return self.objective(z1, z2, self._gather(), include_margin=self.mcfg.margin_in_encoder_step)
 
     def _gather(self) -> Gather | None:
@@ -211,6 +181,7 @@ class MetAug(TwoViewMethod):
             margin = margin_injected_loss(
                 original.pos, original.neg, torch.cat([first.pos, second.pos], dim=1),
                 torch.cat([first.neg, second.neg], dim=1), m.margin_type, m.margin_positive_weight,
+                m.margin_grad,
             )
             scalars["margin_loss"] = margin.detach()
             if include_margin:
@@ -220,6 +191,8 @@ class MetAug(TwoViewMethod):
     def _contrast(self, a: torch.Tensor, b: torch.Tensor, gather: Gather | None, scores: bool) -> Contrast:
         """The contrastive loss of the pair (a, b), negatives from every worker's batch."""
         m = self.mcfg
+        if self.bank is not None:
+            return self._bank_contrast(a, b)
         a_all, b_all = (a, b) if gather is None else (gather(a), gather(b))
         offset = self.dist.rank * a.shape[0]
         pos = neg = None
@@ -231,6 +204,19 @@ class MetAug(TwoViewMethod):
             value = (16.0 / m.gamma) * oucl_loss(pos, neg, m.gamma, circle=m.circle, margin=m.circle_margin)
         return Contrast(value, pos, neg)
 
+    def _bank_contrast(self, a: torch.Tensor, b: torch.Tensor) -> Contrast:
+        """The pair (a, b) against the banks: a (view 1) scores bank 2, b (view 2) scores bank 1,
+        raw dot products (the release's NCE-style scores), anchors in the two-view layout."""
+        m = self.mcfg
+        pos_a, neg_a = self.bank.scores(a, 1, self._step_draw)
+        pos_b, neg_b = self.bank.scores(b, 0, self._step_draw)
+        pos_sim, neg_sim = torch.cat([pos_a, pos_b]), torch.cat([neg_a, neg_b])
+        pos, neg = self._rows(pos_sim, neg_sim)
+        if m.loss == "infonce":
+            return Contrast(info_nce_from_similarities(pos_sim[:, 0], neg_sim, m.temperature), pos, neg)
+        value = (16.0 / m.gamma) * oucl_loss(pos, neg, m.gamma, circle=m.circle, margin=m.circle_margin)
+        return Contrast(value, pos, neg)
+
     def _rows(self, pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rescaled scores, one row per anchor view or (both views side by side) per image."""
         pos, neg = rescaled(pos), rescaled(neg)
@@ -240,8 +226,23 @@ class MetAug(TwoViewMethod):
         return torch.cat([pos[:half], pos[half:]], dim=1), torch.cat([neg[:half], neg[half:]], dim=1)
 
     # -- optimisation --------------------------------------------------------------------
+    def encoder_modules(self) -> dict[str, nn.Module]:
+        """Encoders and heads by the prefix their parameters carry in the meta step."""
+        modules = {"encoder": self.encoder, "projector": self.projector}
+        if self.lab_views:
+            modules.update(encoder_ab=self.encoder_ab, projector_ab=self.projector_ab)
+        return modules
+
     def encoder_parameters(self) -> list[nn.Parameter]:
-        return [p for module in (self.encoder, self.projector) for p in module.parameters() if p.requires_grad]
+        return [p for module in self.encoder_modules().values() for p in module.parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """The bank takes this step's features once (the release updates it up to three times)."""
+        if self.bank is not None and self._pending_bank is not None:
+            own, z1, z2 = (self.dist.all_gather(t) for t in self._pending_bank)
+            self.bank.update(own, (z1, z2), self.mcfg.bank_momentum)
+        self._pending_bank = None
 
     def optimizer_groups(self) -> list[list[nn.Parameter]]:
         """Encoder + head; and the generators when they are meta-learned (their own optimiser)."""
@@ -284,7 +285,8 @@ class MetAug(TwoViewMethod):
     ) -> list[torch.Tensor]:
         """d L(θ − α∇θL(θ, φ), φ) / dφ (second order) or its direct part only (first order)."""
         keep_graph = self.mcfg.meta_update == "second_order"
-        theta = {**trainable(self.encoder, "encoder"), **trainable(self.projector, "projector")}
+        theta = {name: p for prefix, module in self.encoder_modules().items()
+                 for name, p in trainable(module, prefix).items()}
         inner = self._loss_at(theta, views, autocast)
         grads = torch.autograd.grad(inner, list(theta.values()), create_graph=keep_graph, allow_unused=True)
         grads = self._mean_over_workers(list(theta.values()), grads, keep_graph)
@@ -296,7 +298,7 @@ class MetAug(TwoViewMethod):
     def _loss_at(self, params: dict[str, torch.Tensor], views, autocast) -> torch.Tensor:
         """L with the encoder + head at `params` (the margin term always counts here)."""
         with autocast():
-            z1, z2 = project_with(self.encoder, self.projector, params, views)
+            z1, z2 = self.project(views, params)
             return self.objective(z1, z2, self._gather(), include_margin=True).loss
 
     def _mean_over_workers(self, params: list[torch.Tensor], grads: tuple[torch.Tensor | None, ...],

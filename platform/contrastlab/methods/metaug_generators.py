@@ -73,10 +73,19 @@ def project_with(
     views: tuple[torch.Tensor, torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Both views through encoder and head at `params` (one pass, BN sees the whole batch)."""
-    both = torch.cat(views, dim=0)
-    features = call_with(encoder, "encoder", params, both)
-    z = F.normalize(at_least_float32(call_with(projector, "projector", params, features)), dim=1)
-    return z.chunk(2, dim=0)
+    return branch_with(encoder, projector, params, torch.cat(views, dim=0)).chunk(2, dim=0)
+
+
+def branch_with(
+    encoder: nn.Module, projector: nn.Module, params: dict[str, torch.Tensor] | None, x: torch.Tensor,
+    prefixes: tuple[str, str] = ("encoder", "projector"),
+) -> torch.Tensor:
+    """Normalised projections of `x` through one encoder + head, at `params` (keys
+    `prefix.name`) or, with None, at the modules' own weights."""
+    if params is None:
+        return F.normalize(at_least_float32(projector(encoder(x))), dim=1)
+    features = call_with(encoder, prefixes[0], params, x)
+    return F.normalize(at_least_float32(call_with(projector, prefixes[1], params, features)), dim=1)
 
 
 def fast_weights(

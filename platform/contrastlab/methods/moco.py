@@ -1,4 +1,8 @@
-"""MoCo v2 (Chen et al. 2020, after He et al. 2020): EMA key encoder and a FIFO queue."""
+"""MoCo v2 (Chen et al. 2020, after He et al. 2020): EMA key encoder and a FIFO queue.
+
+As published: a projection head without BatchNorm, and Shuffle-BN in the key encoder
+(see `contrastlab.distributed.shuffle_bn`), both switches of every MoCo-family config.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +14,64 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from contrastlab.config import MethodConfig
+from contrastlab.distributed.shuffle_bn import shuffled_keys
 from contrastlab.losses import fifo_enqueue, moco_loss
+from contrastlab.losses.contrastive import f32 as at_least_float32
 from contrastlab.methods.base import Component, DataInfo, LossOutput, TrainBatch, TwoViewMethod
 from contrastlab.methods.registry import register_method
 
+MOCO_V2 = "He et al., CVPR 2020; Chen et al., arXiv 2003.04297"
 
-class MoCoConfig(MethodConfig):
+
+class MoCoKeyConfig(MethodConfig):
+    """The published settings shared by MoCo v2 and the methods on its key encoder and queue."""
+
+    shuffle_bn: bool = Field(
+        True,
+        description=(
+            "Shuffle-BN in the key encoder: keys are encoded in a shuffled batch (across workers, or in "
+            f"random groups on one worker) so a query and its key never share BN statistics ({MOCO_V2})"
+        ),
+    )
+    shuffle_bn_groups: int = Field(
+        8, ge=1,
+        description=(
+            "one worker: the key batch is split into this many random groups with their own BN statistics "
+            f"(MoCo's CIFAR demo: 8; at least 2 rows per group are kept) ({MOCO_V2})"
+        ),
+    )
+    projector_bn: bool | None = Field(
+        None,
+        description=f"BatchNorm in the projection head; None: model.projector_bn, else none as in MoCo v2 ({MOCO_V2})",
+    )
+
+
+class MoCoConfig(MoCoKeyConfig):
     name: Literal["moco"] = "moco"
     temperature: float = Field(0.2, gt=0, description="τ of the InfoNCE logits")
     queue_size: int = Field(4096, ge=1, description="K past keys kept as negatives")
     momentum: float = Field(0.99, ge=0, le=1, description="EMA coefficient m of the key encoder")
     symmetric: bool = Field(False, description="also use view 2 as query (symmetrised loss)")
 
-    components: ClassVar[tuple[Component, ...]] = ()
+    components: ClassVar[tuple[Component, ...]] = (
+        Component("shuffle_bn", "shuffle_bn", False, "Shuffle-BN in the key encoder; off → keys share BN batches"),
+        Component("projector_bn", "projector_bn", None, "BN in the projection head: false (MoCo v2) | true"),
+    )
 
 
 class MoCoBase(TwoViewMethod):
     """Query encoder f (encoder + projector), key encoder g as its EMA, and the key queue.
 
-    Shared by MoCo v2 and the methods built on it (SLR, SSCL on a queue). Keys from all
-    workers are gathered before enqueueing, so every worker holds the same queue.
+    Shared by MoCo v2 and the methods built on it (SLR, MoCHi, SSCL and MCL on a queue).
+    Keys from all workers are gathered before enqueueing, so every worker holds the same
+    queue. The head has no BN unless the config asks (MoCo v2's published head).
     """
 
+    published_projector_bn = False
+
     def __init__(self, cfg, info: DataInfo, dist, projector_bn: bool | None = None):
+        if projector_bn is None:
+            projector_bn = getattr(cfg.method, "projector_bn", None)
         super().__init__(cfg, info, dist, projector_bn)
         self.key_encoder = copy.deepcopy(self.encoder)
         self.key_projector = copy.deepcopy(self.projector)
@@ -46,13 +85,23 @@ class MoCoBase(TwoViewMethod):
         self._pending_keys: torch.Tensor | None = None
 
     def query(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.projector(self.encoder(images)).float(), dim=1)
+        return F.normalize(at_least_float32(self.projector(self.encoder(images))), dim=1)
 
     @torch.no_grad()
-    def keys(self, images: torch.Tensor) -> torch.Tensor:
+    def keys(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Normalised keys of `images`, under Shuffle-BN in train mode when the config asks.
+
+        `generator` draws the shuffle (the step's generator, so a run is reproducible).
+        """
         self.key_encoder.train(self.training)
         self.key_projector.train(self.training)
-        return F.normalize(self.key_projector(self.key_encoder(images)).float(), dim=1)
+        if not (self.training and self.mcfg.shuffle_bn):
+            return self.encode_keys(images)
+        return shuffled_keys(self.encode_keys, images, self.dist, self.mcfg.shuffle_bn_groups, generator)
+
+    def encode_keys(self, images: torch.Tensor) -> torch.Tensor:
+        """The key encoder on one batch, as it is (BN statistics from exactly these rows)."""
+        return F.normalize(at_least_float32(self.key_projector(self.key_encoder(images))), dim=1)
 
     def remember_keys(self, keys: torch.Tensor) -> None:
         """Keys to enqueue after the optimiser step (the queue must not change mid-step)."""
@@ -81,12 +130,12 @@ class MoCo(MoCoBase):
         x1, x2 = batch.views
         queue = self.queue.clone().detach()
         q1 = self.query(x1)
-        k2 = self.keys(x2)
+        k2 = self.keys(x2, batch.generator)
         loss = moco_loss(q1, k2, queue, self.mcfg.temperature)
         keys = k2
         if self.mcfg.symmetric:
             q2 = self.query(x2)
-            k1 = self.keys(x1)
+            k1 = self.keys(x1, batch.generator)
             loss = 0.5 * (loss + moco_loss(q2, k1, queue, self.mcfg.temperature))
             keys = torch.cat([k2, k1])
         self.remember_keys(keys)

@@ -6,7 +6,7 @@ import importlib
 
 _METHODS: dict[str, type] = {}
 # Modules imported on first look-up, so `import contrastlab.config` stays light.
-_BUILTIN_MODULES = ("simclr", "moco", "sscl", "slr", "hcl", "mcl", "metaug")
+_BUILTIN_MODULES = ("simclr", "moco", "mochi", "sscl", "slr", "hcl", "mcl", "metaug")
 
 
 def register_method(name: str):

@@ -10,9 +10,11 @@ vanilla label is one-hot at its own key. Two components refine this:
   with the key crop of another image (θ ~ Beta(κ_mm, κ_mm), π a permutation); its label
   is θ·ȳ_i + (1−θ)·ȳ_π(i), with the same soft cross-entropy on f(x̃)·C/τ.
 
-Loss L_SLR + λ_mm·L_MM, then the EMA update and the enqueue of the keys (MoCoBase). When
-no label can put mass on the batch keys (SLR off or α = 0, and MM off), they are dropped
-from C and the loss is exactly MoCo v2's InfoNCE.
+Loss L_SLR + λ_mm·L_MM, then the EMA update and the enqueue of the keys (MoCoBase).
+With SLR off (or α = 0) the other images' batch keys leave C: each query then scores its
+own key and the queue, exactly MoCo v2, so an ablation of `slr` measures SLR alone. MM
+then stays MoCo v2 + momentum mixup: a virtual query scores the keys of its two source
+images and the queue, with label θ_i on its own key and 1−θ_i on its partner's.
 """
 
 from __future__ import annotations
@@ -25,16 +27,16 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from contrastlab.config import MethodConfig
 from contrastlab.losses import label_entropy, mixup_labels, slr_soft_labels, soft_cross_entropy
+from contrastlab.losses.contrastive import f32, float32_math
 from contrastlab.methods.base import Component, LossOutput, TrainBatch
-from contrastlab.methods.moco import MoCoBase
+from contrastlab.methods.moco import MoCoBase, MoCoKeyConfig
 from contrastlab.methods.registry import register_method
 
 PAPER = "Zhou et al., NeurIPS 2021"
 
 
-class SLRConfig(MethodConfig):
+class SLRConfig(MoCoKeyConfig):
     name: Literal["slr"] = "slr"
     temperature: float = Field(0.2, gt=0, description=f"τ of the query logits q·C/τ (MoCo v2 default 0.2; {PAPER})")
     queue_size: int = Field(4096, ge=1, description=f"K past keys in the queue part of C ({PAPER})")
@@ -65,10 +67,20 @@ class SLRConfig(MethodConfig):
         ),
     )
 
+    mm_theta: Literal["per_sample", "per_batch"] = Field(
+        "per_sample",
+        description=(
+            "mixing coefficient θ: one draw per virtual query, θ_i as in the paper's notation (per_sample), "
+            f"or one per batch as in input mixup (per_batch) ({PAPER})"
+        ),
+    )
+
     components: ClassVar[tuple[Component, ...]] = (
-        Component("slr", "slr", False, "self-labeling refinement; off (α = 0) → one-hot labels"),
+        Component("slr", "slr", False, "self-labeling refinement; off (α = 0, batch keys leave C) → MoCo v2"),
         Component("mm", "mm", False, "momentum mixup virtual queries; off → none"),
         Component("mm_partner", "mm_partner", None, "key_crop | query_crop"),
+        Component("mm_theta", "mm_theta", None, "per_sample | per_batch"),
+        Component("shuffle_bn", "shuffle_bn", False, "Shuffle-BN in the key encoder (MoCo v2)"),
     )
 
     @property
@@ -77,8 +89,9 @@ class SLRConfig(MethodConfig):
 
     @property
     def uses_batch_keys(self) -> bool:
-        """Batch keys join C only when some label can put mass on them."""
-        return self.effective_alpha > 0 or self.mm
+        """The other images' batch keys are candidates only with SLR on (SANE's C); without
+        it C is MoCo v2's (own key and queue), so the SLR ablation changes one thing."""
+        return self.effective_alpha > 0
 
 
 @dataclass
@@ -87,7 +100,7 @@ class MixedQueries:
 
     queries: torch.Tensor
     perm: torch.Tensor
-    theta: float
+    theta: torch.Tensor | float
 
 
 def query_logits(
@@ -98,15 +111,43 @@ def query_logits(
 
     Keys and queue are constants: the key encoder learns only through the EMA.
     """
-    q = q.float()
-    queue = queue.detach().float()
-    rows = torch.arange(q.shape[0], device=q.device)
-    if not with_batch_keys:
-        positive = (q * keys.detach().float()).sum(1, keepdim=True)
-        logits = torch.cat([positive, q @ queue.T], dim=1) / temperature
-        return logits, torch.zeros_like(rows), None
-    candidates = torch.cat([keys_all.detach().float(), queue])
-    return q @ candidates.T / temperature, rows + offset, candidates
+    with float32_math(q.device):
+        q = f32(q)
+        queue = f32(queue.detach()).to(q.dtype)
+        rows = torch.arange(q.shape[0], device=q.device)
+        if not with_batch_keys:
+            positive = (q * f32(keys.detach()).to(q.dtype)).sum(1, keepdim=True)
+            logits = torch.cat([positive, q @ queue.T], dim=1) / temperature
+            return logits, torch.zeros_like(rows), None
+        candidates = torch.cat([f32(keys_all.detach()).to(q.dtype), queue])
+        return q @ candidates.T / temperature, rows + offset, candidates
+
+
+def mixup_loss_without_batch_keys(
+    mixed: MixedQueries, keys: torch.Tensor, queue: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """MoCo v2 + MM: virtual query i scores k_i, k_π(i) and the queue, label θ_i on k_i and
+    1−θ_i on k_π(i). Where π(i) = i the two are one key, which then gets the whole label
+    (its duplicate column is dropped, so the positive is not counted twice).
+
+    Soft cross-entropy written as logsumexp(kept logits) − Σ_c ȳ_c·l_c (labels sum to 1).
+    """
+    with float32_math(mixed.queries.device):
+        q = f32(mixed.queries)
+        k, queue = f32(keys.detach()).to(q.dtype), f32(queue.detach()).to(q.dtype)
+        rows = q.shape[0]
+        theta = torch.as_tensor(mixed.theta, dtype=q.dtype, device=q.device).expand(rows)
+        fixed = mixed.perm == torch.arange(rows, device=q.device)
+        own = (q * k).sum(1, keepdim=True)
+        partner = (q * k[mixed.perm]).sum(1, keepdim=True)
+        logits = torch.cat([own, partner, q @ queue.T], dim=1) / temperature
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = torch.where(fixed, torch.ones_like(theta), theta)
+        labels[:, 1] = torch.where(fixed, torch.zeros_like(theta), 1 - theta)
+        keep = torch.ones_like(logits, dtype=torch.bool)
+        keep[:, 1] = ~fixed
+        log_norm = torch.logsumexp(logits.masked_fill(~keep, float("-inf")), dim=1)
+        return (log_norm - (labels * logits.masked_fill(~keep, 0.0)).sum(1)).mean()
 
 
 def slr_objective(
@@ -127,23 +168,32 @@ def slr_objective(
     scalars: dict[str, torch.Tensor] = {}
     if mcfg.effective_alpha > 0:
         scalars["mean_label_entropy"] = label_entropy(labels).detach()
-    if mixed is None or candidates is None:
+    if mixed is None:
         return LossOutput(loss_slr, scalars)
-    mixed_logits = mixed.queries.float() @ candidates.T / mcfg.temperature
-    loss_mm = soft_cross_entropy(mixed_logits, mixup_labels(labels, mixed.perm, mixed.theta))
+    if candidates is None:
+        loss_mm = mixup_loss_without_batch_keys(mixed, keys, queue, mcfg.temperature)
+    else:
+        with float32_math(q.device):
+            mixed_logits = f32(mixed.queries) @ candidates.to(f32(mixed.queries).dtype).T / mcfg.temperature
+        loss_mm = soft_cross_entropy(mixed_logits, mixup_labels(labels, mixed.perm, mixed.theta))
     scalars.update(loss_slr=loss_slr.detach(), loss_mm=loss_mm.detach())
     return LossOutput(loss_slr + mcfg.mm_weight * loss_mm, scalars)
 
 
-def draw_mixing(batch_size: int, kappa: float, generator: torch.Generator | None, device) -> tuple[float, torch.Tensor]:
-    """θ ~ Beta(κ, κ), one per batch as in mixup, and a permutation, both from `generator`.
+def draw_mixing(
+    batch_size: int, kappa: float, generator: torch.Generator | None, device, per_sample: bool = False
+) -> tuple[torch.Tensor | float, torch.Tensor]:
+    """θ ~ Beta(κ, κ) (a float, or one per sample as a [b] tensor) and a permutation, from `generator`.
 
     torch has no seeded Beta sampler, so a seed drawn from the generator feeds NumPy's.
     """
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device).item())
-    theta = float(np.random.default_rng(seed).beta(kappa, kappa))
-    perm = torch.randperm(batch_size, generator=generator, device=device)
-    return theta, perm
+    source = device if generator is None else generator.device
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=source).item())
+    rng = np.random.default_rng(seed)
+    perm = torch.randperm(batch_size, generator=generator, device=source).to(device)
+    if per_sample:
+        return torch.as_tensor(rng.beta(kappa, kappa, size=batch_size), dtype=torch.float32, device=device), perm
+    return float(rng.beta(kappa, kappa)), perm
 
 
 @register_method("slr")
@@ -155,7 +205,7 @@ class SLR(MoCoBase):
         m: SLRConfig = self.mcfg
         queue = self.queue.clone().detach()
         q = self.query(x1)
-        k = self.keys(x2)
+        k = self.keys(x2, batch.generator)
         keys_all = self.dist.all_gather(k) if m.uses_batch_keys else k
         mixed = self.mixed_queries(x1, x2, batch.generator) if m.mm else None
         out = slr_objective(q, k, keys_all, queue, self.dist.rank * k.shape[0], m, mixed)
@@ -163,7 +213,9 @@ class SLR(MoCoBase):
         return out
 
     def mixed_queries(self, x1: torch.Tensor, x2: torch.Tensor, generator: torch.Generator | None) -> MixedQueries:
-        theta, perm = draw_mixing(x1.shape[0], self.mcfg.mm_kappa, generator, x1.device)
+        per_sample = self.mcfg.mm_theta == "per_sample"
+        theta, perm = draw_mixing(x1.shape[0], self.mcfg.mm_kappa, generator, x1.device, per_sample)
         partner = x2 if self.mcfg.mm_partner == "key_crop" else x1
-        virtual = theta * x1 + (1 - theta) * partner[perm]
+        weight = theta.to(x1.dtype).view(-1, *[1] * (x1.dim() - 1)) if per_sample else theta
+        virtual = weight * x1 + (1 - weight) * partner[perm]
         return MixedQueries(self.query(virtual), perm, theta)

@@ -21,22 +21,24 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field, model_validator
 
-from contrastlab.config import MethodConfig
 from contrastlab.losses import (
     hard_pool,
     negative_candidate_index,
     positive_negative_similarities,
     sscl_loss,
     synthesize_negatives,
+    synthetic_similarities,
 )
 from contrastlab.methods.base import Component, DataInfo, LossOutput, TrainBatch, TwoViewMethod
-from contrastlab.methods.moco import MoCoBase
+from contrastlab.methods.moco import MoCoBase, MoCoKeyConfig
 from contrastlab.methods.registry import register_method
 
 PAPER = "Dong et al., arXiv 2304.02971"
 
 
-class SSCLConfig(MethodConfig):
+class SSCLConfig(MoCoKeyConfig):
+    """SSCL's switches; shuffle_bn and shuffle_bn_groups apply to base moco only."""
+
     name: Literal["sscl"] = "sscl"
     base: Literal["simclr", "moco"] = Field(
         "simclr",
@@ -91,8 +93,10 @@ class SSCLConfig(MethodConfig):
         0.99, ge=0, le=1, description="base moco only: EMA coefficient m of the key encoder (He et al., CVPR 2020)"
     )
     projector_bn: bool | None = Field(
-        False,
-        description=f"BatchNorm in the projection head; the paper's head has none (None: model.projector_bn) ({PAPER})",
+        None,
+        description=(
+            f"BatchNorm in the projection head; None: model.projector_bn, else none as in the paper ({PAPER})"
+        ),
     )
 
     components: ClassVar[tuple[Component, ...]] = (
@@ -166,7 +170,7 @@ def sscl_objective(
     if k:
         points = synthetic_points(anchors, neg_sim, candidates, candidate_index, mcfg, generator)
         # Gradient reaches the anchor only: a synthetic negative is a fixed point in the paper.
-        synth_sim = torch.einsum("nd,nkd->nk", anchors.float(), points)
+        synth_sim = synthetic_similarities(anchors, points)
     else:
         synth_sim = neg_sim.new_zeros((neg_sim.shape[0], 0))
     beta = mcfg.effective_beta
@@ -187,6 +191,7 @@ def sscl_objective(
 @register_method("sscl")
 class SSCL(MoCoBase):
     config_class = SSCLConfig
+    published_projector_bn = False
 
     def __init__(self, cfg, info: DataInfo, dist):
         mcfg: SSCLConfig = cfg.method
@@ -220,7 +225,7 @@ class SSCL(MoCoBase):
         x1, x2 = batch.views
         queue = self.queue.clone().detach()
         q = self.query(x1)
-        k = self.keys(x2)
+        k = self.keys(x2, batch.generator)
         pos, neg = (q * k).sum(1), q @ queue.T
         out = sscl_objective(q, pos, neg, queue, None, self.mcfg, batch.generator)
         self.remember_keys(k)
