@@ -83,7 +83,7 @@ def build_spec(arm: str, args: argparse.Namespace) -> StudySpec:
     raw = {
         "name": f"bench-{arm.replace('_', '-')}",
         "base": base_experiment(args),
-        "metric": "knn_top1",
+        "metric": "val/knn_top1",
         "mode": "max",
         "num_samples": args.trials,
         "space": SPACE,
