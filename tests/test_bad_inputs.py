@@ -139,6 +139,9 @@ train_case("method-without-name", put(TINY, "method", {"temperature": 0.5}), ["m
 train_case("method-a-list", put(TINY, "method", ["simclr"]), ["method"])
 train_case("optim-a-number", put(TINY, "optim", 3), ["optim"])
 train_case("batch-over-the-data", put(TINY, "optim.batch_size", 4096), ["optim.batch_size", "230 training images"])
+# With workers the run goes to Ray: the same check happens before Ray starts.
+train_case("batch-over-the-data-on-ray", put(TINY, "optim.batch_size", 4096), ["optim.batch_size", "230 training"],
+           ("--workers", "2"))
 if not torch.cuda.is_available():
     train_case("cuda-without-gpu", put(TINY, "resources.device", "cuda"), ["resources.device", "cuda"])
 # Ray Train's own checks, before Ray starts: the line still names the file.

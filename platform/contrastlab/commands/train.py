@@ -58,16 +58,20 @@ def train_in_process(cfg: ExperimentConfig, run_dir: Path, source: str, override
 
 
 def run(args: argparse.Namespace) -> int:
-    from contrastlab.engine.preflight import check_device
+    from contrastlab.data.registry import known_train_part
+    from contrastlab.engine.preflight import check_batch_fits, check_device
     from contrastlab.engine.runfolder import claim_run_folder
 
     overrides = apply_resource_flags(args, list(args.overrides))
     cfg = load_config(args.config, overrides)
     run_dir = Path(args.output) if args.output else Path(cfg.output.dir) / cfg.name
     use_ray = args.ray or args.address or args.storage or cfg.resources.workers > 1
-    if not use_ray:
-        with naming_overrides(args.config, overrides):
+    with naming_overrides(args.config, overrides):
+        if not use_ray:
             check_device(cfg, args.config)
+        elif (images := known_train_part(cfg.data)) is not None:
+            # Checked here, before Ray starts: inside the workers it would be the sampler's traceback.
+            check_batch_fits(cfg, images, args.config)
     # Held for the whole run: a second `train` on this folder is refused, and a folder that
     # holds a run of another config is refused before anything in it changes.
     with claim_run_folder(run_dir, cfg) as run_dir:

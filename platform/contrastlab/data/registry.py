@@ -79,6 +79,16 @@ def check_split_sizes(data_cfg, source: str) -> None:
         _check_subset(data_cfg.subset, total - count, data_cfg, source)
 
 
+def known_train_part(data_cfg) -> int | None:
+    """How many images pretraining draws from, for datasets whose size is known without reading
+    them (None otherwise, and for STL-10's unlabelled pool)."""
+    total = _known_train_size(data_cfg)
+    if total is None or data_cfg.name == "stl10":
+        return None
+    available = total - val_count(data_cfg.val_size, total)
+    return min(available, data_cfg.subset) if data_cfg.subset else available
+
+
 def _check_subset(count: int | None, available: int, data_cfg, source: str) -> None:
     if count is not None and count > available:
         raise ConfigError(source, "data.subset", f"at most the {available} training images {data_cfg.name} has "
