@@ -2,7 +2,7 @@
 
 A spec names the base experiment (`base_config:` a file relative to the spec, e.g. a
 study's best_config.yaml, and/or an inline `base:` mapping, then `overrides:`), the
-components to toggle by their METHODS.md names, the design, the seeds, the metrics, the
+components to toggle by their names in docs/methods.md, the design, the seeds, the metrics, the
 reference variant, the resources of each run and, optionally, `retune:` (a small Optuna
 search per variant before its seeds run). Every variant's config is validated by the
 experiment's own rules; any error is one line naming the spec file and the field.
@@ -122,7 +122,7 @@ def _levels(raw: Any, full: ExperimentConfig, source: str, design: str) -> list[
     if raw is None and design == "explicit":
         return []
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(source, "components", "a non-empty list of component names (METHODS.md), or "
+        raise ConfigError(source, "components", "a non-empty list of component names (docs/methods.md), or "
                                                 "{name: COMPONENT, values: [...]}")
     known = method_components(full)
     levels: list[Levels] = []

@@ -1,6 +1,6 @@
 """Components and designs: from the spec's component list to named variants.
 
-A component is toggled by its METHODS.md name (the `components` of the method's config
+A component is toggled by its name in docs/methods.md (the `components` of the method's config
 class). Each one has *levels*: an on/off component is on at the full experiment's value and
 off at its `off` value; `values` adds alternatives (for a choice component, the values it
 is compared on). A design turns the levels into variants:
