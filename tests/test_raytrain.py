@@ -218,7 +218,10 @@ class TestSimulatedTwoNodeCluster:
         assert len(nodes) == 2 and all(n["Resources"]["CPU"] == 1 for n in nodes)  # so one worker per node
         assert metrics["epoch"] == two_worker_config().optim.epochs
         assert {"val/knn_top1", "test/linear_top1", "val/alignment"} <= metrics.keys()
-        assert metrics["train_samples"] == 256  # both workers' images, summed
+        batch = two_worker_config().optim.batch_size
+        # Both workers' images, summed: the whole batches of the train part (256 generated images
+        # less the 26 of the validation split).
+        assert metrics["train_samples"] == batch * ((256 - 26) // batch)
         stored = sorted(p.name for p in (run_dir / "ray" / "tiny").glob("checkpoint_epoch_*"))
         assert stored == ["checkpoint_epoch_0001", "checkpoint_epoch_0002"]  # one report per epoch
         assert yaml.safe_load((run_dir / "manifest.yaml").read_text())["world_size"] == 2
