@@ -158,3 +158,21 @@ def test_epochs_before_the_last_read_val_only(tmp_path):
     first = trainer.history[0]
     assert "val/knn_top1" in first and not [k for k in first if k.startswith("test/")]
     assert "test/knn_top1" in final and "val/knn_top1" in final
+
+
+def test_anchors_are_kept_and_reused_while_the_experiment_and_seeds_stay(tmp_path, monkeypatch):
+    from contrastlab.engine import anchors as anchors_module
+
+    cfg = tiny_config(data={"trifeature_train": 64}, eval={"linear_probe": False, "align_uniform": False})
+    path = tmp_path / "anchors.json"
+    first = anchors_module.cached_anchors(cfg, [0], path)
+    assert path.is_file() and {"val/knn_top1", "test/knn_top1"} <= set(first["raw_pixels"])
+    assert 0.0 <= first["untrained"]["val/knn_top1"] <= 1.0
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("recomputed although the saved anchors match")
+
+    monkeypatch.setattr(anchors_module, "compute_anchors", must_not_run)
+    assert anchors_module.cached_anchors(cfg, [0], path)["raw_pixels"] == first["raw_pixels"]
+    with pytest.raises(AssertionError, match="recomputed"):
+        anchors_module.cached_anchors(cfg, [0, 1], path)  # other seeds: computed afresh

@@ -18,7 +18,6 @@ no scheduler; the seed sets the data order and the initialisation, so variants a
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -36,7 +35,7 @@ from contrastlab.ablation.report import load_results, report_from_run_dir, save_
 from contrastlab.ablation.spec import AblationSpec
 from contrastlab.ablation.variants import Variant
 from contrastlab.config import ConfigError, ExperimentConfig, config_hash
-from contrastlab.engine.anchors import ANCHORS, ANCHORS_FILE, compute_anchors
+from contrastlab.engine.anchors import ANCHORS, ANCHORS_FILE, cached_anchors
 from contrastlab.engine.runfolder import claim_run_folder
 
 log = logging.getLogger("contrastlab")
@@ -158,18 +157,8 @@ def report_meta(spec: AblationSpec, mode_note: str, anchors: dict[str, Any] | No
 
 def ablation_anchors(spec: AblationSpec, output: Path) -> dict[str, Any]:
     """Raw pixels and the untrained encoder of the reference variant, averaged over the
-    study's seeds, on the same val and test splits; kept in anchors.json and reused while the
-    reference experiment and the seeds stay the same."""
-    path = output / ANCHORS_FILE
-    reference = spec.variant(spec.reference).config
-    key = {"config_hash": config_hash(reference), "seeds": list(spec.seeds)}
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if {k: saved.get(k) for k in key} == key:
-            return saved
-    anchors = {**compute_anchors(reference, spec.seeds), **key}
-    path.write_text(json.dumps(anchors, indent=1) + "\n")
-    return anchors
+    study's seeds, on the same val and test splits (anchors.json)."""
+    return cached_anchors(spec.variant(spec.reference).config, spec.seeds, output / ANCHORS_FILE)
 
 
 # -- run folders --------------------------------------------------------------------------------

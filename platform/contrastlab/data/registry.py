@@ -46,11 +46,7 @@ TEST_SUBSET_SEED = 0
 def _carve_val(bundle: DataBundle, data_cfg, source: str) -> None:
     """Move `data.val_size` images of the training split into `val` (stratified, fixed by
     `data.split_seed`); what stays is the train part that pretraining and the probes use."""
-    total = bundle.train_images.shape[0]
-    count = val_count(data_cfg.val_size, total)
-    if count >= total:
-        raise ConfigError(source, "data.val_size", f"fewer validation images than the {total} of the training "
-                                                   f"split of {data_cfg.name} (got {count})")
+    count = _checked_val_count(data_cfg, bundle.train_images.shape[0], source)
     train, val = stratified_split(bundle.train_labels[bundle.primary_label], count, data_cfg.split_seed)
     bundle.val_images = bundle.train_images[val]
     bundle.val_labels = {k: v[val] for k, v in bundle.train_labels.items()}
@@ -71,10 +67,7 @@ def check_split_sizes(data_cfg, source: str) -> None:
     total = _known_train_size(data_cfg)
     if total is None:
         return
-    count = val_count(data_cfg.val_size, total)
-    if count >= total:
-        raise ConfigError(source, "data.val_size", f"fewer validation images than the {total} of the training "
-                                                   f"split of {data_cfg.name} (got {count})")
+    count = _checked_val_count(data_cfg, total, source)
     if data_cfg.name != "stl10":  # its pretraining pool adds the unlabelled images
         _check_subset(data_cfg.subset, total - count, data_cfg, source)
 
@@ -87,6 +80,15 @@ def known_train_part(data_cfg) -> int | None:
         return None
     available = total - val_count(data_cfg.val_size, total)
     return min(available, data_cfg.subset) if data_cfg.subset else available
+
+
+def _checked_val_count(data_cfg, total: int, source: str) -> int:
+    """How many of `total` training images `data.val_size` moves to val; refused when none would stay."""
+    count = val_count(data_cfg.val_size, total)
+    if count >= total:
+        raise ConfigError(source, "data.val_size", f"fewer validation images than the {total} of the training "
+                                                   f"split of {data_cfg.name} (got {count})")
+    return count
 
 
 def _check_subset(count: int | None, available: int, data_cfg, source: str) -> None:

@@ -12,14 +12,16 @@ could not already get from the images, so comparing its components says little.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from contrastlab.config import ExperimentConfig
+from contrastlab.config import ExperimentConfig, config_hash
 from contrastlab.data import DataBundle, TwoViewAugment, load_dataset
 from contrastlab.distributed import LocalDistributed
 from contrastlab.engine.evaluate import Evaluator
@@ -65,15 +67,21 @@ def compute_anchors(cfg: ExperimentConfig, seeds: Sequence[int]) -> dict[str, An
     return {**means, "seeds": list(per_seed), "per_seed": {str(s): v for s, v in per_seed.items()}}
 
 
+def cached_anchors(cfg: ExperimentConfig, seeds: Sequence[int], path: Path) -> dict[str, Any]:
+    """`compute_anchors`, kept in `path` and reused while the experiment and the seeds stay the same."""
+    key = {"config_hash": config_hash(cfg), "seeds": [int(s) for s in seeds]}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if {k: saved.get(k) for k in key} == key:
+            return saved
+    anchors = {**compute_anchors(cfg, seeds), **key}
+    path.write_text(json.dumps(anchors, indent=1) + "\n")
+    return anchors
+
+
 def _mean(values: list[float | None]) -> float:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return sum(finite) / len(finite) if finite else math.nan
-
-
-def below_raw_pixels(metrics: dict[str, float], anchors: dict[str, Any]) -> list[str]:
-    """The metric names on which `metrics` falls below the raw-pixel anchor."""
-    raw = anchors.get("raw_pixels") or {}
-    return [name for name, value in metrics.items() if name in raw and math.isfinite(raw[name]) and value < raw[name]]
 
 
 def anchors_table(anchors: dict[str, Any], names: Sequence[str]) -> list[str]:
@@ -86,4 +94,4 @@ def anchors_table(anchors: dict[str, Any], names: Sequence[str]) -> list[str]:
     return lines
 
 
-__all__ = ["ANCHORS", "ANCHORS_FILE", "anchors_for_seed", "anchors_table", "below_raw_pixels", "compute_anchors"]
+__all__ = ["ANCHORS", "ANCHORS_FILE", "anchors_for_seed", "anchors_table", "cached_anchors", "compute_anchors"]

@@ -11,7 +11,6 @@ Output folder layout:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -26,7 +25,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import FIFOScheduler
 
-from contrastlab.config import ConfigError, config_hash
+from contrastlab.config import ConfigError
 from contrastlab.tuning.callbacks import StudyCallback, write_experiment_summary
 from contrastlab.tuning.report import write_outputs
 from contrastlab.tuning.scheduler import StudyASHA
@@ -246,18 +245,10 @@ def run_study(spec: StudySpec, output: str | Path, address: str | None = None, r
 
 def study_anchors(spec: StudySpec, output: Path) -> dict[str, Any]:
     """Raw pixels and the untrained encoder of the base experiment at the trials' seed, on the
-    same val and test splits (computed once, kept in anchors.json)."""
-    from contrastlab.engine.anchors import ANCHORS_FILE, compute_anchors
+    same val and test splits (anchors.json)."""
+    from contrastlab.engine.anchors import ANCHORS_FILE, cached_anchors
 
-    path = output / ANCHORS_FILE
-    key = config_hash(spec.base)
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if saved.get("config_hash") == key:
-            return saved
-    anchors = {**compute_anchors(spec.base, [spec.base.seed]), "config_hash": key}
-    path.write_text(json.dumps(anchors, indent=1) + "\n")
-    return anchors
+    return cached_anchors(spec.base, [spec.base.seed], output / ANCHORS_FILE)
 
 
 __all__ = ["StudyError", "StudyOutcome", "StudyPaths", "concurrent_trials", "run_study"]
