@@ -77,11 +77,15 @@ def kornia_rate(images: torch.Tensor, cfg: AugmentConfig, device: torch.device) 
     except ImportError:
         return None
     channels, size = images.shape[1], images.shape[-1]
-    ops = [K.RandomResizedCrop((size, size), scale=cfg.crop_scale, ratio=cfg.crop_ratio),
-           K.RandomHorizontalFlip(p=cfg.hflip_prob)]
+    ops = [
+        K.RandomResizedCrop((size, size), scale=cfg.crop_scale, ratio=cfg.crop_ratio),
+        K.RandomHorizontalFlip(p=cfg.hflip_prob),
+    ]
     if channels == 3:
-        ops += [K.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, p=cfg.jitter_prob),
-                K.RandomGrayscale(p=cfg.grayscale_prob)]
+        ops += [
+            K.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, p=cfg.jitter_prob),
+            K.RandomGrayscale(p=cfg.grayscale_prob),
+        ]
     else:
         ops += [K.ColorJitter(cfg.brightness, cfg.contrast, p=cfg.jitter_prob)]
     ops.append(K.Normalize(torch.full((channels,), 0.5), torch.full((channels,), 0.25)))
@@ -115,8 +119,10 @@ def pil_rate(images: torch.Tensor, cfg: AugmentConfig, device: torch.device, bat
     from torchvision import transforms as T
 
     channels, size = images.shape[1], images.shape[-1]
-    ops = [T.RandomResizedCrop(size, scale=cfg.crop_scale, ratio=cfg.crop_ratio),
-           T.RandomHorizontalFlip(cfg.hflip_prob)]
+    ops = [
+        T.RandomResizedCrop(size, scale=cfg.crop_scale, ratio=cfg.crop_ratio),
+        T.RandomHorizontalFlip(cfg.hflip_prob),
+    ]
     if channels == 3:
         jitter = T.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)
         ops += [T.RandomApply([jitter], p=cfg.jitter_prob), T.RandomGrayscale(cfg.grayscale_prob)]
@@ -128,9 +134,15 @@ def pil_rate(images: torch.Tensor, cfg: AugmentConfig, device: torch.device, bat
     batch_size = images.shape[0]
     # Enough images for the warm-up batches and the timed ones.
     pool = np.concatenate([array] * (batches + 2))
-    loader = torch.utils.data.DataLoader(_PilTwoViews(pool, T.Compose(ops)), batch_size=batch_size,
-                                         num_workers=os.cpu_count() or 1, shuffle=True, drop_last=True,
-                                         pin_memory=device.type == "cuda", persistent_workers=False)
+    loader = torch.utils.data.DataLoader(
+        _PilTwoViews(pool, T.Compose(ops)),
+        batch_size=batch_size,
+        num_workers=os.cpu_count() or 1,
+        shuffle=True,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
     iterator = iter(loader)
     for _ in range(2):  # worker start-up and first batches are not steady state
         next(iterator)
@@ -207,12 +219,15 @@ def main() -> None:
     pil_batches = args.pil_batches or (20 if device.type == "cuda" else 4)
     rows: list[tuple[str, str, float | None]] = []
     for channels, size in shapes:
-        images = torch.randint(0, 256, (args.batch, channels, size, size), dtype=torch.uint8,
-                               generator=torch.Generator().manual_seed(0))
+        images = torch.randint(
+            0, 256, (args.batch, channels, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+        )
         shape = f"{channels}x{size}x{size}"
-        for name, rate in (("device", device_rate(images, cfg, device)),
-                           ("kornia", kornia_rate(images, cfg, device)),
-                           ("pil_loader", pil_rate(images, cfg, device, pil_batches))):
+        for name, rate in (
+            ("device", device_rate(images, cfg, device)),
+            ("kornia", kornia_rate(images, cfg, device)),
+            ("pil_loader", pil_rate(images, cfg, device, pil_batches)),
+        ):
             rows.append((shape, name, rate))
             print(f"{shape:>9}  {name:<11} {'n/a' if rate is None else f'{rate:>10,.0f}'} images/s", flush=True)
     if not args.no_write:

@@ -40,25 +40,38 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def build_config(args, epochs: int, workers: int, cpus_per_worker: float) -> ExperimentConfig:
-    return config_from_dict({
-        "name": "overhead",
-        "seed": 0,
-        "data": {"name": "trifeature", "trifeature_train": args.train_size, "trifeature_test": 512, "image_size": 32},
-        "model": {"encoder": "small_cnn", "width": args.width, "projector_hidden": 128, "projector_out": 64},
-        "method": {"name": "simclr", "temperature": 0.5},
-        "optim": {"batch_size": args.batch_size, "epochs": epochs, "warmup_epochs": 0, "lr": 0.3},
-        "eval": {"knn_every": 0, "knn_k": 50, "probe_epochs": 10},
-        "output": {"progress_every": 0, "tensorboard": True},
-        "resources": {"device": "cpu", "workers": workers, "cpus_per_worker": cpus_per_worker},
-    }, "<benchmark>")
+    return config_from_dict(
+        {
+            "name": "overhead",
+            "seed": 0,
+            "data": {
+                "name": "trifeature",
+                "trifeature_train": args.train_size,
+                "trifeature_test": 512,
+                "image_size": 32,
+            },
+            "model": {"encoder": "small_cnn", "width": args.width, "projector_hidden": 128, "projector_out": 64},
+            "method": {"name": "simclr", "temperature": 0.5},
+            "optim": {"batch_size": args.batch_size, "epochs": epochs, "warmup_epochs": 0, "lr": 0.3},
+            "eval": {"knn_every": 0, "knn_k": 50, "probe_epochs": 10},
+            "output": {"progress_every": 0, "tensorboard": True},
+            "resources": {"device": "cpu", "workers": workers, "cpus_per_worker": cpus_per_worker},
+        },
+        "<benchmark>",
+    )
 
 
 def timed_in_process(cfg: ExperimentConfig, run_dir: Path) -> dict:
     started = time.perf_counter()
     metrics = train(cfg, run_dir)
     wall = time.perf_counter() - started
-    return {"wall_s": wall, "loop_s": wall, "report_s": 0.0, "throughput": [metrics["throughput"]],
-            "loss": metrics["loss"]}
+    return {
+        "wall_s": wall,
+        "loop_s": wall,
+        "report_s": 0.0,
+        "throughput": [metrics["throughput"]],
+        "loss": metrics["loss"],
+    }
 
 
 def timed_worker_loop(loop_config: dict) -> dict:
@@ -110,8 +123,11 @@ def measure(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="ray-overhead-") as scratch:
         folder = Path(scratch)
         timed_in_process(build_config(args, 1, 1, cpus), folder / "warm-up")  # generate and cache the data
-        plan = [("in_process", 1, cpus, timed_in_process), ("ray_1w", 1, cpus, timed_ray),
-                ("ray_2w", 2, cpus / 2, timed_ray)]
+        plan = [
+            ("in_process", 1, cpus, timed_in_process),
+            ("ray_1w", 1, cpus, timed_ray),
+            ("ray_2w", 2, cpus / 2, timed_ray),
+        ]
         for name, workers, per_worker, runner in plan:
             timings = runner(build_config(args, args.epochs, workers, per_worker), folder / name)
             rows.append({"run": name, "workers": workers, "cpus_per_worker": per_worker, **timings})
@@ -162,8 +178,10 @@ def report(args, result: dict) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
-        lines.append(f"| {r['run']} | {r['workers']} × {r['cpus_per_worker']:g} | {r['wall_s']:.1f} | "
-                     f"{r['loop_s']:.1f} | {r['report_s']:.2f} | {steady_throughput(r):.0f} |")
+        lines.append(
+            f"| {r['run']} | {r['workers']} × {r['cpus_per_worker']:g} | {r['wall_s']:.1f} | "
+            f"{r['loop_s']:.1f} | {r['report_s']:.2f} | {steady_throughput(r):.0f} |"
+        )
     lines += [
         "",
         f"- Ray overhead per run: **{s['fixed_overhead_s']:.1f} s fixed** (instance and worker start-up, "
@@ -201,8 +219,12 @@ def main(argv=None) -> None:
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
     load = os.getloadavg()
     result = measure(args)
-    result.update(date=datetime.now(timezone.utc).strftime("%Y-%m-%d"), ray=ray.__version__, load_average=load,
-                  machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {sys.version.split()[0]}")
+    result.update(
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        ray=ray.__version__,
+        load_average=load,
+        machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {sys.version.split()[0]}",
+    )
     text = report(args, result)
     print(text)
     RESULTS.mkdir(exist_ok=True)

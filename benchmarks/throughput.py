@@ -85,14 +85,22 @@ class Timer:
 
 
 def build_config(args, method: dict):
-    return config_from_dict({
-        "data": {"name": "cifar10", "image_size": args.size},
-        "model": {"encoder": args.encoder, "width": 16, "compile": args.compile,
-                  "projector_hidden": args.proj_hidden, "projector_out": 128},
-        "method": method,
-        "optim": {"batch_size": args.batch, "precision": args.precision, "epochs": 10},
-        "resources": {"device": args.device},
-    }, "<benchmark>")
+    return config_from_dict(
+        {
+            "data": {"name": "cifar10", "image_size": args.size},
+            "model": {
+                "encoder": args.encoder,
+                "width": 16,
+                "compile": args.compile,
+                "projector_hidden": args.proj_hidden,
+                "projector_out": 128,
+            },
+            "method": method,
+            "optim": {"batch_size": args.batch, "precision": args.precision, "epochs": 10},
+            "resources": {"device": args.device},
+        },
+        "<benchmark>",
+    )
 
 
 class Setup:
@@ -102,8 +110,9 @@ class Setup:
         self.cfg = build_config(args, method)
         self.device = device
         torch.manual_seed(0)
-        self.images = torch.randint(0, 256, (args.dataset_size, 3, args.size, args.size), dtype=torch.uint8,
-                                    device=device)
+        self.images = torch.randint(
+            0, 256, (args.dataset_size, 3, args.size, args.size), dtype=torch.uint8, device=device
+        )
         info = DataInfo(3, args.size, args.dataset_size, {"label": 10})
         mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
         self.augment = TwoViewAugment(self.cfg.augment, 3, args.size, mean, std)
@@ -156,11 +165,16 @@ def pil_loader_throughput(args, setup: Setup, timer: Timer) -> float:
     from torchvision import transforms as T
 
     size = args.size
-    transform = T.Compose([
-        T.RandomResizedCrop(size, scale=(0.2, 1.0)), T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(0.2),
-        T.ToTensor(), T.Normalize((0.49, 0.48, 0.45), (0.25, 0.24, 0.26)),
-    ])
+    transform = T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(0.2, 1.0)),
+            T.RandomHorizontalFlip(),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(0.2),
+            T.ToTensor(),
+            T.Normalize((0.49, 0.48, 0.45), (0.25, 0.24, 0.26)),
+        ]
+    )
     arrays = setup.images[: args.dataset_size].permute(0, 2, 3, 1).cpu().numpy()
 
     class TwoViews(Dataset):
@@ -172,8 +186,15 @@ def pil_loader_throughput(args, setup: Setup, timer: Timer) -> float:
             return transform(image), transform(image)
 
     workers = os.cpu_count() or 1
-    loader = DataLoader(TwoViews(), batch_size=args.batch, shuffle=True, num_workers=workers,
-                        drop_last=True, pin_memory=setup.device.type == "cuda", persistent_workers=True)
+    loader = DataLoader(
+        TwoViews(),
+        batch_size=args.batch,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=setup.device.type == "cuda",
+        persistent_workers=True,
+    )
     iterator = iter(loader)
 
     def step() -> None:
@@ -198,16 +219,18 @@ def kmeans_share(args, setup: Setup, step_seconds: float) -> dict[str, float]:
     from contrastlab.methods.mcl_sampling import kmeans_assign
 
     timer = Timer(setup.device)
-    images = torch.randint(0, 256, (args.kmeans_samples, 3, args.size, args.size), dtype=torch.uint8,
-                           device=setup.device)
+    images = torch.randint(
+        0, 256, (args.kmeans_samples, 3, args.size, args.size), dtype=torch.uint8, device=setup.device
+    )
     encoder = setup.method.encoder
     encoder.eval()
     chunks = 1024
 
     def embed() -> torch.Tensor:
         with torch.no_grad(), setup.autocast():
-            return torch.cat([encoder(images[i:i + chunks].float().div_(255)).float()
-                              for i in range(0, len(images), chunks)])
+            return torch.cat(
+                [encoder(images[i : i + chunks].float().div_(255)).float() for i in range(0, len(images), chunks)]
+            )
 
     embed()  # warm-up (cuDNN autotuning for the eval batch shape)
     timer.sync()
@@ -233,8 +256,9 @@ def run(args) -> dict:
     rows: dict[str, float] = {}
     base = Setup(args, METHODS["simclr"][0], device)
     fixed = base.views()
-    rows["model_only"] = args.batch / timer.measure(lambda: base.model_only_step(fixed), args.steps, args.repeats,
-                                                     args.warmup)
+    rows["model_only"] = args.batch / timer.measure(
+        lambda: base.model_only_step(fixed), args.steps, args.repeats, args.warmup
+    )
     rows["simclr_step"] = args.batch / timer.measure(base.full_step, args.steps, args.repeats, args.warmup)
     aug_only = timer.measure(base.views, args.steps, args.repeats, args.warmup)
     rows["augment_only"] = args.batch / aug_only
@@ -272,8 +296,10 @@ def report(args, result: dict) -> str:
     lines.append(f"| SimCLR end-to-end step | {simclr:,.0f} | {simclr / ceiling:.2f} of model | >= 0.85 |")
     lines.append(f"| augmentation alone (two views) | {rows['augment_only']:,.0f} | | |")
     if "pil_loader" in rows:
-        lines.append(f"| PIL DataLoader + same step | {rows['pil_loader']:,.0f} | "
-                     f"ours is {simclr / rows['pil_loader']:.2f}x this | ours >= 3x |")
+        lines.append(
+            f"| PIL DataLoader + same step | {rows['pil_loader']:,.0f} | "
+            f"ours is {simclr / rows['pil_loader']:.2f}x this | ours >= 3x |"
+        )
     for method, (_, base, target) in METHODS.items():
         key = f"{method}_step"
         if key not in rows or method == "simclr":
@@ -286,9 +312,11 @@ def report(args, result: dict) -> str:
         lines.append(f"| {method} step | {rows[key]:,.0f} | {cost:.2f}x {base}'s step cost | <= {target} |")
     kmeans = result.get("kmeans")
     if kmeans:
-        lines.append(f"| MCL between stages: embed {args.kmeans_samples:,} + k-means (K=10) | "
-                     f"{kmeans['embed_s']:.1f} s + {kmeans['kmeans_s']:.1f} s | "
-                     f"{100 * kmeans['share']:.1f}% of a {args.stage_epochs}-epoch stage | <= 5% |")
+        lines.append(
+            f"| MCL between stages: embed {args.kmeans_samples:,} + k-means (K=10) | "
+            f"{kmeans['embed_s']:.1f} s + {kmeans['kmeans_s']:.1f} s | "
+            f"{100 * kmeans['share']:.1f}% of a {args.stage_epochs}-epoch stage | <= 5% |"
+        )
     lines += ["", f"command: `python benchmarks/throughput.py {' '.join(sys.argv[1:])}`", ""]
     return "\n".join(lines)
 
@@ -304,16 +332,21 @@ def parse_args(argv=None):
     parser.add_argument("--proj-hidden", type=int, default=2048)
     parser.add_argument("--dataset-size", type=int, default=8192)
     parser.add_argument("--steps", type=int, help="steps per timed block (default 20; 3 with --cpu-small)")
-    parser.add_argument("--repeats", type=int,
-                        help="timed blocks; the median is reported (default 5; 3 with --cpu-small)")
+    parser.add_argument(
+        "--repeats", type=int, help="timed blocks; the median is reported (default 5; 3 with --cpu-small)"
+    )
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 10; 2 with --cpu-small)")
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--skip-pil", action="store_true")
-    parser.add_argument("--kmeans-samples", type=int,
-                        help="training-set size for MCL's k-means (default 50000; 2048 with --cpu-small)")
+    parser.add_argument(
+        "--kmeans-samples", type=int, help="training-set size for MCL's k-means (default 50000; 2048 with --cpu-small)"
+    )
     parser.add_argument("--stage-epochs", type=int, default=10, help="epochs of the MCL stage the k-means precedes")
-    parser.add_argument("--cpu-small", action="store_true",
-                        help="small CNN, batch 128, fp32 on CPU: a setting that finishes in minutes on 2 cores")
+    parser.add_argument(
+        "--cpu-small",
+        action="store_true",
+        help="small CNN, batch 128, fp32 on CPU: a setting that finishes in minutes on 2 cores",
+    )
     parser.add_argument("--output", default=None, help="results file (default: results/throughput_<device>.md)")
     args = parser.parse_args(argv)
     if args.cpu_small:
@@ -337,8 +370,7 @@ def main(argv=None) -> None:
     previous = path.read_text() if path.exists() else f"# Step throughput ({kind})\n\n"
     path.write_text(previous + text + "\n")
     json_path = path.with_suffix(".json")
-    json_path.write_text(json.dumps({"args": vars(args), "rows": result["rows"], "kmeans": result["kmeans"]},
-                                    indent=1))
+    json_path.write_text(json.dumps({"args": vars(args), "rows": result["rows"], "kmeans": result["kmeans"]}, indent=1))
 
 
 if __name__ == "__main__":

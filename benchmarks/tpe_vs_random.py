@@ -65,12 +65,23 @@ def base_experiment(args: argparse.Namespace) -> dict:
         "name": "tpe-vs-random",
         "seed": 0,
         "data": {"name": "fashion_mnist", "subset": args.train_size, "test_subset": args.test_size},
-        "augment": {"crop_scale": [0.5, 1.0], "jitter_prob": 0.8, "brightness": 0.4, "contrast": 0.4,
-                    "grayscale_prob": 0.0},
+        "augment": {
+            "crop_scale": [0.5, 1.0],
+            "jitter_prob": 0.8,
+            "brightness": 0.4,
+            "contrast": 0.4,
+            "grayscale_prob": 0.0,
+        },
         "model": {"encoder": "small_cnn", "width": args.width, "projector_hidden": 128, "projector_out": 64},
         "method": {"name": "simclr", "temperature": 0.2},
-        "optim": {"optimizer": "adamw", "lr": 0.002, "batch_size": 128, "epochs": args.epochs, "warmup_epochs": 1,
-                  "weight_decay": 1.0e-4},
+        "optim": {
+            "optimizer": "adamw",
+            "lr": 0.002,
+            "batch_size": 128,
+            "epochs": args.epochs,
+            "warmup_epochs": 1,
+            "weight_decay": 1.0e-4,
+        },
         # kNN every epoch: the values ASHA compares; no linear probe, the metric is kNN.
         "eval": {"knn_every": 1, "knn_k": 50, "linear_probe": False, "align_uniform": False},
         "output": {"progress_every": 0},
@@ -87,10 +98,16 @@ def build_spec(arm: str, args: argparse.Namespace) -> StudySpec:
         "mode": "max",
         "num_samples": args.trials,
         "space": SPACE,
-        "scheduler": ({"type": "asha", "grace_period": 1, "reduction_factor": 2} if choice["scheduler"] == "asha"
-                      else {"type": "fifo"}),
-        "sampler": {"type": choice["sampler"], "seed": args.seed,
-                    **({"n_startup_trials": args.startup_trials} if choice["sampler"] == "tpe" else {})},
+        "scheduler": (
+            {"type": "asha", "grace_period": 1, "reduction_factor": 2}
+            if choice["scheduler"] == "asha"
+            else {"type": "fifo"}
+        ),
+        "sampler": {
+            "type": choice["sampler"],
+            "seed": args.seed,
+            **({"n_startup_trials": args.startup_trials} if choice["sampler"] == "tpe" else {}),
+        },
         "resources": {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0},
         "max_concurrent_trials": 1,
     }
@@ -167,18 +184,31 @@ def summary_rows(results: list[ArmResult]) -> list[list[str]]:
     rows = []
     for res in results:
         best = res.best
-        rows.append([
-            res.arm, str(len(res.trials)),
-            f"{res.count(TrialState.COMPLETE)} / {res.count(TrialState.PRUNED)} / {res.count(TrialState.FAIL)}",
-            fmt(best.value if best else None), f"#{best.number}" if best else "-",
-            f"{res.trial_epochs} / {len(res.trials) * res.epochs_per_trial}",
-            f"{res.wall_s:.0f}", f"{res.trial_seconds:.0f}",
-        ])
+        rows.append(
+            [
+                res.arm,
+                str(len(res.trials)),
+                f"{res.count(TrialState.COMPLETE)} / {res.count(TrialState.PRUNED)} / {res.count(TrialState.FAIL)}",
+                fmt(best.value if best else None),
+                f"#{best.number}" if best else "-",
+                f"{res.trial_epochs} / {len(res.trials) * res.epochs_per_trial}",
+                f"{res.wall_s:.0f}",
+                f"{res.trial_seconds:.0f}",
+            ]
+        )
     return rows
 
 
-SUMMARY_HEADER = ["arm", "trials", "complete / pruned / failed", "best knn_top1", "best trial",
-                  "trial-epochs used / full", "study wall s", "sum of trial s"]
+SUMMARY_HEADER = [
+    "arm",
+    "trials",
+    "complete / pruned / failed",
+    "best knn_top1",
+    "best trial",
+    "trial-epochs used / full",
+    "study wall s",
+    "sum of trial s",
+]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -207,8 +237,9 @@ def trial_rows(res: ArmResult) -> list[list[str]]:
         last = trial.intermediate_values[steps[-1]] if steps else None
         # Optuna keeps the last intermediate value as a pruned trial's value: show finals only.
         final = trial.value if trial.state == TrialState.COMPLETE else None
-        rows.append([str(trial.number), trial.state.name, str(res.epochs(trial)), fmt(final), fmt(last),
-                     short_params(trial)])
+        rows.append(
+            [str(trial.number), trial.state.name, str(res.epochs(trial)), fmt(final), fmt(last), short_params(trial)]
+        )
     return rows
 
 
@@ -218,8 +249,10 @@ TRIAL_HEADER = ["#", "state", "epochs", "final knn_top1", "last reported", "para
 def equal_budget_line(tpe: ArmResult, rnd: ArmResult) -> str:
     budget = tpe.trial_epochs
     best, counted = rnd.best_within(budget)
-    return (f"Random search at the trial-epochs TPE + ASHA used ({budget}): its first {counted} trials, "
-            f"best knn_top1 {fmt(best)}.")
+    return (
+        f"Random search at the trial-epochs TPE + ASHA used ({budget}): its first {counted} trials, "
+        f"best knn_top1 {fmt(best)}."
+    )
 
 
 def cost_line(results: list[ArmResult]) -> str:
@@ -229,9 +262,11 @@ def cost_line(results: list[ArmResult]) -> str:
     if len({e for e, _ in points}) < 2:
         return "Every trial trained the same number of epochs: no split of its cost into per-trial and per-epoch parts."
     per_epoch, fixed = np.polyfit([e for e, _ in points], [d for _, d in points], 1)
-    return (f"Trial duration fitted as fixed + per-epoch cost over all {len(points)} trials: {fixed:.1f} s per trial "
-            f"(Ray Train start-up, data loading) + {per_epoch:.1f} s per epoch (training and kNN). Pruning saves "
-            "only the per-epoch part, so wall time falls less than trial-epochs do.")
+    return (
+        f"Trial duration fitted as fixed + per-epoch cost over all {len(points)} trials: {fixed:.1f} s per trial "
+        f"(Ray Train start-up, data loading) + {per_epoch:.1f} s per epoch (training and kNN). Pruning saves "
+        "only the per-epoch part, so wall time falls less than trial-epochs do."
+    )
 
 
 def paired_lines(tpe: ArmResult, rnd: ArmResult) -> list[str]:
@@ -245,20 +280,26 @@ def paired_lines(tpe: ArmResult, rnd: ArmResult) -> list[str]:
     if not shared:
         return ["No trial has the same values in both arms."]
     finals = sorted((t.value for t in rnd.complete), reverse=True)
-    lines = [f"Trials #0 to #{len(shared) - 1} have the same values in both arms (the seeded random draws both "
-             "samplers start from), so they compare directly:"]
+    lines = [
+        f"Trials #0 to #{len(shared) - 1} have the same values in both arms (the seeded random draws both "
+        "samplers start from), so they compare directly:"
+    ]
     for a, b in shared:
         full = fmt(b.value) if b.state == TrialState.COMPLETE else b.state.name
         rank = f", rank {finals.index(b.value) + 1} of {len(finals)} in random_fifo" if b.value in finals else ""
         if a.state == TrialState.PRUNED:
             last = a.intermediate_values[max(a.intermediate_values)] if a.intermediate_values else None
-            lines.append(f"- #{a.number}: ASHA stopped it after {tpe.epochs(a)} epoch(s) at {fmt(last)}; trained "
-                         f"to the end it reached {full}{rank}.")
+            lines.append(
+                f"- #{a.number}: ASHA stopped it after {tpe.epochs(a)} epoch(s) at {fmt(last)}; trained "
+                f"to the end it reached {full}{rank}."
+            )
         else:
             lines.append(f"- #{a.number}: {a.state.name} in tpe_asha ({fmt(a.value)}), {full} in random_fifo{rank}.")
     if tpe.best and rnd.best and tpe.best.params == rnd.best.params and tpe.best.number < len(shared):
-        lines.append(f"Both arms' best is the same configuration (trial #{tpe.best.number}), drawn before TPE "
-                     "modelled anything: in this run the best value does not separate the samplers.")
+        lines.append(
+            f"Both arms' best is the same configuration (trial #{tpe.best.number}), drawn before TPE "
+            "modelled anything: in this run the best value does not separate the samplers."
+        )
     return lines
 
 
@@ -273,9 +314,11 @@ def cpu_name() -> str:
 
 def machine_line() -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu_name()}, {os.cpu_count()} CPU cores, "
-            f"Python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}, "
-            f"optuna {optuna.__version__}; load average at the end {load} (1/5/15 min)")
+    return (
+        f"{cpu_name()}, {os.cpu_count()} CPU cores, "
+        f"Python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}, "
+        f"optuna {optuna.__version__}; load average at the end {load} (1/5/15 min)"
+    )
 
 
 def caveats(trials: int) -> str:
@@ -296,8 +339,9 @@ the rest, including some that would have come close to it. Wall times include Ra
 and depend on the machine's load (see the load average): compare them within one run."""
 
 
-def write_results(path: Path, args: argparse.Namespace, command: str, results: list[ArmResult],
-                  started: datetime) -> None:
+def write_results(
+    path: Path, args: argparse.Namespace, command: str, results: list[ArmResult], started: datetime
+) -> None:
     by_arm = {r.arm: r for r in results}
     lines = [
         "# TPE + ASHA against random search (FIFO), same trial budget",
@@ -381,8 +425,18 @@ def main(argv=None) -> int:
     path = Path(args.results)
     write_results(path, args, command, results, started)
     print(f"\nstudies: {output}\nwrote {path}")
-    print(json.dumps({r.arm: {"best": r.best.value if r.best else None, "trial_epochs": r.trial_epochs,
-                              "wall_s": round(r.wall_s, 1)} for r in results}))
+    print(
+        json.dumps(
+            {
+                r.arm: {
+                    "best": r.best.value if r.best else None,
+                    "trial_epochs": r.trial_epochs,
+                    "wall_s": round(r.wall_s, 1),
+                }
+                for r in results
+            }
+        )
+    )
     return 0
 
 

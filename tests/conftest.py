@@ -19,7 +19,10 @@ RAY_LOCK = Path(os.environ.get("CONTRASTLAB_RAY_LOCK", "/tmp/contrastlab-ray-tes
 def tiny_config_dict(method: dict | None = None, **sections) -> dict:
     """A config that trains in seconds on CPU: synthetic Trifeature images, a narrow CNN."""
     data = {
-        "name": "trifeature", "trifeature_train": 256, "trifeature_test": 128, "image_size": 16,
+        "name": "trifeature",
+        "trifeature_train": 256,
+        "trifeature_test": 128,
+        "image_size": 16,
     }
     cfg = {
         "name": "tiny",
@@ -52,8 +55,15 @@ def colour_knn(trainer) -> float:
     train_feats = trainer.evaluator.embed(method.features, bundle.train_images)
     test_feats = trainer.evaluator.embed(method.features, bundle.test_images)
     method.train()
-    return knn_top1(train_feats, bundle.train_labels["colour"], test_feats, bundle.test_labels["colour"],
-                    k=20, temperature=0.1, num_classes=bundle.num_classes["colour"])
+    return knn_top1(
+        train_feats,
+        bundle.train_labels["colour"],
+        test_feats,
+        bundle.test_labels["colour"],
+        k=20,
+        temperature=0.1,
+        num_classes=bundle.num_classes["colour"],
+    )
 
 
 @pytest.fixture

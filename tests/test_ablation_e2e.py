@@ -60,11 +60,20 @@ def ray_cluster(tmp_path_factory):
 def spec_path(tmp_path_factory) -> Path:
     base = tiny_config_dict({"name": "sscl", "synthetic_count": 8, "hard_pool_size": 16})
     raw = {
-        "name": "tiny-e2e", "base": base, "components": ["synthesis"], "design": "leave_one_out", "seeds": 2,
-        "metrics": ["linear_top1", "knn_top1"], "resources": {"workers": 1, "cpus_per_worker": 1, "max_concurrent": 2},
-        "retune": {"parameters": {"method.synthetic_count": {"type": "int", "low": 4, "high": 8,
-                                                             "requires": "synthesis"}},
-                   "samples": 1, "metric": "val/knn_top1", "mode": "max", "overrides": {"optim.epochs": 1}},
+        "name": "tiny-e2e",
+        "base": base,
+        "components": ["synthesis"],
+        "design": "leave_one_out",
+        "seeds": 2,
+        "metrics": ["linear_top1", "knn_top1"],
+        "resources": {"workers": 1, "cpus_per_worker": 1, "max_concurrent": 2},
+        "retune": {
+            "parameters": {"method.synthetic_count": {"type": "int", "low": 4, "high": 8, "requires": "synthesis"}},
+            "samples": 1,
+            "metric": "val/knn_top1",
+            "mode": "max",
+            "overrides": {"optim.epochs": 1},
+        },
     }
     path = tmp_path_factory.mktemp("spec") / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -141,8 +150,10 @@ def test_a_second_ablate_reuses_every_run(again, output: Path, spec_path: Path) 
     cache = RunCache(output / CACHE_FILE)
     spec = load_spec(spec_path)
     # The retuned variant's runs are keyed by the values its search chose.
-    tuned = {name: next(r["overrides"] for r in again.results if r["variant"] == name and r["seed"] == 0)
-             for name in ("full", "no_synthesis")}
+    tuned = {
+        name: next(r["overrides"] for r in again.results if r["variant"] == name and r["seed"] == 0)
+        for name in ("full", "no_synthesis")
+    }
     tuned["no_synthesis"] = {}  # its override is the variant's own switch, not a tuned value
     assert all(run.cached for run in plan_runs(spec, output, CODE, cache, tuned))
     assert not any(run.cached for run in plan_runs(spec, output, "e2e-code-2", cache, tuned))
@@ -151,14 +162,23 @@ def test_a_second_ablate_reuses_every_run(again, output: Path, spec_path: Path) 
 def test_report_has_the_table_and_plots(again, output: Path) -> None:
     report = output / "report"
     names = {p.name for p in report.iterdir()}
-    assert {"report.md", "report.html", "summary.csv", "runs.csv", "bar_linear_top1.png", "bar_knn_top1.png",
-            "curves_val_knn_top1.png", "curves_loss.png"} <= names
+    assert {
+        "report.md",
+        "report.html",
+        "summary.csv",
+        "runs.csv",
+        "bar_linear_top1.png",
+        "bar_knn_top1.png",
+        "curves_val_knn_top1.png",
+        "curves_loss.png",
+    } <= names
     text = (report / "report.md").read_text()
     assert "| no_synthesis | synthesis | 2 |" in text
     assert "Mode: retuned" in text and "Runs: 4 of 4 complete" in text and "4 reused" in text
     rows = list(csv.DictReader((report / "summary.csv").open()))
     assert {(row["metric"], row["variant"]) for row in rows} == {
-        (m, v) for m in ("linear_top1", "knn_top1") for v in ("full", "no_synthesis")}
+        (m, v) for m in ("linear_top1", "knn_top1") for v in ("full", "no_synthesis")
+    }
     assert all(row["val_mean"] and row["test_mean"] for row in rows)
     # The protocol is on the page: seeds, the split, the anchors and what two seeds can show.
     assert "Seeds used: 0, 1" in text and "## Anchors" in text and "Verdicts (test split)" in text

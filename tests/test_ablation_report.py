@@ -37,8 +37,10 @@ TOP1 = {
     "no_c": [0.70, 0.73, None],
 }
 COMPONENTS = {"no_a": "augment_a", "no_b": "queue_b", "no_c": "loss_c"}
-ANCHORS = {"raw_pixels": {"val/linear_top1": 0.66, "test/linear_top1": 0.65},
-           "untrained": {"val/linear_top1": 0.30, "test/linear_top1": 0.28}}
+ANCHORS = {
+    "raw_pixels": {"val/linear_top1": 0.66, "test/linear_top1": 0.65},
+    "untrained": {"val/linear_top1": 0.30, "test/linear_top1": 0.28},
+}
 FAMILY = 6  # 3 comparisons x 2 metrics
 
 
@@ -50,16 +52,26 @@ def fixed_results() -> list[dict]:
                 continue  # this run never reported at all
             shown = value or 0.5
             result = {
-                "variant": variant, "seed": seed, "metrics": {}, "reused": seed == 0,
+                "variant": variant,
+                "seed": seed,
+                "metrics": {},
+                "reused": seed == 0,
                 "overrides": {} if variant == "full" else {f"method.{COMPONENTS[variant]}": False},
-                "curves": {"loss": [(e, 3.0 - e * shown) for e in (1, 2, 3)],
-                           "val/knn_top1": [(e, shown * e / 3) for e in (1, 2, 3)]},
+                "curves": {
+                    "loss": [(e, 3.0 - e * shown) for e in (1, 2, 3)],
+                    "val/knn_top1": [(e, shown * e / 3) for e in (1, 2, 3)],
+                },
             }
             if value is None:
                 result["error"] = "loss diverged"
             else:
-                result["metrics"] = {"test/linear_top1": value, "val/linear_top1": value + 0.02,
-                                     "test/final_loss": 2.0 - value, "val/final_loss": 1.99 - value, "loss": 1.0}
+                result["metrics"] = {
+                    "test/linear_top1": value,
+                    "val/linear_top1": value + 0.02,
+                    "test/final_loss": 2.0 - value,
+                    "val/final_loss": 1.99 - value,
+                    "loss": 1.0,
+                }
             results.append(result)
     return results
 
@@ -68,9 +80,16 @@ def fixed_results() -> list[dict]:
 def report(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     out = tmp_path_factory.mktemp("ablation") / "report"
     written = write_report(
-        fixed_results(), out, reference="full", metrics=["linear_top1", "final_loss"],
-        title="Fixed ablation", mode_note="fixed hyperparameters", design="leave_one_out",
-        component_of=COMPONENTS, n_boot=2000, anchors=ANCHORS,
+        fixed_results(),
+        out,
+        reference="full",
+        metrics=["linear_top1", "final_loss"],
+        title="Fixed ablation",
+        mode_note="fixed hyperparameters",
+        design="leave_one_out",
+        component_of=COMPONENTS,
+        n_boot=2000,
+        anchors=ANCHORS,
     )
     return out, written
 
@@ -83,8 +102,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def enumerated_p(diffs: list[float]) -> float:
     observed = abs(sum(diffs))
     patterns = list(itertools.product((1, -1), repeat=len(diffs)))
-    return sum(abs(sum(s * d for s, d in zip(p, diffs, strict=True))) >= observed - 1e-12
-               for p in patterns) / len(patterns)
+    return sum(abs(sum(s * d for s, d in zip(p, diffs, strict=True))) >= observed - 1e-12 for p in patterns) / len(
+        patterns
+    )
 
 
 def holm_by_hand(p_values: list[float]) -> list[float]:
@@ -98,8 +118,16 @@ def holm_by_hand(p_values: list[float]) -> list[float]:
 
 def test_all_files_are_written(report):
     out, written = report
-    expected = {"report.md", "report.html", "summary.csv", "runs.csv", "bar_linear_top1.png",
-                "bar_final_loss.png", "curves_val_knn_top1.png", "curves_loss.png"}
+    expected = {
+        "report.md",
+        "report.html",
+        "summary.csv",
+        "runs.csv",
+        "bar_linear_top1.png",
+        "bar_final_loss.png",
+        "curves_val_knn_top1.png",
+        "curves_loss.png",
+    }
     assert set(written) == expected
     for name in expected:
         assert (out / name).is_file() and written[name] == out / name
@@ -149,21 +177,30 @@ def test_runs_csv_has_val_and_test_of_every_metric(report):
 
 def test_facts_state_splits_seeds_test_family_interval_and_floor(report):
     text = (Path(report[0]) / "report.md").read_text()
-    for fact in ("leave-one-out", "Reference variant: `full`", "Seeds used: 0, 1, 2 (3;",
-                 "verdicts and statistics on the test split", "val shown for reference",
-                 "selection (tuning, early stopping, retuning, best_config) used only val", "fixed hyperparameters",
-                 "exact paired sign-flip permutation test", "Smallest attainable p with 3 seeds: 0.25",
-                 "No difference can be significant at α = 0.05 with 3 seeds",
-                 f"Holm–Bonferroni over all {FAMILY} tests", "t-interval of the mean paired difference, at 99.17% = "
-                 "1 − 0.05/6, Bonferroni-simultaneous", "Holm-adjusted p < 0.05",
-                 "Runs: 10 of 12 complete (1 failed, 0 without every test metric, 1 never reported)"):
+    for fact in (
+        "leave-one-out",
+        "Reference variant: `full`",
+        "Seeds used: 0, 1, 2 (3;",
+        "verdicts and statistics on the test split",
+        "val shown for reference",
+        "selection (tuning, early stopping, retuning, best_config) used only val",
+        "fixed hyperparameters",
+        "exact paired sign-flip permutation test",
+        "Smallest attainable p with 3 seeds: 0.25",
+        "No difference can be significant at α = 0.05 with 3 seeds",
+        f"Holm–Bonferroni over all {FAMILY} tests",
+        "t-interval of the mean paired difference, at 99.17% = 1 − 0.05/6, Bonferroni-simultaneous",
+        "Holm-adjusted p < 0.05",
+        "Runs: 10 of 12 complete (1 failed, 0 without every test metric, 1 never reported)",
+    ):
         assert fact in text, fact
 
 
 def test_tables_name_their_split(report):
     text = (Path(report[0]) / "report.md").read_text()
-    assert ("| variant | component | n (test) | val/linear_top1 mean ± std | test/linear_top1 mean ± std | "
-            "missing (test) |") in text
+    assert (
+        "| variant | component | n (test) | val/linear_top1 mean ± std | test/linear_top1 mean ± std | missing (test) |"
+    ) in text
     assert "| full | full | 3 | 74.00 ± 2.00 | 72.00 ± 2.00 | none |" in text
     assert "| no_b | queue_b | 2 | 74.00 ± 1.41 | 72.00 ± 1.41 | seed 1: failed: loss diverged |" in text
     assert "| no_c | loss_c | 2 | 73.50 ± 2.12 | 71.50 ± 2.12 | seed 2: no run |" in text
@@ -179,8 +216,10 @@ def test_verdicts_flag_variants_below_the_raw_pixel_anchor(report):
     assert "no significant difference" in line and "smallest possible p is 0.25" in line
     assert "below the raw-pixel anchor (test 65.00, val 66.00): at this budget" in line
     assert "Below the raw-pixel anchor: 1 of 4 variants (no_a)" in text
-    assert "removing queue_b: no significant difference" in text and "below the raw" not in text.split(
-        "removing queue_b")[1].splitlines()[0]
+    assert (
+        "removing queue_b: no significant difference" in text
+        and "below the raw" not in text.split("removing queue_b")[1].splitlines()[0]
+    )
 
 
 def test_power_line_per_metric(report):
@@ -211,16 +250,26 @@ def test_markdown_and_html_say_the_same(report):
         for piece in pieces:
             piece = piece.strip().replace("\\|", "|")
             if piece and not piece.startswith("---"):
-                rendered = re.sub(r"`(.+?)`", r"<code>\1</code>", re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>",
-                                                                           html.escape(piece)))
+                rendered = re.sub(
+                    r"`(.+?)`", r"<code>\1</code>", re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(piece))
+                )
                 assert rendered in page, piece
     assert page.count("data:image/png;base64,") == 4
 
 
 def test_primary_metric_makes_the_other_exploratory(tmp_path):
-    write_report(fixed_results(), tmp_path, reference="full", metrics=["linear_top1", "final_loss"], title="T",
-                 mode_note="fixed", design="leave_one_out", component_of=COMPONENTS, primary_metric="linear_top1",
-                 effect=0.02)
+    write_report(
+        fixed_results(),
+        tmp_path,
+        reference="full",
+        metrics=["linear_top1", "final_loss"],
+        title="T",
+        mode_note="fixed",
+        design="leave_one_out",
+        component_of=COMPONENTS,
+        primary_metric="linear_top1",
+        effect=0.02,
+    )
     text = (tmp_path / "report.md").read_text()
     assert "Holm–Bonferroni over the 3 tests of the primary metric linear_top1" in text
     assert "final_loss exploratory, with unadjusted p" in text and "exploratory metrics at 95%" in text
@@ -232,23 +281,36 @@ def test_primary_metric_makes_the_other_exploratory(tmp_path):
 
 
 def factorial_results() -> tuple[list[dict], dict]:
-    levels = {"full": {"a": True, "b": True}, "no_a": {"a": False, "b": True}, "no_b": {"a": True, "b": False},
-              "no_a+no_b": {"a": False, "b": False}}
+    levels = {
+        "full": {"a": True, "b": True},
+        "no_a": {"a": False, "b": True},
+        "no_b": {"a": True, "b": False},
+        "no_a+no_b": {"a": False, "b": False},
+    }
     rng = np.random.default_rng(0)
     results = []
     for seed in range(8):
         base = 0.70 + 0.01 * rng.standard_normal()
         for variant, settings in levels.items():
             value = base - 0.04 * (not settings["a"]) - 0.002 * (not settings["b"]) + 0.001 * rng.standard_normal()
-            results.append({"variant": variant, "seed": seed, "metrics": {"test/linear_top1": value,
-                                                                          "val/linear_top1": value}})
+            results.append(
+                {"variant": variant, "seed": seed, "metrics": {"test/linear_top1": value, "val/linear_top1": value}}
+            )
     return results, levels
 
 
 def test_full_factorial_report_has_effects(tmp_path):
     results, levels = factorial_results()
-    write_report(results, tmp_path, reference="full", metrics=["linear_top1"], title="F", mode_note="fixed",
-                 design="full_factorial", levels=levels)
+    write_report(
+        results,
+        tmp_path,
+        reference="full",
+        metrics=["linear_top1"],
+        title="F",
+        mode_note="fixed",
+        design="full_factorial",
+        levels=levels,
+    )
     text = (tmp_path / "report.md").read_text()
     assert "## Factorial effects (test split)" in text and "Smallest attainable p with 8 seeds: 0.0078" in text
     assert "over all 6 tests of the report (every comparison with the reference and every factorial effect" in text
@@ -265,10 +327,14 @@ def test_full_factorial_report_has_effects(tmp_path):
 
 
 def test_old_results_without_splits_are_missing_not_guessed(tmp_path):
-    old = [{"variant": v, "seed": s, "metrics": {"linear_top1": 0.7}, "curves": {"knn_top1": [(1, 0.5), (2, 0.6)]}}
-           for v in ("full", "no_a") for s in (0, 1)]
-    written = write_report(old, tmp_path, reference="full", metrics=["linear_top1"], title="Old", mode_note="fixed",
-                           design="leave_one_out")
+    old = [
+        {"variant": v, "seed": s, "metrics": {"linear_top1": 0.7}, "curves": {"knn_top1": [(1, 0.5), (2, 0.6)]}}
+        for v in ("full", "no_a")
+        for s in (0, 1)
+    ]
+    written = write_report(
+        old, tmp_path, reference="full", metrics=["linear_top1"], title="Old", mode_note="fixed", design="leave_one_out"
+    )
     text = (tmp_path / "report.md").read_text()
     assert "seed 0: no test/linear_top1" in text and "Runs: 0 of 4 complete" in text
     assert "nothing could be tested" in text
@@ -277,20 +343,33 @@ def test_old_results_without_splits_are_missing_not_guessed(tmp_path):
 
 
 def test_tuning_seeds_are_called_out(tmp_path):
-    results = [{"variant": v, "seed": s, "metrics": {"test/m": 0.5 + 0.01 * s}} for v in ("full", "x")
-               for s in (7, 1000)]
-    write_report(results, tmp_path, reference="full", metrics=["m"], title="S", mode_note="fixed",
-                 design="explicit")
-    assert "Seeds used: 7, 1000 (2; variants are paired by seed); **[1000] are ≥ 1000" in (
-        tmp_path / "report.md").read_text()
+    results = [
+        {"variant": v, "seed": s, "metrics": {"test/m": 0.5 + 0.01 * s}} for v in ("full", "x") for s in (7, 1000)
+    ]
+    write_report(results, tmp_path, reference="full", metrics=["m"], title="S", mode_note="fixed", design="explicit")
+    assert (
+        "Seeds used: 7, 1000 (2; variants are paired by seed); **[1000] are ≥ 1000"
+        in (tmp_path / "report.md").read_text()
+    )
 
 
 def test_save_and_load_round_trip_with_the_new_settings(tmp_path):
     results = fixed_results()
     results[0]["metrics"]["test/linear_top1"] = float("nan")  # stored as null, read back as missing
-    meta = {"reference": "full", "metrics": ["linear_top1"], "design": "leave_one_out", "component_of": COMPONENTS,
-            "title": "Again", "mode_note": "retuned per variant", "n_boot": 200, "test": "t", "anchors": ANCHORS,
-            "levels": {"full": {"a": True}, "no_a": {"a": False}}, "primary_metric": "linear_top1", "effect": 0.02}
+    meta = {
+        "reference": "full",
+        "metrics": ["linear_top1"],
+        "design": "leave_one_out",
+        "component_of": COMPONENTS,
+        "title": "Again",
+        "mode_note": "retuned per variant",
+        "n_boot": 200,
+        "test": "t",
+        "anchors": ANCHORS,
+        "levels": {"full": {"a": True}, "no_a": {"a": False}},
+        "primary_metric": "linear_top1",
+        "effect": 0.02,
+    }
     save_results(results, tmp_path, meta=meta)
     loaded = load_results(tmp_path)
     assert loaded[0]["metrics"]["test/linear_top1"] is None
@@ -315,12 +394,19 @@ def test_bad_input_is_named(tmp_path):
         report_from_run_dir(tmp_path)
 
 
-@pytest.mark.parametrize(("raw", "field"), [
-    ({"test": "wilcoxon"}, "report.test"), ({"interval": "percentile"}, "report.interval"),
-    ({"confidence": 1.5}, "report.confidence"), ({"n_boot": 10}, "report.n_boot"),
-    ({"primary_metric": ""}, "report.primary_metric"), ({"effect": 0}, "report.effect"),
-    ({"effect": True}, "report.effect"), ({"alpha": 0.05}, "report"),
-])
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"test": "wilcoxon"}, "report.test"),
+        ({"interval": "percentile"}, "report.interval"),
+        ({"confidence": 1.5}, "report.confidence"),
+        ({"n_boot": 10}, "report.n_boot"),
+        ({"primary_metric": ""}, "report.primary_metric"),
+        ({"effect": 0}, "report.effect"),
+        ({"effect": True}, "report.effect"),
+        ({"alpha": 0.05}, "report"),
+    ],
+)
 def test_report_settings_are_checked(raw, field):
     with pytest.raises(ConfigError) as caught:
         _report_settings(raw, "spec.yaml")
@@ -328,7 +414,13 @@ def test_report_settings_are_checked(raw, field):
 
 
 def test_report_settings_accept_the_new_keys():
-    raw = {"test": "sign_flip", "interval": "bca", "confidence": 0.9, "n_boot": 500, "primary_metric": "knn_top1",
-           "effect": 0.02}
+    raw = {
+        "test": "sign_flip",
+        "interval": "bca",
+        "confidence": 0.9,
+        "n_boot": 500,
+        "primary_metric": "knn_top1",
+        "effect": 0.02,
+    }
     assert _report_settings(raw, "spec.yaml") == raw
     assert _report_settings(None, "spec.yaml") == {}

@@ -24,8 +24,13 @@ SSCL = {"name": "sscl", "synthetic_count": 8, "hard_pool_size": 16}
 
 
 def spec_dict(**fields) -> dict:
-    raw = {"name": "tiny", "base": tiny_config_dict(dict(SSCL)), "components": ["synthesis", "debias"],
-           "seeds": 2, "metrics": ["linear_top1", "knn_top1"]}
+    raw = {
+        "name": "tiny",
+        "base": tiny_config_dict(dict(SSCL)),
+        "components": ["synthesis", "debias"],
+        "seeds": 2,
+        "metrics": ["linear_top1", "knn_top1"],
+    }
     raw.update(fields)
     return raw
 
@@ -57,20 +62,25 @@ def test_leave_one_out_removes_each_component_from_the_full_method() -> None:
 
 
 def test_add_one_in_starts_from_the_baseline_with_every_component_off() -> None:
-    spec = spec_from_dict(spec_dict(design="add_one_in", components=["synthesis", "hard_sampling", "debias"]),
-                          "aoi.yaml")
+    spec = spec_from_dict(
+        spec_dict(design="add_one_in", components=["synthesis", "hard_sampling", "debias"]), "aoi.yaml"
+    )
     assert names(spec) == ["baseline", "with_synthesis", "with_hard_sampling", "with_debias", "full"]
     assert spec.reference == "baseline"
     by_name = {v.name: v.config.method for v in spec.variants}
     assert (by_name["baseline"].synthesis, by_name["baseline"].hard_sampling, by_name["baseline"].debias) == (
-        False, False, False)
+        False,
+        False,
+        False,
+    )
     assert (by_name["with_debias"].synthesis, by_name["with_debias"].debias) == (False, True)
     assert by_name["full"].synthesis and by_name["full"].hard_sampling and by_name["full"].debias
 
 
 def test_full_factorial_runs_every_combination_once() -> None:
-    raw = spec_dict(design="full_factorial",
-                    components=["synthesis", "debias", {"name": "mix_mode", "values": ["anchor_mix"]}])
+    raw = spec_dict(
+        design="full_factorial", components=["synthesis", "debias", {"name": "mix_mode", "values": ["anchor_mix"]}]
+    )
     spec = spec_from_dict(raw, "ff.yaml")
     assert len(spec.variants) == 8
     assert "full" in names(spec) and "no_synthesis+no_debias+mix_mode=anchor_mix" in names(spec)
@@ -106,8 +116,11 @@ def test_seeds_from_a_count_a_list_or_the_command_line() -> None:
 def test_base_config_is_relative_to_the_spec_and_overrides_apply(tmp_path: Path) -> None:
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "base.yaml").write_text(yaml.safe_dump(tiny_config_dict(dict(SSCL))))
-    raw = spec_dict(base_config="../configs/base.yaml", overrides={"optim.epochs": 3},
-                    resources={"workers": 1, "cpus_per_worker": 1, "max_concurrent": 2})
+    raw = spec_dict(
+        base_config="../configs/base.yaml",
+        overrides={"optim.epochs": 3},
+        resources={"workers": 1, "cpus_per_worker": 1, "max_concurrent": 2},
+    )
     del raw["base"]
     (tmp_path / "ablations").mkdir()
     spec = load_spec(write_spec(tmp_path / "ablations", raw), overrides=["optim.lr=0.2"])
@@ -126,12 +139,24 @@ def test_shipped_specs_are_valid() -> None:
 # -- bad specs -------------------------------------------------------------------------------------
 BAD = [
     ("unknown component", {"components": ["synthesis", "teleport"]}, "components[1]", "teleport"),
-    ("value a choice does not accept", {"components": [{"name": "mix_mode", "values": ["blend"]}]},
-     "components[0].values[0]", "blend"),
-    ("duplicate variant", {"design": "explicit", "variants": [{"name": "a"}, {"name": "b", "components": {
-        "synthesis": "on"}}]}, "variants[1]", "same config"),
-    ("duplicate value", {"components": [{"name": "mix_mode", "values": ["duplicate", "duplicate"]}]},
-     "components[0].values[1]", "distinct"),
+    (
+        "value a choice does not accept",
+        {"components": [{"name": "mix_mode", "values": ["blend"]}]},
+        "components[0].values[0]",
+        "blend",
+    ),
+    (
+        "duplicate variant",
+        {"design": "explicit", "variants": [{"name": "a"}, {"name": "b", "components": {"synthesis": "on"}}]},
+        "variants[1]",
+        "same config",
+    ),
+    (
+        "duplicate value",
+        {"components": [{"name": "mix_mode", "values": ["duplicate", "duplicate"]}]},
+        "components[0].values[1]",
+        "distinct",
+    ),
     ("component already off", {"overrides": {"method.debias": False}}, "components[1]", "switched on"),
     ("choice without values", {"components": ["mix_mode"]}, "components[0].values", "values to compare"),
     ("unknown key", {"variant": []}, "variant", "no such field"),
@@ -139,12 +164,30 @@ BAD = [
     ("bad seeds", {"seeds": [1, 1]}, "seeds", "distinct"),
     ("probe on unlabelled attribute", {"metrics": ["probe_size"]}, "metrics[0]", "probe"),
     ("bad override", {"overrides": {"optim.epochs": "many"}}, "overrides: optim.epochs", "integer"),
-    ("retune requires an unknown component",
-     {"retune": {"parameters": {"method.beta": {"type": "float", "low": 0, "high": 2, "requires": "x"}},
-                 "metric": "knn_top1", "mode": "max"}}, "retune.parameters.method.beta.requires", "component"),
-    ("retune of a toggled field",
-     {"retune": {"parameters": {"method.debias": {"type": "categorical", "choices": [True, False]}},
-                 "metric": "knn_top1", "mode": "max"}}, "retune.parameters.method.debias", "toggled"),
+    (
+        "retune requires an unknown component",
+        {
+            "retune": {
+                "parameters": {"method.beta": {"type": "float", "low": 0, "high": 2, "requires": "x"}},
+                "metric": "knn_top1",
+                "mode": "max",
+            }
+        },
+        "retune.parameters.method.beta.requires",
+        "component",
+    ),
+    (
+        "retune of a toggled field",
+        {
+            "retune": {
+                "parameters": {"method.debias": {"type": "categorical", "choices": [True, False]}},
+                "metric": "knn_top1",
+                "mode": "max",
+            }
+        },
+        "retune.parameters.method.debias",
+        "toggled",
+    ),
 ]
 
 
@@ -177,16 +220,30 @@ def test_cli_exits_2_with_the_one_line_error(tmp_path: Path, capsys) -> None:
 
 # -- retune: what each variant still has ----------------------------------------------------------
 def test_retune_searches_only_the_parameters_a_variant_still_has() -> None:
-    retune = {"parameters": {"method.temperature": {"type": "float", "low": 0.2, "high": 0.8},
-                             "method.synthetic_count": {"type": "int", "low": 4, "high": 16, "requires": "synthesis"}},
-              "samples": 3, "metric": "knn_top1", "mode": "max", "overrides": {"optim.epochs": 1}}
-    variants = [{"name": "sscl"}, {"name": "no_synth", "components": {"synthesis": "off"}},
-                {"name": "simclr", "overrides": {"method": {"name": "simclr"}}}]
-    spec = spec_from_dict(spec_dict(design="explicit", components=["synthesis"], variants=variants, retune=retune),
-                          "r.yaml")
+    retune = {
+        "parameters": {
+            "method.temperature": {"type": "float", "low": 0.2, "high": 0.8},
+            "method.synthetic_count": {"type": "int", "low": 4, "high": 16, "requires": "synthesis"},
+        },
+        "samples": 3,
+        "metric": "knn_top1",
+        "mode": "max",
+        "overrides": {"optim.epochs": 1},
+    }
+    variants = [
+        {"name": "sscl"},
+        {"name": "no_synth", "components": {"synthesis": "off"}},
+        {"name": "simclr", "overrides": {"method": {"name": "simclr"}}},
+    ]
+    spec = spec_from_dict(
+        spec_dict(design="explicit", components=["synthesis"], variants=variants, retune=retune), "r.yaml"
+    )
     spaces = {name: space.paths if space else None for name, space in spec.retune.spaces.items()}
-    assert spaces == {"sscl": ["method.temperature", "method.synthetic_count"],
-                      "no_synth": ["method.temperature"], "simclr": ["method.temperature"]}
+    assert spaces == {
+        "sscl": ["method.temperature", "method.synthetic_count"],
+        "no_synth": ["method.temperature"],
+        "simclr": ["method.temperature"],
+    }
     assert spec.retune.seed not in spec.seeds
     assert "retuned" in spec.retune.note() and "3 trials" in spec.retune.note()
 
@@ -203,8 +260,11 @@ def first_step(cfg, run_dir: Path) -> tuple[torch.Tensor, tuple[torch.Tensor, to
 
 
 def test_same_seed_gives_every_variant_the_same_batches_views_and_initial_encoder(tmp_path: Path) -> None:
-    variants = [{"name": "sscl"}, {"name": "no_synth", "components": {"synthesis": "off", "debias": "off"}},
-                {"name": "simclr", "overrides": {"method": {"name": "simclr"}}}]
+    variants = [
+        {"name": "sscl"},
+        {"name": "no_synth", "components": {"synthesis": "off", "debias": "off"}},
+        {"name": "simclr", "overrides": {"method": {"name": "simclr"}}},
+    ]
     spec = spec_from_dict(spec_dict(design="explicit", variants=variants), "paired.yaml")
     steps = {v.name: first_step(spec.run_config(v, 1), tmp_path / v.name) for v in spec.variants}
     reference_indices, reference_views, reference_encoder = steps["sscl"]
@@ -221,8 +281,16 @@ def test_same_seed_gives_every_variant_the_same_batches_views_and_initial_encode
 
 # -- reuse: config hash and code version --------------------------------------------------------------
 def finished(cache: RunCache, run: PlannedRun, code: str) -> None:
-    cache.put_run(run.key, code, {"variant": run.variant.name, "seed": run.seed, "metrics": {"linear_top1": 0.5},
-                                  "curves": {"loss": [(1, 2.0), (2, 1.5)]}})
+    cache.put_run(
+        run.key,
+        code,
+        {
+            "variant": run.variant.name,
+            "seed": run.seed,
+            "metrics": {"linear_top1": 0.5},
+            "curves": {"loss": [(1, 2.0), (2, 1.5)]},
+        },
+    )
 
 
 def test_a_run_is_reused_only_for_the_same_config_and_code(tmp_path: Path) -> None:
@@ -276,9 +344,16 @@ def test_report_command_remakes_the_report(tmp_path: Path, capsys) -> None:
     results = []
     for index, run in enumerate(plan_runs(spec, tmp_path, "code", RunCache(tmp_path / "cache.json"))):
         value = 0.6 + 0.01 * index
-        results.append({"variant": run.variant.name, "seed": run.seed, "metrics": {"linear_top1": value,
-                        "knn_top1": value - 0.1}, "curves": {"loss": [(1, 2.0), (2, 1.0 + value)]},
-                        "overrides": run.overrides, "reused": False})
+        results.append(
+            {
+                "variant": run.variant.name,
+                "seed": run.seed,
+                "metrics": {"linear_top1": value, "knn_top1": value - 0.1},
+                "curves": {"loss": [(1, 2.0), (2, 1.0 + value)]},
+                "overrides": run.overrides,
+                "reused": False,
+            }
+        )
     results[-1] = {**copy.deepcopy(results[-1]), "metrics": {}, "error": "RuntimeError: diverged"}
     save_results(results, tmp_path, report_meta(spec, "fixed"))
     assert main(["report", str(tmp_path)]) == 0
@@ -286,16 +361,20 @@ def test_report_command_remakes_the_report(tmp_path: Path, capsys) -> None:
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| no_debias | debias |" in text and "diverged" in text
     assert {"report.html", "summary.csv", "runs.csv", "bar_linear_top1.png", "curves_loss.png"} <= {
-        p.name for p in (tmp_path / "report").iterdir()}
+        p.name for p in (tmp_path / "report").iterdir()
+    }
     assert json.loads((tmp_path / "results.json").read_text())["meta"]["design"] == "leave_one_out"
 
 
 # -- the validation protocol ----------------------------------------------------------------------
-@pytest.mark.parametrize(("fields", "field", "words"), [
-    ({"seeds": [0, 1000]}, "seeds", "kept for tuning"),
-    ({"seeds": 1001}, "seeds", "between 1 and 1000"),
-    ({"metrics": ["linear_top1", "loss"]}, "metrics[1]", "a metric the runs report"),
-])
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"seeds": [0, 1000]}, "seeds", "kept for tuning"),
+        ({"seeds": 1001}, "seeds", "between 1 and 1000"),
+        ({"metrics": ["linear_top1", "loss"]}, "metrics[1]", "a metric the runs report"),
+    ],
+)
 def test_ablation_seeds_and_metrics_stay_on_the_evaluation_side(tmp_path, fields, field, words):
     with pytest.raises(ConfigError) as err:
         spec_from_dict(spec_dict(**fields), write_spec(tmp_path, spec_dict(**fields)))
@@ -312,8 +391,12 @@ def test_ablation_needs_a_validation_split_and_accepts_split_names(tmp_path):
 
 
 def test_retune_searches_on_val_at_a_tuning_seed(tmp_path):
-    retune = {"parameters": {"optim.lr": {"type": "float", "low": 0.01, "high": 0.1}}, "samples": 2,
-              "metric": "knn_top1", "mode": "max"}
+    retune = {
+        "parameters": {"optim.lr": {"type": "float", "low": 0.01, "high": 0.1}},
+        "samples": 2,
+        "metric": "knn_top1",
+        "mode": "max",
+    }
     raw = spec_dict(retune=retune)
     assert spec_from_dict(raw, write_spec(tmp_path, raw)).retune.metric == "val/knn_top1"
     for change, field in (({"metric": "test/knn_top1"}, "retune.metric"), ({"seed": 7}, "retune.seed")):
@@ -332,11 +415,20 @@ def test_a_second_ablate_on_a_busy_folder_names_the_holder_and_changes_nothing(t
 
     output = tmp_path / "out"
     output.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, os, sys, time\n"
-        f"handle = open({str(output / '.lock')!r}, 'a+')\n"
-        "fcntl.flock(handle, fcntl.LOCK_EX); handle.write(str(os.getpid())); handle.flush()\n"
-        "print('held', flush=True); time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, os, sys, time\n"
+                f"handle = open({str(output / '.lock')!r}, 'a+')\n"
+                "fcntl.flock(handle, fcntl.LOCK_EX); handle.write(str(os.getpid())); handle.flush()\n"
+                "print('held', flush=True); time.sleep(60)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         spec = spec_from_dict(spec_dict(), write_spec(tmp_path, spec_dict()))

@@ -39,8 +39,7 @@ def enumerated_p(diffs: list[float]) -> float:
     """Two-sided sign-flip p by listing every sign pattern with itertools."""
     observed = abs(sum(diffs))
     patterns = list(itertools.product((1, -1), repeat=len(diffs)))
-    hits = sum(abs(sum(s * d for s, d in zip(signs, diffs, strict=True))) >= observed - 1e-12
-               for signs in patterns)
+    hits = sum(abs(sum(s * d for s, d in zip(signs, diffs, strict=True))) >= observed - 1e-12 for signs in patterns)
     return hits / len(patterns)
 
 
@@ -149,8 +148,9 @@ def test_bca_only_from_ten_seeds_and_then_scipy_bca():
     assert used == "t" and "10 seeds" in note and (low, high) == pytest.approx(t_interval(few, 0.95))
     many = rng.gamma(2.0, size=12)
     low, high, used, _ = interval(many, 0.95, "bca", n_boot=4000, seed=7)
-    reference = scipy_stats.bootstrap((many,), np.mean, n_resamples=4000, method="BCa",
-                                      random_state=np.random.default_rng(7)).confidence_interval
+    reference = scipy_stats.bootstrap(
+        (many,), np.mean, n_resamples=4000, method="BCa", random_state=np.random.default_rng(7)
+    ).confidence_interval
     assert used == "bca" and (low, high) == pytest.approx((reference.low, reference.high))
     assert math.isnan(bootstrap_mean_ci([1.0])[0])
 
@@ -238,10 +238,12 @@ def table(values: dict[str, list[float]], metrics=("m1", "m2")) -> list[dict]:
     return results
 
 
-VALUES = {"full": [0.70, 0.72, 0.71, 0.73, 0.69, 0.70, 0.74],
-          "no_a": [0.66, 0.69, 0.66, 0.70, 0.66, 0.65, 0.70],
-          "no_b": [0.71, 0.71, 0.72, 0.72, 0.69, 0.71, 0.73],
-          "no_c": [0.69, 0.72, 0.70, 0.74, 0.68, 0.69, 0.73]}
+VALUES = {
+    "full": [0.70, 0.72, 0.71, 0.73, 0.69, 0.70, 0.74],
+    "no_a": [0.66, 0.69, 0.66, 0.70, 0.66, 0.65, 0.70],
+    "no_b": [0.71, 0.71, 0.72, 0.72, 0.69, 0.71, 0.73],
+    "no_c": [0.69, 0.72, 0.70, 0.74, 0.68, 0.69, 0.73],
+}
 
 
 def test_holm_family_is_every_comparison_of_every_metric():
@@ -262,7 +264,8 @@ def test_primary_metric_makes_the_others_exploratory():
     primary, other = study.metrics[1], study.metrics[0]
     assert study.family_size == 3 and study.family_metrics == ["m2"]
     assert [r.p_adj for r in primary.variants[1:]] == pytest.approx(
-        holm_by_hand([r.comparison.p_value for r in primary.variants[1:]]))
+        holm_by_hand([r.comparison.p_value for r in primary.variants[1:]])
+    )
     assert all(r.p_adj == r.comparison.p_value and not r.family for r in other.variants[1:])
     assert all(r.comparison.confidence == pytest.approx(0.95) for r in other.variants[1:])
     assert "exploratory" in other.variants[1].verdict
@@ -300,10 +303,18 @@ def test_power_line_pools_the_sd_of_the_differences():
 
 # -- factorial effects ------------------------------------------------------------------------------
 def test_factorial_effects_by_hand():
-    levels = {"full": {"a": True, "b": True}, "no_a": {"a": False, "b": True},
-              "no_b": {"a": True, "b": False}, "no_a+no_b": {"a": False, "b": False}}
-    cells = {"full": {0: 10.0, 1: 12.0}, "no_a": {0: 7.0, 1: 9.0}, "no_b": {0: 9.0, 1: 10.0},
-             "no_a+no_b": {0: 4.0, 1: 8.0}}
+    levels = {
+        "full": {"a": True, "b": True},
+        "no_a": {"a": False, "b": True},
+        "no_b": {"a": True, "b": False},
+        "no_a+no_b": {"a": False, "b": False},
+    }
+    cells = {
+        "full": {0: 10.0, 1: 12.0},
+        "no_a": {0: 7.0, 1: 9.0},
+        "no_b": {0: 9.0, 1: 10.0},
+        "no_a+no_b": {0: 4.0, 1: 8.0},
+    }
     effects = {c.name: per_seed(c, cells) for c in factorial_contrasts(levels, "full")}
     # a off: mean(no_a, no_a+no_b) - mean(full, no_b); seed 0: 5.5 - 9.5, seed 1: 8.5 - 11.
     assert effects["a=false (vs true)"] == pytest.approx({0: -4.0, 1: -2.5})
@@ -315,8 +326,14 @@ def test_factorial_effects_by_hand():
 def test_factorial_with_three_levels_compares_each_with_the_full_level():
     settings = [(a, m) for a in (True, False) for m in ("x", "y", "z")]
     levels = {f"v{i}": {"a": a, "mode": m} for i, (a, m) in enumerate(settings)}
-    value = {(True, "x"): 5.0, (True, "y"): 6.0, (True, "z"): 9.0, (False, "x"): 3.0, (False, "y"): 3.0,
-             (False, "z"): 4.0}
+    value = {
+        (True, "x"): 5.0,
+        (True, "y"): 6.0,
+        (True, "z"): 9.0,
+        (False, "x"): 3.0,
+        (False, "y"): 3.0,
+        (False, "z"): 4.0,
+    }
     cells = {f"v{i}": {0: value[key]} for i, key in enumerate(settings)}
     effects = {c.name: per_seed(c, cells)[0] for c in factorial_contrasts(levels, "v0")}
     assert effects["mode=y (vs x)"] == pytest.approx((6 + 3) / 2 - (5 + 3) / 2)
@@ -328,16 +345,25 @@ def test_factorial_with_three_levels_compares_each_with_the_full_level():
 
 
 def test_analyse_results_tests_factorial_effects_in_the_family():
-    levels = {"full": {"a": True, "b": True}, "no_a": {"a": False, "b": True},
-              "no_b": {"a": True, "b": False}, "no_a+no_b": {"a": False, "b": False}}
-    values = {"full": VALUES["full"], "no_a": VALUES["no_a"], "no_b": VALUES["no_b"],
-              "no_a+no_b": [v - 0.05 for v in VALUES["no_b"]]}
+    levels = {
+        "full": {"a": True, "b": True},
+        "no_a": {"a": False, "b": True},
+        "no_b": {"a": True, "b": False},
+        "no_a+no_b": {"a": False, "b": False},
+    }
+    values = {
+        "full": VALUES["full"],
+        "no_a": VALUES["no_a"],
+        "no_b": VALUES["no_b"],
+        "no_a+no_b": [v - 0.05 for v in VALUES["no_b"]],
+    }
     study = analyse_results(table(values, ("m1",)), "full", ["m1"], design="full_factorial", levels=levels)
     effects = {e.name: e for e in study.metrics[0].effects}
     assert study.family_size == 3 + 3
     main_a = effects["a=false (vs true)"]
-    expected = [(values["no_a"][s] + values["no_a+no_b"][s] - values["full"][s] - values["no_b"][s]) / 2
-                for s in range(7)]
+    expected = [
+        (values["no_a"][s] + values["no_a+no_b"][s] - values["full"][s] - values["no_b"][s]) / 2 for s in range(7)
+    ]
     assert main_a.comparison.mean_diff == pytest.approx(np.mean(expected))
     assert main_a.comparison.p_value == pytest.approx(enumerated_p(expected))
     missing = analyse_results(table(values, ("m1",)), "full", ["m1"], design="full_factorial")
@@ -346,23 +372,42 @@ def test_analyse_results_tests_factorial_effects_in_the_family():
 
 # -- verdicts -------------------------------------------------------------------------------------
 def test_verdict_lines():
-    assert verdict("synthesis", -0.021, (-0.030, -0.012), 0.01, "linear_top1", "leave_one_out", spread=0.006,
-                   scale=100) == ("removing synthesis costs 2.1 ± 0.6 points of linear_top1 "
-                                  "(95% CI [1.2, 3.0], p=0.01, Holm)")
-    assert verdict("queue", 0.003, (-0.004, 0.010), 0.43, "linear_top1", "leave_one_out", spread=0.008,
-                   scale=100, confidence=1 - 0.05 / 6, correction="Holm over 6") == (
+    assert verdict(
+        "synthesis", -0.021, (-0.030, -0.012), 0.01, "linear_top1", "leave_one_out", spread=0.006, scale=100
+    ) == ("removing synthesis costs 2.1 ± 0.6 points of linear_top1 (95% CI [1.2, 3.0], p=0.01, Holm)")
+    assert verdict(
+        "queue",
+        0.003,
+        (-0.004, 0.010),
+        0.43,
+        "linear_top1",
+        "leave_one_out",
+        spread=0.008,
+        scale=100,
+        confidence=1 - 0.05 / 6,
+        correction="Holm over 6",
+    ) == (
         "removing queue: no significant difference in linear_top1 (+0.3 ± 0.8 points, 99.17% CI [-0.4, 1.0], "
-        "p=0.43, Holm over 6)")
-    assert verdict("big_batch", 0.03, (0.01, 0.05), 0.02, "final_loss", "explicit", spread=0.01,
-                   higher_is_better=False, correction=None) == (
-        "big_batch costs 0.030 ± 0.010 in final_loss (95% CI [0.010, 0.050], p=0.02)")
+        "p=0.43, Holm over 6)"
+    )
+    assert verdict(
+        "big_batch",
+        0.03,
+        (0.01, 0.05),
+        0.02,
+        "final_loss",
+        "explicit",
+        spread=0.01,
+        higher_is_better=False,
+        correction=None,
+    ) == ("big_batch costs 0.030 ± 0.010 in final_loss (95% CI [0.010, 0.050], p=0.02)")
     assert verdict("queue", math.nan, (math.nan, math.nan), math.nan, "m", "leave_one_out") == (
-        "removing queue: not tested on m, no seed has a value for both")
+        "removing queue: not tested on m, no seed has a value for both"
+    )
     with pytest.raises(ValueError, match="kind"):
         verdict("x", 0.0, (0.0, 0.0), 0.5, "m", "leave-one-out")
 
 
 def test_format_p():
-    assert [format_p(p) for p in (0.43, 0.0998, 0.01, 0.0123, 0.0004)] == ["0.43", "0.10", "0.01", "0.012",
-                                                                            "<0.001"]
+    assert [format_p(p) for p in (0.43, 0.0998, 0.01, 0.0123, 0.0004)] == ["0.43", "0.10", "0.01", "0.012", "<0.001"]
     assert format_p(math.nan) == "n/a"

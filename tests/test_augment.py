@@ -120,8 +120,11 @@ def test_crops_respect_the_scale_range():
 def reference_jitter(batch: torch.Tensor, u: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     """Colour jitter done one image at a time with torchvision's functional ops."""
     ops = {"brightness": TF.adjust_brightness, "contrast": TF.adjust_contrast, "saturation": TF.adjust_saturation}
-    columns = {"brightness": aug_module._BRIGHTNESS, "contrast": aug_module._CONTRAST,
-               "saturation": aug_module._SATURATION}
+    columns = {
+        "brightness": aug_module._BRIGHTNESS,
+        "contrast": aug_module._CONTRAST,
+        "saturation": aug_module._SATURATION,
+    }
     names = list(ops)
     out = []
     for image, draws in zip(batch.float() / 255, u):
@@ -140,8 +143,9 @@ def reference_jitter(batch: torch.Tensor, u: torch.Tensor, cfg: AugmentConfig) -
 def test_jitter_matches_torchvision_in_a_random_order_per_sample():
     """Brightness, contrast and saturation with torchvision's clamps, ops in each sample's own
     order: extreme factors make the order matter, so a fixed order would not match."""
-    cfg = AugmentConfig(**NO_CROP, jitter_prob=0.7, brightness=0.9, contrast=0.9, saturation=0.9, hue=0.0,
-                        grayscale_prob=0.0)
+    cfg = AugmentConfig(
+        **NO_CROP, jitter_prob=0.7, brightness=0.9, contrast=0.9, saturation=0.9, hue=0.0, grayscale_prob=0.0
+    )
     batch = images(64, size=8)
     out = TwoViewAugment(cfg, 3, 8, (MEAN,) * 3, (STD,) * 3)(batch, gen(3))
     u = torch.rand(64, aug_module._DRAWS, generator=gen(3))
@@ -155,8 +159,9 @@ def test_jitter_matches_torchvision_in_a_random_order_per_sample():
 def test_hue_keeps_luma_and_greys():
     batch = images(16, size=8)
     batch[:, :, :2] = 90  # a grey band: hue cannot change it
-    aug = augment(size=8, **NO_CROP, jitter_prob=1.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.4,
-                  grayscale_prob=0.0)
+    aug = augment(
+        size=8, **NO_CROP, jitter_prob=1.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.4, grayscale_prob=0.0
+    )
     out, before = raw(aug(batch, gen(0))), batch.float() / 255
     luma = torch.tensor(aug_module.GRAY_WEIGHTS).view(1, 3, 1, 1)
     unclipped = ((out > 1e-4) & (out < 1 - 1e-4)).all(1, keepdim=True)
@@ -190,7 +195,7 @@ def test_blur_per_sample(channels):
     blurred = augment(channels, **{**NOTHING, "blur_prob": 0.5, "blur_sigma": (1.0, 2.0)})(batch, gen(2))
     same = (plain == blurred).flatten(1).all(1)
     assert 15 < same.sum() < 49  # half the samples skip the blur and come out unchanged
-    smooth = (blurred.diff(dim=-1).abs().mean((1, 2, 3)) < plain.diff(dim=-1).abs().mean((1, 2, 3)))
+    smooth = blurred.diff(dim=-1).abs().mean((1, 2, 3)) < plain.diff(dim=-1).abs().mean((1, 2, 3))
     assert torch.equal(smooth, ~same)  # the others are smoother
     flat = torch.full((4, channels, 16, 16), 77, dtype=torch.uint8)
     always = augment(channels, **{**NOTHING, "blur_prob": 1.0})

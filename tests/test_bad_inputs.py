@@ -31,12 +31,26 @@ from tests.files import Evil, put, snapshot, state_bytes, valid_state, write
 # -- building the inputs ----------------------------------------------------------------------
 TINY = tiny_config_dict()
 TINY_YAML = yaml.safe_dump(TINY, sort_keys=False)
-SPACE = {"method.temperature": {"type": "float", "low": 0.05, "high": 1.0, "log": True},
-         "optim.lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True}}
-TUNE = {"name": "unit", "base": TINY, "metric": "knn_top1", "mode": "max", "num_samples": 2, "space": SPACE,
-        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}}
-ABLATE = {"name": "tiny", "base": tiny_config_dict({"name": "sscl", "synthetic_count": 8, "hard_pool_size": 16}),
-          "components": ["synthesis", "debias"], "seeds": 2, "metrics": ["knn_top1"]}
+SPACE = {
+    "method.temperature": {"type": "float", "low": 0.05, "high": 1.0, "log": True},
+    "optim.lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
+}
+TUNE = {
+    "name": "unit",
+    "base": TINY,
+    "metric": "knn_top1",
+    "mode": "max",
+    "num_samples": 2,
+    "space": SPACE,
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+}
+ABLATE = {
+    "name": "tiny",
+    "base": tiny_config_dict({"name": "sscl", "synthetic_count": 8, "hard_pool_size": 16}),
+    "components": ["synthesis", "debias"],
+    "seeds": 2,
+    "metrics": ["knn_top1"],
+}
 
 
 @dataclass
@@ -54,6 +68,7 @@ def train_case(case_id: str, content: str | bytes | dict, names: list[str], extr
     def build(tmp: Path) -> tuple[list[str], Path, list[str]]:
         config = write(tmp / "exp.yaml", content)
         return ["train", str(config), "--output", str(tmp / "out"), *extra], tmp / "out", ["exp.yaml", *names]
+
     CASES.append(Case(f"train-{case_id}", build))
 
 
@@ -62,12 +77,14 @@ def set_case(case_id: str, override: str, field: str) -> None:
     train_case(f"set-{case_id}", TINY, [f"(--set {override})", field], ("--set", override))
 
 
-def spec_case(command: str, case_id: str, content: str | bytes | dict, names: list[str],
-              extra: tuple[str, ...] = ()) -> None:
+def spec_case(
+    command: str, case_id: str, content: str | bytes | dict, names: list[str], extra: tuple[str, ...] = ()
+) -> None:
     def build(tmp: Path) -> tuple[list[str], Path, list[str]]:
         spec = write(tmp / "spec.yaml", content)
         dry = ("--dry-run",) if command == "ablate" else ()
         return [command, str(spec), "--output", str(tmp / "out"), *dry, *extra], tmp / "out", ["spec.yaml", *names]
+
     CASES.append(Case(f"{command}-{case_id}", build))
 
 
@@ -78,16 +95,31 @@ train_case("binary", b"\x00\x01\x02PK\x03\x04", ["binary"])
 train_case("latin-1", "name: caf\xe9\n".encode("latin-1"), ["UTF-8"])
 train_case("duplicate-section", TINY_YAML + "optim:\n  lr: 0.5\n", ["'optim' given twice"])
 train_case("duplicate-field", "optim:\n  lr: 0.1\n  lr: 0.2\n", ["'lr' given twice"])
-train_case("duplicate-in-method", "method:\n  name: simclr\n  temperature: 0.1\n  temperature: 0.2\n",
-           ["'temperature' given twice"])
+train_case(
+    "duplicate-in-method",
+    "method:\n  name: simclr\n  temperature: 0.1\n  temperature: 0.2\n",
+    ["'temperature' given twice"],
+)
 train_case("unclosed-bracket", "optim: {lr: 0.1\n", ["valid YAML"])
 train_case("bad-indent", "optim:\n  lr: 0.1\n epochs: 2\n", ["valid YAML"])
 train_case("top-level-list", "- optim\n- lr\n", ["mapping"])
 train_case("top-level-scalar", "42\n", ["mapping"])
-CASES.append(Case("train-config-is-a-folder", lambda tmp: (
-    ["train", str(tmp), "--output", str(tmp / "out")], tmp / "out", [str(tmp), "folder"])))
-CASES.append(Case("train-config-missing", lambda tmp: (
-    ["train", str(tmp / "nope.yaml"), "--output", str(tmp / "out")], tmp / "out", ["nope.yaml", "not found"])))
+CASES.append(
+    Case(
+        "train-config-is-a-folder",
+        lambda tmp: (["train", str(tmp), "--output", str(tmp / "out")], tmp / "out", [str(tmp), "folder"]),
+    )
+)
+CASES.append(
+    Case(
+        "train-config-missing",
+        lambda tmp: (
+            ["train", str(tmp / "nope.yaml"), "--output", str(tmp / "out")],
+            tmp / "out",
+            ["nope.yaml", "not found"],
+        ),
+    )
+)
 
 # -- experiment files: fields ------------------------------------------------------------------
 FIELD_CASES: list[tuple[str, str, Any, str]] = [
@@ -140,13 +172,16 @@ train_case("method-a-list", put(TINY, "method", ["simclr"]), ["method"])
 train_case("optim-a-number", put(TINY, "optim", 3), ["optim"])
 train_case("batch-over-the-data", put(TINY, "optim.batch_size", 4096), ["optim.batch_size", "230 training images"])
 # With workers the run goes to Ray: the same check happens before Ray starts.
-train_case("batch-over-the-data-on-ray", put(TINY, "optim.batch_size", 4096), ["optim.batch_size", "230 training"],
-           ("--workers", "2"))
+train_case(
+    "batch-over-the-data-on-ray",
+    put(TINY, "optim.batch_size", 4096),
+    ["optim.batch_size", "230 training"],
+    ("--workers", "2"),
+)
 if not torch.cuda.is_available():
     train_case("cuda-without-gpu", put(TINY, "resources.device", "cuda"), ["resources.device", "cuda"])
 # Ray Train's own checks, before Ray starts: the line still names the file.
-train_case("workers-split-the-batch-unevenly", TINY, ["optim.batch_size", "resources.workers (3)"],
-           ("--workers", "3"))
+train_case("workers-split-the-batch-unevenly", TINY, ["optim.batch_size", "resources.workers (3)"], ("--workers", "3"))
 train_case("gpus-on-a-cpu-device", TINY, ["resources.device"], ("--workers", "2", "--gpus-per-worker", "1"))
 
 # -- --set ---------------------------------------------------------------------------------------
@@ -176,8 +211,12 @@ TUNE_CASES: list[tuple[str, str | bytes | dict, list[str]]] = [
     ("empty", "", ["empty"]),
     ("binary", b"\x89PNG\r\n\x1a\n\x00\x00", ["binary"]),
     ("duplicate-key", yaml.safe_dump(TUNE) + "metric: loss\n", ["'metric' given twice"]),
-    ("duplicate-in-space", "metric: knn_top1\nmode: max\nspace:\n  optim.lr: {type: float, low: 0.1, high: 1}\n"
-                           "  optim.lr: {type: float, low: 0.2, high: 1}\n", ["'optim.lr' given twice"]),
+    (
+        "duplicate-in-space",
+        "metric: knn_top1\nmode: max\nspace:\n  optim.lr: {type: float, low: 0.1, high: 1}\n"
+        "  optim.lr: {type: float, low: 0.2, high: 1}\n",
+        ["'optim.lr' given twice"],
+    ),
     ("a-list", "- metric\n", ["mapping"]),
     ("unknown-key", {**TUNE, "trials": 3}, ["trials"]),
     ("no-metric", {k: v for k, v in TUNE.items() if k != "metric"}, ["metric"]),
@@ -185,31 +224,58 @@ TUNE_CASES: list[tuple[str, str | bytes | dict, list[str]]] = [
     ("samples-zero", {**TUNE, "num_samples": 0}, ["num_samples"]),
     ("space-empty", {**TUNE, "space": {}}, ["space"]),
     ("space-type", {**TUNE, "space": {"optim.lr": {"type": "gaussian"}}}, ["space.optim.lr"]),
-    ("space-low-over-high", {**TUNE, "space": {"optim.lr": {"type": "float", "low": 1.0, "high": 0.1}}},
-     ["space.optim.lr"]),
-    ("space-inf", {**TUNE, "space": {"optim.lr": {"type": "float", "low": 0.1, "high": float("inf")}}},
-     ["space.optim.lr"]),
-    ("space-unknown-field", {**TUNE, "space": {"optim.nope": {"type": "float", "low": 0.1, "high": 1.0}}},
-     ["optim.nope"]),
-    ("reduction-factor-one", {**TUNE, "scheduler": {"type": "asha", "reduction_factor": 1}},
-     ["scheduler.reduction_factor"]),
+    (
+        "space-low-over-high",
+        {**TUNE, "space": {"optim.lr": {"type": "float", "low": 1.0, "high": 0.1}}},
+        ["space.optim.lr"],
+    ),
+    (
+        "space-inf",
+        {**TUNE, "space": {"optim.lr": {"type": "float", "low": 0.1, "high": float("inf")}}},
+        ["space.optim.lr"],
+    ),
+    (
+        "space-unknown-field",
+        {**TUNE, "space": {"optim.nope": {"type": "float", "low": 0.1, "high": 1.0}}},
+        ["optim.nope"],
+    ),
+    (
+        "reduction-factor-one",
+        {**TUNE, "scheduler": {"type": "asha", "reduction_factor": 1}},
+        ["scheduler.reduction_factor"],
+    ),
     ("base-lr-inf", put(TUNE, "base.optim.lr", float("inf")), ["optim.lr"]),
     ("base-missing", {k: v for k, v in TUNE.items() if k != "base"}, ["base"]),
-    ("base-config-missing", {**{k: v for k, v in TUNE.items() if k != "base"}, "base_config": "nope.yaml"},
-     ["base_config"]),
+    (
+        "base-config-missing",
+        {**{k: v for k, v in TUNE.items() if k != "base"}, "base_config": "nope.yaml"},
+        ["base_config"],
+    ),
     ("points-out-of-range", {**TUNE, "points_to_evaluate": [{"optim.lr": 5.0}]}, ["points_to_evaluate[0]"]),
     ("name-with-spaces", {**TUNE, "name": "my study"}, ["name"]),
 ]
 for case_id, content, names in TUNE_CASES:
     spec_case("tune", case_id, content, names)
 spec_case("tune", "set-sampled", TUNE, ["(--set optim.lr=0.1)", "optim.lr", "space"], ("--set", "optim.lr=0.1"))
-spec_case("tune", "set-sampled-section", TUNE, ["(--set method.temperature=0.2)", "method.temperature"],
-          ("--set", "method.temperature=0.2"))
+spec_case(
+    "tune",
+    "set-sampled-section",
+    TUNE,
+    ["(--set method.temperature=0.2)", "method.temperature"],
+    ("--set", "method.temperature=0.2"),
+)
 spec_case("tune", "set-inf", TUNE, ["(--set optim.epochs=.inf)", "optim.epochs"], ("--set", "optim.epochs=.inf"))
 spec_case("tune", "samples-flag-zero", TUNE, ["--samples"], ("--samples", "0"))
-CASES.append(Case("tune-resume-without-study", lambda tmp: (
-    ["tune", str(write(tmp / "spec.yaml", TUNE)), "--output", str(tmp / "out"), "--resume"], tmp / "out",
-    ["out", "resume", "not found"])))
+CASES.append(
+    Case(
+        "tune-resume-without-study",
+        lambda tmp: (
+            ["tune", str(write(tmp / "spec.yaml", TUNE)), "--output", str(tmp / "out"), "--resume"],
+            tmp / "out",
+            ["out", "resume", "not found"],
+        ),
+    )
+)
 
 
 def tune_base_file_duplicate(tmp: Path) -> tuple[list[str], Path, list[str]]:
@@ -248,11 +314,16 @@ def run_folder(tmp: Path, state_file: bytes | None, config: dict | None = TINY) 
     return run
 
 
-def eval_case(case_id: str, make: Callable[[Path], bytes | None], names: list[str], config: dict | None = TINY,
-              ) -> None:
+def eval_case(
+    case_id: str,
+    make: Callable[[Path], bytes | None],
+    names: list[str],
+    config: dict | None = TINY,
+) -> None:
     def build(tmp: Path) -> tuple[list[str], Path, list[str]]:
         run = run_folder(tmp, make(tmp), config)
         return ["eval", str(run)], run, names
+
     CASES.append(Case(f"eval-{case_id}", build))
 
 
@@ -260,13 +331,15 @@ GOOD_HASH = config_hash(config_from_dict(TINY))
 eval_case("empty-state", lambda tmp: b"", ["state.pt", "empty"])
 eval_case("garbage-state", lambda tmp: b"this is not a checkpoint\n" * 20, ["state.pt", "corrupt"])
 eval_case("truncated-state", lambda tmp: state_bytes(tmp, valid_state(GOOD_HASH))[:300], ["state.pt", "truncated"])
-eval_case("malicious-state", lambda tmp: state_bytes(tmp, {"method": Evil(tmp / "pwned")}),
-          ["state.pt", "refused", "system"])
+eval_case(
+    "malicious-state", lambda tmp: state_bytes(tmp, {"method": Evil(tmp / "pwned")}), ["state.pt", "refused", "system"]
+)
 eval_case("not-contrastlab", lambda tmp: state_bytes(tmp, {"weights": torch.zeros(2)}), ["state.pt", "missing"])
 eval_case("a-tensor", lambda tmp: state_bytes(tmp, torch.zeros(3)), ["state.pt", "missing"])
 eval_case("no-checkpoint", lambda tmp: None, ["run", "no state.pt"])
-eval_case("config-missing", lambda tmp: state_bytes(tmp, valid_state(GOOD_HASH)), ["config.yaml", "not found"],
-          config=None)
+eval_case(
+    "config-missing", lambda tmp: state_bytes(tmp, valid_state(GOOD_HASH)), ["config.yaml", "not found"], config=None
+)
 eval_case("config-changed", lambda tmp: state_bytes(tmp, valid_state("0" * 16)), ["config.yaml", "hash"])
 
 
@@ -303,20 +376,29 @@ def output_case(case_id: str, prepare: Callable[[Path], Path], names: list[str],
         if command == "tune":
             return ["tune", str(write(tmp / "spec.yaml", TUNE)), "--output", str(output)], output, names
         return ["train", str(write(tmp / "exp.yaml", TINY)), "--output", str(output)], output, names
+
     CASES.append(Case(f"output-{case_id}", build))
 
 
 output_case("a-file", lambda tmp: write(tmp / "out", "not a folder\n"), ["out", "a file is in the way"])
 output_case("below-a-file", lambda tmp: write(tmp / "blocker", "x\n") / "run", ["blocker", "run"])
 output_case("tune-a-file", lambda tmp: write(tmp / "study", "x\n"), ["study", "a file is in the way"], "tune")
-output_case("other-config", lambda tmp: run_folder(tmp, None, put(TINY, "optim.lr", 0.5)),
-            ["run", "optim.lr: 0.5 -> 0.1"])
-output_case("other-config-two-fields", lambda tmp: run_folder(tmp, None, put(put(TINY, "optim.lr", 0.5), "seed", 4)),
-            ["run", "optim.lr: 0.5 -> 0.1", "seed: 4 -> 0"])
-output_case("other-checkpoint", lambda tmp: run_folder(tmp, state_bytes(tmp, valid_state("0" * 16)), None),
-            ["state.pt", "another config"])
-output_case("corrupt-config-yaml", lambda tmp: run_folder(tmp, None, put(TINY, "optim.lr", -3)),
-            ["config.yaml", "optim.lr"])
+output_case(
+    "other-config", lambda tmp: run_folder(tmp, None, put(TINY, "optim.lr", 0.5)), ["run", "optim.lr: 0.5 -> 0.1"]
+)
+output_case(
+    "other-config-two-fields",
+    lambda tmp: run_folder(tmp, None, put(put(TINY, "optim.lr", 0.5), "seed", 4)),
+    ["run", "optim.lr: 0.5 -> 0.1", "seed: 4 -> 0"],
+)
+output_case(
+    "other-checkpoint",
+    lambda tmp: run_folder(tmp, state_bytes(tmp, valid_state("0" * 16)), None),
+    ["state.pt", "another config"],
+)
+output_case(
+    "corrupt-config-yaml", lambda tmp: run_folder(tmp, None, put(TINY, "optim.lr", -3)), ["config.yaml", "optim.lr"]
+)
 
 
 def locked(tmp: Path) -> Path:
@@ -337,6 +419,7 @@ output_case("locked", locked, ["run", "pid 424242"])
 def failing_mkdir(number: int, text: str):
     def mkdir(self, *args, **kwargs):
         raise OSError(number, text, str(self))
+
     return mkdir
 
 
@@ -359,6 +442,7 @@ output_case("disk-full", disk_full, ["full", "No space left"])
 @pytest.fixture
 def nothing_runs(monkeypatch):
     """Training, a study, an ablation or Ray reached: the input was not refused in time."""
+
     def reached(*_args, **_kwargs):
         raise AssertionError("the command got past its input checks")
 
@@ -404,8 +488,13 @@ def test_bad_input_in_a_real_process(case_id: str, tmp_path):
     case = next(c for c in CASES if c.id == case_id)
     argv, watched, names = case.build(tmp_path)
     before = snapshot(watched)
-    done = subprocess.run([sys.executable, "-m", "contrastlab.cli", *argv], capture_output=True, text=True,
-                          timeout=120, env={**os.environ})
+    done = subprocess.run(
+        [sys.executable, "-m", "contrastlab.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ},
+    )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and all(name in lines[0] for name in names), done.stderr

@@ -23,8 +23,13 @@ from tests.files import write
 
 
 def state(epoch: int) -> dict:
-    return {"method": {"w": torch.full((64,), float(epoch))}, "epoch": epoch, "step": 10 * epoch,
-            "config_hash": "h", "extra": {}}
+    return {
+        "method": {"w": torch.full((64,), float(epoch))},
+        "epoch": epoch,
+        "step": 10 * epoch,
+        "config_hash": "h",
+        "extra": {},
+    }
 
 
 def exit_now(*_args, **_kwargs):
@@ -101,9 +106,16 @@ def test_a_run_killed_inside_the_swap_resumes_instead_of_restarting(tmp_path):
     assert (last / ck.STATE_FILE).is_file() and not last.with_name(".last-old").exists()
 
 
-@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"),
-                                     RuntimeError("[enforce fail at inline_container.cc:664] . "
-                                                  "PytorchStreamWriter failed writing file data/0: file write failed")])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        RuntimeError(
+            "[enforce fail at inline_container.cc:664] . "
+            "PytorchStreamWriter failed writing file data/0: file write failed"
+        ),
+    ],
+)
 def test_a_full_disk_keeps_the_old_checkpoint_and_says_where(failure, tmp_path, monkeypatch):
     last = tmp_path / "checkpoints" / "last"
     save_checkpoint(state(1), last)
@@ -123,8 +135,12 @@ def test_a_full_disk_keeps_the_old_checkpoint_and_says_where(failure, tmp_path, 
 
 
 def test_a_full_disk_during_train_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
-    config = write(tmp_path / "exp.yaml", tiny_config(
-        optim={"epochs": 1}, eval={"knn_every": 0, "linear_probe": False, "align_uniform": False}).to_dict())
+    config = write(
+        tmp_path / "exp.yaml",
+        tiny_config(
+            optim={"epochs": 1}, eval={"knn_every": 0, "linear_probe": False, "align_uniform": False}
+        ).to_dict(),
+    )
 
     def full(obj, handle):
         raise OSError(errno.ENOSPC, "No space left on device")

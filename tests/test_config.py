@@ -100,6 +100,8 @@ def test_cli_exit_code_2_and_one_line(tmp_path):
 def test_stdlib_platform_not_shadowed():
     proc = subprocess.run(
         [sys.executable, "-c", "import contrastlab, platform; print(platform.system())"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0 and proc.stdout.strip() in {"Linux", "Darwin", "Windows"}

@@ -207,8 +207,9 @@ def test_registry_and_prepare(tmp_path):
     assert set(DATASETS) == {"fashion_mnist", "cifar10", "cifar100", "stl10", "image_folder", "trifeature"}
     listing = describe_datasets()
     assert all(name in listing for name in DATASETS) and len(listing.splitlines()) == len(DATASETS)
-    status = prepare_dataset(DataConfig(val_size=0, name="trifeature", trifeature_train=20, trifeature_test=10,
-                                        cache_dir=str(tmp_path)))
+    status = prepare_dataset(
+        DataConfig(val_size=0, name="trifeature", trifeature_train=20, trifeature_test=10, cache_dir=str(tmp_path))
+    )
     assert "\n" not in status and "20 train" in status and "10 test" in status
     assert list(tmp_path.glob("trifeature-*.pt"))
 
@@ -299,10 +300,13 @@ def test_subset_is_drawn_from_the_train_part_only(tmp_path):
     assert not _rows(bundle.val_images) & _rows(bundle.train_images)
 
 
-@pytest.mark.parametrize(("fields", "field", "words"), [
-    ({"val_size": 200}, "data.val_size", "fewer validation images"),
-    ({"val_size": 50, "subset": 151}, "data.subset", "at most the 150"),
-])
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"val_size": 200}, "data.val_size", "fewer validation images"),
+        ({"val_size": 50, "subset": 151}, "data.subset", "at most the 150"),
+    ],
+)
 def test_split_sizes_the_data_cannot_give_are_refused(tmp_path, fields, field, words):
     from contrastlab.config import ConfigError
 

@@ -51,10 +51,21 @@ CASES: dict[str, dict] = {
     "sscl": {"name": "sscl", "synthesis": False, "projector_bn": True},
     "sscl_moco": {"name": "sscl", "base": "moco", "synthesis": False, "queue_size": 48},
     "slr": {"name": "slr", "mm": False, "queue_size": 48, "top_k": 8},
-    "metaug_encoder": {"name": "metaug", "generator_hidden": 16, "meta_update": "frozen", "aug_weight": 1.0,
-                       "margin_weight": 0.1},
-    "metaug": {"name": "metaug", "generator_hidden": 16, "meta_update": "second_order", "inner_lr": 0.5,
-               "aug_weight": 1.0, "margin_weight": 0.1},
+    "metaug_encoder": {
+        "name": "metaug",
+        "generator_hidden": 16,
+        "meta_update": "frozen",
+        "aug_weight": 1.0,
+        "margin_weight": 0.1,
+    },
+    "metaug": {
+        "name": "metaug",
+        "generator_hidden": 16,
+        "meta_update": "second_order",
+        "inner_lr": 0.5,
+        "aug_weight": 1.0,
+        "margin_weight": 0.1,
+    },
 }
 # With SyncBatchNorm (GPU only), BatchNorm in train mode matches too.
 SYNC_BN_CASES = {"simclr_sync_bn": "simclr", "moco_sync_bn": "moco"}
@@ -86,8 +97,9 @@ def step_views(step: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
 
 
-def run_steps(case: str, distributed, rank: int, world: int, device: str = "cpu",
-              frozen_bn: bool = True) -> dict[str, torch.Tensor]:
+def run_steps(
+    case: str, distributed, rank: int, world: int, device: str = "cpu", frozen_bn: bool = True
+) -> dict[str, torch.Tensor]:
     """`STEPS` optimisation steps on this rank's rows; returns the updates and the buffers (on CPU)."""
     cfg = case_config(case)
     torch.manual_seed(cfg.seed)
@@ -182,8 +194,9 @@ def _gpu_worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         distributed = TorchDistributed(f"cuda:{rank}", local_rank=rank)
-        results = {case: run_steps(case, distributed, rank, WORLD, f"cuda:{rank}", frozen_bn=False)
-                   for case in SYNC_BN_CASES}
+        results = {
+            case: run_steps(case, distributed, rank, WORLD, f"cuda:{rank}", frozen_bn=False) for case in SYNC_BN_CASES
+        }
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()

@@ -67,7 +67,7 @@ def test_negative_candidate_index_rejects_a_block_outside_the_batch():
 def test_positive_negative_similarities_match_numpy_with_global_tensors(b):
     B, offset = b + 3, 2
     z1_all, z2_all = unit(B, seed=b), unit(B, seed=b + 50)
-    z1, z2 = z1_all[offset:offset + b], z2_all[offset:offset + b]
+    z1, z2 = z1_all[offset : offset + b], z2_all[offset : offset + b]
     pos, neg = positive_negative_similarities(z1, z2, z1_all, z2_all, offset)
     rows = np_two_view(z1_all.numpy(), z2_all.numpy(), offset, b)
     np.testing.assert_allclose(pos.numpy(), [p for p, _ in rows], rtol=1e-12)
@@ -97,7 +97,8 @@ def test_negative_mask_drops_negatives(tau):
     expected = np_nt_xent(np_two_view(z1.numpy(), z2.numpy(), 0, b), tau, keep.numpy())
     assert nt_xent(z1, z2, tau, negative_mask=keep).item() == pytest.approx(expected, rel=1e-10)
     assert nt_xent(z1, z2, tau, negative_mask=torch.ones_like(keep)).item() == pytest.approx(
-        nt_xent(z1, z2, tau).item(), rel=1e-12)
+        nt_xent(z1, z2, tau).item(), rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("sizes", [(4, 4), (3, 1, 3), (2, 2, 2, 1)])
@@ -109,7 +110,7 @@ def test_local_slices_with_global_tensors_sum_to_the_full_batch_loss(sizes):
     full_grads = torch.autograd.grad(full, (z1_all, z2_all))
     total, offset = 0.0, 0
     for b in sizes:
-        local = nt_xent(z1_all[offset:offset + b], z2_all[offset:offset + b], 0.2, z1_all, z2_all, offset)
+        local = nt_xent(z1_all[offset : offset + b], z2_all[offset : offset + b], 0.2, z1_all, z2_all, offset)
         total = total + (b / B) * local  # each worker's mean, weighted by its share of the anchors
         offset += b
     assert total.item() == pytest.approx(full.item(), rel=1e-12)
@@ -122,8 +123,12 @@ def test_info_nce_from_similarities_is_stable_at_small_temperature():
     neg = torch.tensor([[0.95, -1.0], [0.99, 0.2]], dtype=torch.float32)
     loss = info_nce_from_similarities(pos, neg, 0.001)
     assert torch.isfinite(loss)
-    expected = np.mean([np.logaddexp.reduce(np.r_[p, n] / 0.001) - p / 0.001
-                        for p, n in zip(pos.double().numpy(), neg.double().numpy())])
+    expected = np.mean(
+        [
+            np.logaddexp.reduce(np.r_[p, n] / 0.001) - p / 0.001
+            for p, n in zip(pos.double().numpy(), neg.double().numpy())
+        ]
+    )
     assert loss.item() == pytest.approx(expected, rel=1e-4)
 
 

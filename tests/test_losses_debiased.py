@@ -107,13 +107,16 @@ def test_debiased_negative_term_count_and_log_shift():
     neg = torch.rand(4, 6, generator=gen, dtype=torch.float64) * 2 - 1
     tau, tau_plus = 0.3, 0.1
     with_count = debiased_negative_term(torch.exp(pos / tau), torch.exp(neg / tau), tau_plus, tau, count=4.0)
-    expected = [max((np.exp(n / tau).sum() - tau_plus * 4 * math.exp(p / tau)) / (1 - tau_plus),
-                    6 * math.exp(-1 / tau)) for p, n in zip(pos.tolist(), neg.numpy())]
+    expected = [
+        max((np.exp(n / tau).sum() - tau_plus * 4 * math.exp(p / tau)) / (1 - tau_plus), 6 * math.exp(-1 / tau))
+        for p, n in zip(pos.tolist(), neg.numpy())
+    ]
     np.testing.assert_allclose(with_count.numpy(), expected, rtol=1e-12)
     # Inputs scaled by e^{-shift} give the result scaled by e^{-shift}, clamp included.
     shift = torch.tensor([0.0, 3.0, -2.0, 10.0], dtype=torch.float64)
-    shifted = debiased_negative_term(torch.exp(pos / tau - shift), torch.exp(neg / tau - shift[:, None]),
-                                     tau_plus, tau, count=4.0, log_shift=shift)
+    shifted = debiased_negative_term(
+        torch.exp(pos / tau - shift), torch.exp(neg / tau - shift[:, None]), tau_plus, tau, count=4.0, log_shift=shift
+    )
     torch.testing.assert_close(shifted * torch.exp(shift), with_count)
     with pytest.raises(ValueError, match="tau_plus"):
         debiased_negative_term(pos, neg, 1.0, tau)
@@ -152,8 +155,9 @@ def test_local_slices_with_global_tensors_sum_to_the_full_batch_loss():
         full = hcl_loss(z1_all, z2_all, 0.3, tau_plus, beta)
         total, offset = 0.0, 0
         for b in (3, 1, 3):
-            part = hcl_loss(z1_all[offset:offset + b], z2_all[offset:offset + b], 0.3, tau_plus, beta,
-                            z1_all, z2_all, offset)
+            part = hcl_loss(
+                z1_all[offset : offset + b], z2_all[offset : offset + b], 0.3, tau_plus, beta, z1_all, z2_all, offset
+            )
             total += b / 7 * part.item()
             offset += b
         assert total == pytest.approx(full.item(), rel=1e-12)

@@ -72,7 +72,7 @@ def test_fifo_enqueue_equals_one_key_at_a_time(ptr, n):
     batched, batched_ptr = fifo_enqueue(start, torch.tensor(ptr), keys)
     one, one_ptr = start, torch.tensor(ptr)
     for j in range(n):
-        one, one_ptr = fifo_enqueue(one, one_ptr, keys[j:j + 1])
+        one, one_ptr = fifo_enqueue(one, one_ptr, keys[j : j + 1])
     assert torch.equal(batched, one) and batched_ptr.item() == one_ptr.item() == (ptr + n) % size
 
 
@@ -109,18 +109,23 @@ def test_soft_cross_entropy_matches_numpy_and_one_hot_is_cross_entropy():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(5, 7, generator=gen, dtype=torch.float64).requires_grad_(True)
     target = torch.softmax(torch.randn(5, 7, generator=gen, dtype=torch.float64), 1).requires_grad_(True)
-    expected = np.mean([
-        -sum(target[i, c].item() * (logits[i, c].item() - np.log(np.exp(logits[i].detach().numpy()).sum()))
-             for c in range(7))
-        for i in range(5)
-    ])
+    expected = np.mean(
+        [
+            -sum(
+                target[i, c].item() * (logits[i, c].item() - np.log(np.exp(logits[i].detach().numpy()).sum()))
+                for c in range(7)
+            )
+            for i in range(5)
+        ]
+    )
     loss = soft_cross_entropy(logits, target)
     assert loss.item() == pytest.approx(expected, rel=1e-12)
     loss.backward()
     assert target.grad is None and logits.grad.abs().sum() > 0
     hard = torch.tensor([1, 0, 6, 3, 3])
     assert soft_cross_entropy(logits, F.one_hot(hard, 7).double()).item() == pytest.approx(
-        F.cross_entropy(logits, hard).item(), rel=1e-12)
+        F.cross_entropy(logits, hard).item(), rel=1e-12
+    )
 
 
 def test_soft_cross_entropy_with_vanilla_label_is_moco():
@@ -143,6 +148,7 @@ def test_label_entropy_and_mixup_labels():
     per_row = mixup_labels(labels, perm, theta)
     for i in range(4):
         t = theta[i].item()
-        np.testing.assert_allclose(per_row[i].numpy(), t * labels[i].numpy() + (1 - t) * labels[perm[i]].numpy(),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            per_row[i].numpy(), t * labels[i].numpy() + (1 - t) * labels[perm[i]].numpy(), rtol=1e-6
+        )
     torch.testing.assert_close(per_row.sum(1), torch.ones(4))

@@ -22,8 +22,13 @@ def unit(*shape: int, seed: int) -> torch.Tensor:
 
 
 def tensors() -> dict[str, torch.Tensor]:
-    return {"z1": unit(B, D, seed=0), "z2": unit(B, D, seed=1), "queue": unit(K, D, seed=2),
-            "synthetic": unit(B, 3, D, seed=3), "probs": torch.softmax(unit(B, K, seed=4) * 5, dim=1)}
+    return {
+        "z1": unit(B, D, seed=0),
+        "z2": unit(B, D, seed=1),
+        "queue": unit(K, D, seed=2),
+        "synthetic": unit(B, 3, D, seed=3),
+        "probs": torch.softmax(unit(B, K, seed=4) * 5, dim=1),
+    }
 
 
 def slr_loss(t: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -39,8 +44,9 @@ def slr_off_loss(t: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def sscl_queue_loss(t: dict[str, torch.Tensor]) -> torch.Tensor:
-    mcfg = tiny_config({"name": "sscl", "base": "moco", "queue_size": K, "hard_pool_size": 8,
-                        "synthetic_count": 4}).method
+    mcfg = tiny_config(
+        {"name": "sscl", "base": "moco", "queue_size": K, "hard_pool_size": 8, "synthetic_count": 4}
+    ).method
     q, k, queue = t["z1"], t["z2"], t["queue"]
     pos, neg = (q * k).sum(1), q @ queue.to(q.dtype).T
     return sscl_module.sscl_objective(q, pos, neg, queue, None, mcfg, torch.Generator().manual_seed(0)).loss
@@ -60,8 +66,9 @@ LOSSES: dict[str, Callable[[dict[str, torch.Tensor]], torch.Tensor]] = {
     "nt_xent": lambda t: L.nt_xent(t["z1"], t["z2"], 0.5),
     "dcl": lambda t: L.dcl_loss(t["z1"], t["z2"], 0.5, 0.1),
     "hcl": lambda t: L.hcl_loss(t["z1"], t["z2"], 0.5, 0.1, 1.0),
-    "sscl_loss": lambda t: L.sscl_loss(*L.positive_negative_similarities(t["z1"], t["z2"]),
-                                        t["synthetic"][:, :, 0].repeat(2, 1), 0.5, 1.0, 0.1)[0],
+    "sscl_loss": lambda t: L.sscl_loss(
+        *L.positive_negative_similarities(t["z1"], t["z2"]), t["synthetic"][:, :, 0].repeat(2, 1), 0.5, 1.0, 0.1
+    )[0],
     "moco": lambda t: L.moco_loss(t["z1"], t["z2"], t["queue"], 0.2),
     "mochi": lambda t: L.mochi_loss(t["z1"], t["z2"], t["queue"], t["synthetic"], 0.2),
     "soft_cross_entropy": lambda t: L.soft_cross_entropy(t["z1"] @ t["queue"].to(t["z1"].dtype).T, t["probs"]),

@@ -95,8 +95,7 @@ def test_anchor_mix_puts_at_most_half_the_weight_on_the_anchor():
     h = synthesize_negatives(anchors, candidates, pool, 6, "anchor_mix", torch.Generator().manual_seed(1))
     torch.testing.assert_close(h.norm(dim=2), torch.ones(5, 6, dtype=h.dtype))
     for i, j in itertools.product(range(5), range(6)):
-        fits = [reconstruct_mix(h[i, j].numpy(), anchors[i].numpy(), member.numpy())
-                for member in candidates[pool[i]]]
+        fits = [reconstruct_mix(h[i, j].numpy(), anchors[i].numpy(), member.numpy()) for member in candidates[pool[i]]]
         residual, beta = min(fits)
         assert residual < 1e-9 and -1e-9 <= beta <= 0.5 + 1e-9
 
@@ -148,15 +147,18 @@ def test_mixing_weights_follow_their_uniform_laws():
 
 def test_seeded_generator_reproduces_the_draws():
     anchors, candidates, pool = _setup()
-    draw = [synthesize_negatives(anchors, candidates, pool, 5, "pair_mix", torch.Generator().manual_seed(9))
-            for _ in range(2)]
+    draw = [
+        synthesize_negatives(anchors, candidates, pool, 5, "pair_mix", torch.Generator().manual_seed(9))
+        for _ in range(2)
+    ]
     assert torch.equal(draw[0], draw[1])
     other = synthesize_negatives(anchors, candidates, pool, 5, "pair_mix", torch.Generator().manual_seed(10))
     assert not torch.equal(draw[0], other)
 
 
-@pytest.mark.parametrize("tau, tau_plus, beta", list(itertools.product((0.1, 0.5, 1.0), (0.0, 0.05, 0.1),
-                                                                         (0.0, 0.5, 1.0, 2.0))))
+@pytest.mark.parametrize(
+    "tau, tau_plus, beta", list(itertools.product((0.1, 0.5, 1.0), (0.0, 0.05, 0.1), (0.0, 0.5, 1.0, 2.0)))
+)
 def test_sscl_loss_matches_numpy(tau, tau_plus, beta):
     for b, k in ((2, 3), (4, 1), (7, 5)):
         z1, z2 = unit(b, seed=b), unit(b, seed=b + 20)
@@ -210,7 +212,7 @@ def test_gradient_reaches_anchors_and_real_negatives_never_the_pool_through_synt
     b, B, offset = 3, 5, 1
     z1_all = unit(B, seed=3).requires_grad_(True)
     z2_all = unit(B, seed=4).requires_grad_(True)
-    z1, z2 = z1_all[offset:offset + b], z2_all[offset:offset + b]
+    z1, z2 = z1_all[offset : offset + b], z2_all[offset : offset + b]
     # Synthetics are made from a separate leaf copy of the candidates: any gradient path
     # through them would show up as a gradient on that leaf.
     pool_source = torch.cat([z1_all, z2_all]).detach().clone().requires_grad_(True)
@@ -225,7 +227,7 @@ def test_gradient_reaches_anchors_and_real_negatives_never_the_pool_through_synt
     assert pool_source.grad is None
     # real negatives outside the local block (rows 0 and 4) are reached only as negatives
     assert z1_all.grad[0].abs().sum() > 0 and z2_all.grad[4].abs().sum() > 0
-    assert z1_all.grad[offset:offset + b].abs().sum() > 0
+    assert z1_all.grad[offset : offset + b].abs().sum() > 0
     # The anchors' gradient equals the one with the synthetics as plain constants.
     grads = [z1_all.grad.clone(), z2_all.grad.clone()]
     z1_all.grad = z2_all.grad = None
@@ -245,9 +247,12 @@ def test_mochi_negatives_mix_the_hardest_queue_entries():
     for i in range(3):
         members = queue[hardest[i]].numpy()
         for vec in h[i, :5].numpy():
-            fits = [reconstruct_mix(vec, members[u], members[w]) if u != w
-                    else (float(np.linalg.norm(members[u] - vec)), 1.0)
-                    for u, w in itertools.product(range(4), repeat=2)]
+            fits = [
+                reconstruct_mix(vec, members[u], members[w])
+                if u != w
+                else (float(np.linalg.norm(members[u] - vec)), 1.0)
+                for u, w in itertools.product(range(4), repeat=2)
+            ]
             assert min(fits)[0] < 1e-9
         for vec in h[i, 5:].numpy():
             residual, beta = min(reconstruct_mix(vec, q[i].numpy(), member) for member in members)

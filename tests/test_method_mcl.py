@@ -27,8 +27,10 @@ from tests.conftest import colour_knn, tiny_config
 
 N = 64
 INFO = DataInfo(channels=3, image_size=16, num_train=N)
-QUIET = {"output": {"progress_every": 0, "tensorboard": False},
-         "eval": {"knn_every": 0, "knn_k": 20, "linear_probe": False, "align_uniform": False}}
+QUIET = {
+    "output": {"progress_every": 0, "tensorboard": False},
+    "eval": {"knn_every": 0, "knn_k": 20, "linear_probe": False, "align_uniform": False},
+}
 
 
 def build(method: dict, **sections):
@@ -76,14 +78,18 @@ def same_partition(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 # -- stages: 0 is the base method ------------------------------------------------------------
-@pytest.mark.parametrize("base", [{"name": "simclr", "temperature": 0.3},
-                                  {"name": "moco", "temperature": 0.3, "queue_size": 32, "symmetric": True}])
+@pytest.mark.parametrize(
+    "base",
+    [{"name": "simclr", "temperature": 0.3}, {"name": "moco", "temperature": 0.3, "queue_size": 32, "symmetric": True}],
+)
 def test_one_stage_is_the_base_method_on_a_batch(base):
     extra = {k: v for k, v in base.items() if k != "name"}
     ours = build({"name": "mcl", "base": base["name"], "stages": 0, "stage_epochs": [1, 1], **extra})
     baseline = build(base)
-    assert torch.equal(torch.cat([p.flatten() for p in ours.stages[0].parameters()]),
-                       torch.cat([p.flatten() for p in baseline.parameters()]))
+    assert torch.equal(
+        torch.cat([p.flatten() for p in ours.stages[0].parameters()]),
+        torch.cat([p.flatten() for p in baseline.parameters()]),
+    )
     batch = views_batch()
     # A fresh batch each: the step generator also draws MoCo's Shuffle-BN permutation.
     assert torch.equal(ours(batch).loss, baseline(views_batch()).loss)
@@ -225,8 +231,9 @@ def test_mask_keeps_exactly_the_same_cluster_negatives():
         mask = batch_negative_mask(local, torch.tensor(labels_all), offset)
         assert torch.equal(mask, hand_mask(labels_all, offset, b))
     gen = torch.Generator().manual_seed(0)
-    z1, z2 = (torch.nn.functional.normalize(torch.randn(6, 5, generator=gen, dtype=torch.float64), dim=1)
-              for _ in range(2))
+    z1, z2 = (
+        torch.nn.functional.normalize(torch.randn(6, 5, generator=gen, dtype=torch.float64), dim=1) for _ in range(2)
+    )
     keep = hand_mask(labels_all, 0, 6)
     anchors, candidates = torch.cat([z1, z2]), torch.cat([z1, z2])
     expected = []
@@ -250,13 +257,22 @@ def test_mask_other_clusters_in_the_method_and_on_a_queue():
     expected = torch.tensor([[True, False, True, False, True], [False, True, True, True, False]])
     assert torch.equal(queue_negative_mask(torch.tensor([0, 1]), queue_labels), expected)
     q, k, queue = (torch.nn.functional.normalize(torch.randn(n, 4), dim=1) for n in (2, 2, 5))
-    assert torch.equal(masked_moco_loss(q, k, queue, 0.2, torch.ones(2, 5, dtype=torch.bool)),
-                       moco_loss(q, k, queue, 0.2))
+    assert torch.equal(
+        masked_moco_loss(q, k, queue, 0.2, torch.ones(2, 5, dtype=torch.bool)), moco_loss(q, k, queue, 0.2)
+    )
 
 
 def test_moco_queue_keeps_the_labels_of_its_keys():
-    method = build({"name": "mcl", "base": "moco", "stages": 1, "sampling": "mask_other_clusters",
-                    "queue_size": 12, "stage_epochs": [1, 1]})
+    method = build(
+        {
+            "name": "mcl",
+            "base": "moco",
+            "stages": 1,
+            "sampling": "mask_other_clusters",
+            "queue_size": 12,
+            "stage_epochs": [1, 1],
+        }
+    )
     method.active_stage.fill_(1)
     method.pseudo_labels.copy_(torch.arange(N) % 4)
     for start in (0, 8):
@@ -340,11 +356,19 @@ def test_suppression_rescales_stages_and_checks_the_budget(tmp_path):
         suppression.check_same_budget(simclr, mcl.with_overrides({"optim.epochs": 3}))
     metrics = {f"test/{prefix}probe_{a}": 0.5 for prefix in ("", "stage0/", "stage1/") for a in suppression.ATTRIBUTES}
     metrics.update({name.replace("test/", "val/"): 0.9 for name in metrics})  # val never reaches the table
-    anchors = {"raw_pixels": {f"test/probe_{a}": 0.3 for a in suppression.ATTRIBUTES},
-               "untrained": {f"test/probe_{a}": 0.2 for a in suppression.ATTRIBUTES}}
+    anchors = {
+        "raw_pixels": {f"test/probe_{a}": 0.3 for a in suppression.ATTRIBUTES},
+        "untrained": {f"test/probe_{a}": 0.2 for a in suppression.ATTRIBUTES},
+    }
     rows = suppression.table_rows({f"test/probe_{a}": 0.25 for a in suppression.ATTRIBUTES}, metrics, mcl, anchors)
-    assert [r.key for r in rows] == ["anchor_raw_pixels", "anchor_untrained", "simclr_backbone", "mcl_stage0",
-                                     "mcl_stage1", "mcl_integrated"]
+    assert [r.key for r in rows] == [
+        "anchor_raw_pixels",
+        "anchor_untrained",
+        "simclr_backbone",
+        "mcl_stage0",
+        "mcl_stage1",
+        "mcl_integrated",
+    ]
     assert rows[0].accuracy["shape"] == 0.3 and rows[3].accuracy["shape"] == 0.5
     table = suppression.write_outputs(rows, tmp_path, "note", step=2)
     assert "| SimCLR backbone | 25.0 | 25.0 | 25.0 |" in table

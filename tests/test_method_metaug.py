@@ -97,8 +97,9 @@ def test_generator_off_infonce_is_simclr_exactly():
         assert torch.equal(a, b), name
 
 
-@pytest.mark.parametrize("gamma, rows, circle", [(16.0, "sample", None), (8.0, "sample", None),
-                                                (4.0, "view", None), (16.0, "sample", 0.3)])
+@pytest.mark.parametrize(
+    "gamma, rows, circle", [(16.0, "sample", None), (8.0, "sample", None), (4.0, "view", None), (16.0, "sample", 0.3)]
+)
 def test_oucl_matches_numpy(gamma, rows, circle):
     switches = {"circle": circle is not None, "circle_margin": circle or 0.25}
     method = build({"generator": False, "gamma": gamma, "oucl_rows": rows, **switches})
@@ -116,16 +117,19 @@ def test_margin_grad_keep_changes_the_meta_gradient_and_detach_does_not_touch_th
     batch = views_batch(rows=6, shape=(3, 2, 2), dtype=torch.float64)
     keep, detach = (tiny_float64_method("second_order", "large", grad) for grad in ("keep", "detach"))
     assert keep(batch).loss.item() == pytest.approx(detach(batch).loss.item(), rel=1e-12)
-    g_keep, g_detach = (torch.cat([g.reshape(-1) for g in m.generator_meta_gradients(batch.views)])
-                        for m in (keep, detach))
+    g_keep, g_detach = (
+        torch.cat([g.reshape(-1) for g in m.generator_meta_gradients(batch.views)]) for m in (keep, detach)
+    )
     assert not torch.allclose(g_keep, g_detach, rtol=1e-6, atol=1e-12)
 
 
 def delta_only_reference(a: np.ndarray, b: np.ndarray, gamma: float, margin: float) -> float:
     """The released circle switch, written out: α = 1, margins Δ_p = 1 − m, Δ_n = m."""
     pos, neg = score_rows(a, b, "sample")
-    terms = [np.log1p(sum(np.exp(gamma * ((n - margin) - (p - (1 - margin)))) for p in ps for n in ns))
-             for ps, ns in zip(pos, neg)]
+    terms = [
+        np.log1p(sum(np.exp(gamma * ((n - margin) - (p - (1 - margin)))) for p in ps for n in ns))
+        for ps, ns in zip(pos, neg)
+    ]
     return 16.0 / gamma * float(np.mean(terms))
 
 
@@ -136,8 +140,9 @@ def test_circle_delta_only_matches_the_released_form(margin):
     loss = method(batch).loss
     with torch.no_grad():
         z1, z2 = method.project(batch.views)
-    assert loss.item() == pytest.approx(delta_only_reference(z1.double().numpy(), z2.double().numpy(), 8.0,
-                                                             margin), rel=1e-5)
+    assert loss.item() == pytest.approx(
+        delta_only_reference(z1.double().numpy(), z2.double().numpy(), 8.0, margin), rel=1e-5
+    )
     full = build({"generator": False, "gamma": 8.0, "circle": "full", "circle_margin": margin})(batch).loss
     assert not torch.allclose(full, loss)
 
@@ -157,8 +162,9 @@ def test_full_objective_matches_numpy(margin_type):
         g1, g2 = method.generators[0](z1), method.generators[1](z2)
     a, b, ga, gb = (t.double().numpy() for t in (z1, z2, g1, g2))
     augmented = sum(oucl_reference(x, y, 8.0) for x, y in ((ga, b), (a, gb), (ga, gb)))
-    margin = margin_reference(score_rows(a, b, "sample"), score_rows(ga, b, "sample"),
-                              score_rows(a, gb, "sample"), margin_type, 0.5)
+    margin = margin_reference(
+        score_rows(a, b, "sample"), score_rows(ga, b, "sample"), score_rows(a, gb, "sample"), margin_type, 0.5
+    )
     expected = oucl_reference(a, b, 8.0) + 0.3 * augmented + 0.7 * margin
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
     assert out.scalars["margin_loss"].item() == pytest.approx(margin, rel=1e-5, abs=1e-7)
@@ -185,9 +191,17 @@ def tiny_float64_method(meta_update: str, margin_type: str = "off", margin_grad:
     close to any point, and finite differences need a smooth function.
     """
     method = build(
-        {"generator_hidden": 8, "meta_update": meta_update, "aug_weight": 1.0, "margin_type": margin_type,
-         "margin_weight": 1.0, "margin_positive_weight": 1.0, "inner_lr": 0.05, "gamma": 4.0,
-         "margin_grad": margin_grad},
+        {
+            "generator_hidden": 8,
+            "meta_update": meta_update,
+            "aug_weight": 1.0,
+            "margin_type": margin_type,
+            "margin_weight": 1.0,
+            "margin_positive_weight": 1.0,
+            "inner_lr": 0.05,
+            "gamma": 4.0,
+            "margin_grad": margin_grad,
+        },
         model={"projector_hidden": 6, "projector_out": 4},
     )
     torch.manual_seed(3)
@@ -239,8 +253,9 @@ def test_meta_gradients_match_finite_differences(margin_type, margin_grad):
     method = tiny_float64_method("second_order", margin_type, margin_grad)
     batch = views_batch(rows=6, shape=(3, 2, 2), dtype=torch.float64)
     phi = list(method.generators.parameters())
-    direction = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64)
-                 for i, p in enumerate(phi)]
+    direction = [
+        torch.randn(p.shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64) for i, p in enumerate(phi)
+    ]
     second = method.generator_meta_gradients(batch.views)
     method.mcfg.meta_update = "first_order"
     first = method.generator_meta_gradients(batch.views)
@@ -343,11 +358,22 @@ def test_config_defaults_components_and_yaml():
 
 
 def test_two_step_smoke_run(tmp_path):
-    cfg = tiny_config({"name": "metaug", "generator_hidden": 16, "eval_generator_features": True},
-                      optim={"epochs": 1}, data={"trifeature_train": 64})
+    cfg = tiny_config(
+        {"name": "metaug", "generator_hidden": 16, "eval_generator_features": True},
+        optim={"epochs": 1},
+        data={"trifeature_train": 64},
+    )
     metrics = train(cfg, tmp_path)
-    for key in ("loss", "margin_loss", "generator_similarity", "meta_grad_norm", "val/knn_top1",
-                "test/linear_top1", "val/generator/knn_top1", "test/generator/linear_top1"):
+    for key in (
+        "loss",
+        "margin_loss",
+        "generator_similarity",
+        "meta_grad_norm",
+        "val/knn_top1",
+        "test/linear_top1",
+        "val/generator/knn_top1",
+        "test/generator/linear_top1",
+    ):
         assert np.isfinite(metrics[key]), key
     assert TRACKED <= scalar_tags(tmp_path)
 
@@ -365,10 +391,12 @@ def scalar_tags(run_dir) -> set[str]:
 
 @pytest.mark.slow
 def test_short_run_learns_and_logs_to_tensorboard(tmp_path):
-    cfg = tiny_config({"name": "metaug", "generator_hidden": 32, "aug_weight": 0.1, "margin_weight": 0.01},
-                      data={"trifeature_train": 576, "val_size": 64, "trifeature_test": 256},
-                      optim={"epochs": 3, "batch_size": 64, "lr": 0.1},
-                      eval={"knn_every": 0, "linear_probe": False, "align_uniform": False})
+    cfg = tiny_config(
+        {"name": "metaug", "generator_hidden": 32, "aug_weight": 0.1, "margin_weight": 0.01},
+        data={"trifeature_train": 576, "val_size": 64, "trifeature_test": 256},
+        optim={"epochs": 3, "batch_size": 64, "lr": 0.1},
+        eval={"knn_every": 0, "linear_probe": False, "align_uniform": False},
+    )
     trainer = Trainer(cfg, tmp_path)
     at_start = colour_knn(trainer)
     trainer.run()

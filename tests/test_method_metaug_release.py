@@ -38,6 +38,7 @@ def views_batch(seed: int = 1) -> TrainBatch:
 # -- Lab conversion ----------------------------------------------------------------------------------
 def lab_of_pixel(r: float, g: float, b: float) -> tuple[float, float, float]:
     """sRGB (D65) → CIE Lab for one pixel, written from the definitions."""
+
     def linear(c: float) -> float:
         return ((c + 0.055) / 1.055) ** 2.4 if c > 0.04045 else c / 12.92
 
@@ -54,11 +55,11 @@ def lab_of_pixel(r: float, g: float, b: float) -> tuple[float, float, float]:
 
 
 def test_rgb_to_lab_known_colours_and_per_pixel_reference():
-    colours = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
-                           dtype=torch.float64)
+    colours = torch.tensor(
+        [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
     lab = rgb_to_lab(colours.view(5, 3, 1, 1)).view(5, 3)
-    known = [(100.0, 0.0, 0.0), (0.0, 0.0, 0.0), (53.24, 80.09, 67.20), (87.73, -86.18, 83.18),
-             (32.30, 79.19, -107.86)]
+    known = [(100.0, 0.0, 0.0), (0.0, 0.0, 0.0), (53.24, 80.09, 67.20), (87.73, -86.18, 83.18), (32.30, 79.19, -107.86)]
     np.testing.assert_allclose(lab.numpy(), np.array(known), atol=0.02)
     pixels = torch.rand(64, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     pixels[:4] = 0.01  # the linear branches near black
@@ -70,7 +71,8 @@ def test_rgb_to_lab_known_colours_and_per_pixel_reference():
 def test_lab_views_undo_the_data_normalisation_and_scale_like_cmc():
     rgb = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     normalised = (rgb - torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
-        STD, dtype=torch.float64).view(1, 3, 1, 1)
+        STD, dtype=torch.float64
+    ).view(1, 3, 1, 1)
     lightness, colour = lab_views(normalised, MEAN, STD)
     lab = rgb_to_lab(rgb)
     centre, scale = torch.tensor(LAB_MEAN).view(1, 3, 1, 1), torch.tensor(LAB_STD).view(1, 3, 1, 1)
@@ -120,8 +122,9 @@ def test_cmc_lab_on_grey_data_is_a_one_line_config_error():
 
 
 def test_meta_step_trains_both_lab_encoders_and_leaves_them_to_the_encoder_step():
-    method = build({"views": "cmc_lab", "negatives": "memory_bank", "bank_negatives": 6, "aug_weight": 1.0,
-                    "margin_weight": 0.1})
+    method = build(
+        {"views": "cmc_lab", "negatives": "memory_bank", "bank_negatives": 6, "aug_weight": 1.0, "margin_weight": 0.1}
+    )
     tools = StepTools([torch.optim.SGD(group, lr=0.1) for group in method.optimizer_groups()])
     ab_before = [p.detach().clone() for p in method.encoder_ab.parameters()]
     scalars = method.train_step(method, views_batch(), tools)
@@ -132,8 +135,16 @@ def test_meta_step_trains_both_lab_encoders_and_leaves_them_to_the_encoder_step(
 # -- memory bank -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("loss", ["oucl", "infonce"])
 def test_memory_bank_loss_matches_the_reference(loss):
-    method = build({"negatives": "memory_bank", "bank_negatives": 5, "generator": False, "gamma": 8.0,
-                    "loss": loss, "temperature": 0.3})
+    method = build(
+        {
+            "negatives": "memory_bank",
+            "bank_negatives": 5,
+            "generator": False,
+            "gamma": 8.0,
+            "loss": loss,
+            "temperature": 0.3,
+        }
+    )
     banks = method.bank.banks.double().numpy()
     batch = views_batch()
     out = method(batch)
@@ -151,7 +162,7 @@ def test_memory_bank_loss_matches_the_reference(loss):
         terms = []
         for i in range(ROWS):
             for view in range(2):
-                logits = np.concatenate([[pos[i][view]], neg[i][5 * view:5 * (view + 1)]]) / 0.3
+                logits = np.concatenate([[pos[i][view]], neg[i][5 * view : 5 * (view + 1)]]) / 0.3
                 terms.append(np.log(np.exp(logits).sum()) - logits[0])
         expected = float(np.mean(terms))
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)

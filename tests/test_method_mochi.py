@@ -96,8 +96,9 @@ def test_method_loss_matches_numpy_with_its_own_synthetic_negatives(monkeypatch)
     synthetic = made[0]
     assert synthetic.shape == (ROWS, 18, 16) and not synthetic.requires_grad
     torch.testing.assert_close(synthetic.norm(dim=2), torch.ones(ROWS, 18))
-    expected = reference(queries[0].detach().double().numpy(), keys[0].double().numpy(), queue,
-                         synthetic.double().numpy(), 0.3)
+    expected = reference(
+        queries[0].detach().double().numpy(), keys[0].double().numpy(), queue, synthetic.double().numpy(), 0.3
+    )
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
     assert "synthetic_similarity" in out.scalars
 

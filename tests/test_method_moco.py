@@ -134,11 +134,18 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         model = distributed.wrap(method)
         tools = StepTools([torch.optim.SGD(group, lr=0.1) for group in method.optimizer_groups()])
         for step in range(2):
-            batch = TrainBatch((x1[mine], x2[mine]), torch.arange(2 * ROWS)[mine], 0, step,
-                               torch.Generator().manual_seed(100 * step + rank))
+            batch = TrainBatch(
+                (x1[mine], x2[mine]),
+                torch.arange(2 * ROWS)[mine],
+                0,
+                step,
+                torch.Generator().manual_seed(100 * step + rank),
+            )
             method.train_step(model, batch, tools)
-        torch.save({"keys": keys, "queue": method.queue.clone(), "ptr": method.queue_ptr.clone()},
-                   Path(out_dir) / f"rank{rank}.pt")
+        torch.save(
+            {"keys": keys, "queue": method.queue.clone(), "ptr": method.queue_ptr.clone()},
+            Path(out_dir) / f"rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 

@@ -121,21 +121,26 @@ def mixed_input(theta, x1: np.ndarray, partner: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize(("partner", "theta_mode"), [("key_crop", "per_sample"), ("query_crop", "per_batch")])
 def test_momentum_mixup_matches_numpy(monkeypatch, partner, theta_mode):
-    cfg = {"name": "slr", "alpha": 0.4, "mm_kappa": 0.7, "mm_weight": 1.5, "mm_partner": partner,
-           "mm_theta": theta_mode}
+    cfg = {
+        "name": "slr",
+        "alpha": 0.4,
+        "mm_kappa": 0.7,
+        "mm_weight": 1.5,
+        "mm_partner": partner,
+        "mm_theta": theta_mode,
+    }
     method = build(cfg)
     rec = Recorder(method, monkeypatch)
     queue = as_np(method.queue)
     batch = views_batch()
     out = method(batch)
-    (theta, perm), = rec.mixing
+    ((theta, perm),) = rec.mixing
     theta = theta.double().numpy() if isinstance(theta, torch.Tensor) else theta
     assert np.shape(theta) == ((ROWS,) if theta_mode == "per_sample" else ())
     assert np.all((0 < np.asarray(theta)) & (np.asarray(theta) < 1)) and sorted(perm.tolist()) == list(range(ROWS))
     x1, x2 = (v.numpy() for v in batch.views)
     mixed_partner = (x2 if partner == "key_crop" else x1)[perm.numpy()]
-    np.testing.assert_allclose(rec.query_inputs[1].numpy(), mixed_input(theta, x1, mixed_partner), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(rec.query_inputs[1].numpy(), mixed_input(theta, x1, mixed_partner), rtol=1e-5, atol=1e-6)
     q, q_mix, k = as_np(rec.queries[0]), as_np(rec.queries[1]), as_np(rec.keys[0])
     candidates = np.concatenate([k, queue])
     labels = refined_labels(k, candidates, 0.4, 0.1, None)
@@ -146,8 +151,9 @@ def test_momentum_mixup_matches_numpy(monkeypatch, partner, theta_mode):
     assert out.scalars["loss_mm"].item() == pytest.approx(soft_ce(q_mix @ candidates.T / 0.2, mixed_labels), rel=1e-5)
 
 
-def moco_v2_mm_reference(q: np.ndarray, q_mix: np.ndarray, k: np.ndarray, queue: np.ndarray, perm: np.ndarray,
-                         theta, tau: float) -> tuple[float, float]:
+def moco_v2_mm_reference(
+    q: np.ndarray, q_mix: np.ndarray, k: np.ndarray, queue: np.ndarray, perm: np.ndarray, theta, tau: float
+) -> tuple[float, float]:
     """MoCo v2's InfoNCE and the MM loss over [own key, partner key, queue], written per query."""
     theta = np.broadcast_to(np.asarray(theta, dtype=np.float64), (q.shape[0],))
     moco, mm = [], []
@@ -170,7 +176,7 @@ def test_slr_off_with_mm_is_moco_v2_plus_momentum_mixup(monkeypatch, theta_mode)
     rec = Recorder(method, monkeypatch)
     queue = as_np(method.queue)
     out = method(views_batch())
-    (theta, perm), = rec.mixing
+    ((theta, perm),) = rec.mixing
     theta = theta.double().numpy() if isinstance(theta, torch.Tensor) else theta
     perm = perm.numpy().copy()
     q, q_mix, k = as_np(rec.queries[0]), as_np(rec.queries[1]), as_np(rec.keys[0])
@@ -180,15 +186,17 @@ def test_slr_off_with_mm_is_moco_v2_plus_momentum_mixup(monkeypatch, theta_mode)
 
 def test_mixup_without_batch_keys_counts_a_fixed_point_once():
     gen = torch.Generator().manual_seed(5)
-    q_mix, keys, queue = (torch.nn.functional.normalize(torch.randn(n, 16, generator=gen, dtype=torch.float64), dim=1)
-                          for n in (4, 4, 12))
+    q_mix, keys, queue = (
+        torch.nn.functional.normalize(torch.randn(n, 16, generator=gen, dtype=torch.float64), dim=1) for n in (4, 4, 12)
+    )
     perm = torch.tensor([0, 2, 1, 3])  # rows 0 and 3 are fixed points
     theta = torch.tensor([0.3, 0.6, 0.2, 0.9], dtype=torch.float64)
     mixed = slr_module.MixedQueries(q_mix, perm, theta)
     got = slr_module.mixup_loss_without_batch_keys(mixed, keys, queue, 0.2)
     assert got.dtype == torch.float64
-    expected = moco_v2_mm_reference(as_np(q_mix), as_np(q_mix), as_np(keys), as_np(queue), perm.numpy(),
-                                    theta.numpy(), 0.2)[1]
+    expected = moco_v2_mm_reference(
+        as_np(q_mix), as_np(q_mix), as_np(keys), as_np(queue), perm.numpy(), theta.numpy(), 0.2
+    )[1]
     assert got.item() == pytest.approx(expected, rel=1e-12)
 
 
@@ -256,8 +264,9 @@ def test_example_config_loads(name):
     ids=["slr-mm", "topk-query-crop", "moco"],
 )
 def test_two_step_smoke_and_tensorboard(tmp_path, method, scalars):
-    cfg = tiny_config({"queue_size": QUEUE, **method}, optim={"epochs": 1}, data={"trifeature_train": 64},
-                      eval={"probe_epochs": 2})
+    cfg = tiny_config(
+        {"queue_size": QUEUE, **method}, optim={"epochs": 1}, data={"trifeature_train": 64}, eval={"probe_epochs": 2}
+    )
     metrics, tags = one_epoch_run(cfg, tmp_path)
     assert math.isfinite(metrics["loss"]) and metrics["epoch"] == 1
     assert scalars <= set(metrics) and scalars | {"loss", "val/knn_top1"} <= tags
@@ -267,6 +276,7 @@ def test_two_step_smoke_and_tensorboard(tmp_path, method, scalars):
 @needs_fashion
 def test_learns_beyond_random_init(tmp_path):
     # A short run needs a key encoder that follows faster than the config's 0.99.
-    before, after = learns_beyond_random_init("slr", tmp_path, **{"method.momentum": 0.9, "method.queue_size": 1024,
-                                                                 "optim.batch_size": 128})
+    before, after = learns_beyond_random_init(
+        "slr", tmp_path, **{"method.momentum": 0.9, "method.queue_size": 1024, "optim.batch_size": 128}
+    )
     assert after > before + 0.02, (before, after)

@@ -73,11 +73,20 @@ needs_fashion = pytest.mark.skipif(not HAS_FASHION, reason="Debian package datas
 def learns_beyond_random_init(config: str, run_dir, **overrides) -> tuple[float, float]:
     """kNN top-1 of a shipped Fashion-MNIST config's encoder at initialisation and after a
     short CPU run (2048 images, 8 epochs, a narrow CNN)."""
-    cfg = load_config(ROOT / "configs" / f"{config}_fashion_mnist.yaml").with_overrides({
-        "data.subset": 2048, "data.test_subset": 1000, "optim.epochs": 8, "model.width": 16,
-        "eval.knn_every": 0, "eval.linear_probe": False, "eval.align_uniform": False,
-        "resources.device": "cpu", "output.progress_every": 0, **overrides,
-    })
+    cfg = load_config(ROOT / "configs" / f"{config}_fashion_mnist.yaml").with_overrides(
+        {
+            "data.subset": 2048,
+            "data.test_subset": 1000,
+            "optim.epochs": 8,
+            "model.width": 16,
+            "eval.knn_every": 0,
+            "eval.linear_probe": False,
+            "eval.align_uniform": False,
+            "resources.device": "cpu",
+            "output.progress_every": 0,
+            **overrides,
+        }
+    )
     trainer = Trainer(cfg, run_dir)
     before = trainer.evaluator.knn(trainer.method)["val/knn_top1"]
     return before, trainer.run()["val/knn_top1"]
@@ -241,8 +250,9 @@ class TwoWorkers(LocalDistributed):
 @pytest.mark.parametrize("mix_mode", ["pair_mix", "anchor_mix"])
 def test_gradient_reaches_anchors_and_real_negatives_not_synthetic_ones(monkeypatch, mix_mode):
     gen = torch.Generator().manual_seed(5)
-    remote = [torch.nn.functional.normalize(torch.randn(ROWS, 16, generator=gen), dim=1).requires_grad_()
-              for _ in range(2)]
+    remote = [
+        torch.nn.functional.normalize(torch.randn(ROWS, 16, generator=gen), dim=1).requires_grad_() for _ in range(2)
+    ]
     method = build({**SYNTH, "mix_mode": mix_mode}, dist=TwoWorkers(remote), optim={"batch_size": 2 * ROWS})
     points, projections = [], []
     monkeypatch.setattr(sscl_module, "synthesize_negatives", recording(sscl_module.synthesize_negatives, points))
@@ -255,8 +265,9 @@ def test_gradient_reaches_anchors_and_real_negatives_not_synthetic_ones(monkeypa
     assert all(g.abs().sum() > 0 for g in grads)
     # The reference treats the synthetic negatives as constants; equal gradients mean the
     # method's loss reaches the real views only through their own similarities.
-    expected = sscl_reference(z1, z2, synth, 0.4, 1.5, 0.1, "all", torch.cat([z1, remote[0]]),
-                              torch.cat([z2, remote[1]]))
+    expected = sscl_reference(
+        z1, z2, synth, 0.4, 1.5, 0.1, "all", torch.cat([z1, remote[0]]), torch.cat([z2, remote[1]])
+    )
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
     for got, want in zip(grads, torch.autograd.grad(expected, leaves)):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
@@ -306,8 +317,9 @@ def test_two_step_smoke_and_tensorboard(tmp_path, method, scalars):
 
 @pytest.mark.slow
 @needs_fashion
-@pytest.mark.parametrize(("config", "overrides"), [("sscl", {}), ("hcl", {}), ("hcl", {"method.beta": 0.0})],
-                         ids=["sscl", "hcl", "dcl"])
+@pytest.mark.parametrize(
+    ("config", "overrides"), [("sscl", {}), ("hcl", {}), ("hcl", {"method.beta": 0.0})], ids=["sscl", "hcl", "dcl"]
+)
 def test_learns_beyond_random_init(tmp_path, config, overrides):
     before, after = learns_beyond_random_init(config, tmp_path, **overrides)
     assert after > before + 0.02, (before, after)

@@ -82,8 +82,9 @@ def test_impossible_resource_requests_fail_before_ray_starts(sections: dict, fie
 
 def test_make_trainer_maps_the_config_onto_ray(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("CONTRASTLAB_CACHE", str(tmp_path / "cache"))
-    cfg = tiny_config(resources={"workers": 2, "cpus_per_worker": 1, "max_failures": 3},
-                      data={"cache_dir": "relative/cache"})
+    cfg = tiny_config(
+        resources={"workers": 2, "cpus_per_worker": 1, "max_failures": 3}, data={"cache_dir": "relative/cache"}
+    )
     trainer = make_trainer(cfg, tmp_path / "run", "tiny", str(tmp_path / "store"), max_failures=1)
     assert trainer.scaling_config.num_workers == 2 and not trainer.scaling_config.use_gpu
     assert trainer.run_config.name == "tiny" and trainer.run_config.storage_path == str(tmp_path / "store")
@@ -247,16 +248,16 @@ class TestSimulatedTwoNodeCluster:
         assert list((tmp_path / "store").iterdir()) == []  # the marker is cleaned up
         assert not probe(asked[0], str(tmp_path / "missing"))
 
-    def test_failed_worker_resumes_from_the_last_checkpoint(self, uninterrupted, tmp_path: Path,
-                                                            monkeypatch) -> None:
+    def test_failed_worker_resumes_from_the_last_checkpoint(self, uninterrupted, tmp_path: Path, monkeypatch) -> None:
         cfg = two_worker_config()
         marker = tmp_path / "failure-injected"
         steps_per_epoch = 256 // cfg.optim.batch_size
         # Rank 1 fails in the middle of epoch 2, after the epoch-1 checkpoint.
         monkeypatch.setenv(FAIL_ONCE_ENV, f"1:{steps_per_epoch + 3}:{marker}")
         reports = ReportLog(tmp_path / "reports.jsonl")
-        trainer = make_trainer(cfg, tmp_path / "tiny", "tiny", str(tmp_path / "store"), callbacks=[reports],
-                               max_failures=1)
+        trainer = make_trainer(
+            cfg, tmp_path / "tiny", "tiny", str(tmp_path / "store"), callbacks=[reports], max_failures=1
+        )
         result = trainer.fit()
         assert marker.exists(), "the failure was never injected"
         assert reports.epochs() == [1, 2]  # epoch 1 is not trained again after the restart
@@ -289,19 +290,38 @@ def head_node(tmp_path: Path, ray_lock) -> Iterator[tuple[int, dict]]:
     """A head node as `ray start --head` makes it, token authentication on, with its own token."""
     token = tmp_path / "auth_token"
     token.write_text(os.urandom(16).hex())
-    env = {**os.environ, **START_TIMEOUT, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        **START_TIMEOUT,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     env.pop("RAY_ADDRESS", None)
     port, dashboard = free_port(), free_port()
     # A temp dir of its own (short: it holds Unix sockets) keeps this head node's address out
     # of /tmp/ray, where a later plain `ray.init()` on this host would try to join it.
     temp_dir = tempfile.mkdtemp(prefix="clray-")
-    command = [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-               "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats",
-               f"--temp-dir={temp_dir}"]
+    command = [
+        str(VENV_BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+    ]
     # Its own session: teardown signals exactly the processes that this head node started.
-    head = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp_path / "ray-start.log", "w"))
+    head = subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "ray-start.log", "w"),
+    )
     try:
         wait_for_dashboard(dashboard, head)
         yield dashboard, env
@@ -332,8 +352,22 @@ def test_ray_job_submit_trains_on_the_cluster(head_node, tmp_path: Path) -> None
     data = tiny_config_dict(optim={"epochs": 1}, eval={"probe_epochs": 2})
     config.write_text(yaml.safe_dump(data))
     run_dir = tmp_path / "runs" / "submitted"
-    command = [str(VENV_BIN / "ray"), "job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--",
-               "contrastlab", "train", str(config), "--address", "auto", "--workers", "1", "--output", str(run_dir)]
+    command = [
+        str(VENV_BIN / "ray"),
+        "job",
+        "submit",
+        f"--address=http://127.0.0.1:{dashboard}",
+        "--",
+        "contrastlab",
+        "train",
+        str(config),
+        "--address",
+        "auto",
+        "--workers",
+        "1",
+        "--output",
+        str(run_dir),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=420)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout
@@ -341,6 +375,11 @@ def test_ray_job_submit_trains_on_the_cluster(head_node, tmp_path: Path) -> None
     assert (run_dir / "ray" / "submitted" / "checkpoint_epoch_0001").is_dir()
     wrong_token = {**env, "RAY_AUTH_TOKEN": os.urandom(16).hex()}
     wrong_token.pop("RAY_AUTH_TOKEN_PATH")
-    refused = subprocess.run([str(VENV_BIN / "ray"), "job", "list", f"--address=http://127.0.0.1:{dashboard}"],
-                             env=wrong_token, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [str(VENV_BIN / "ray"), "job", "list", f"--address=http://127.0.0.1:{dashboard}"],
+        env=wrong_token,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode != 0, "the cluster answered a client with the wrong token"

@@ -22,8 +22,9 @@ QUIET_EVAL = {"knn_every": 0, "linear_probe": False, "align_uniform": False}
 
 
 def cli(*argv: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "contrastlab.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "contrastlab.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -42,8 +43,22 @@ def test_a_second_train_on_the_same_folder_is_refused_with_the_holders_pid(tmp_p
         wait_for(run / "config.yaml", first)
         wait_for(run / "checkpoints" / "last" / "state.pt", first)
         config_before = (run / "config.yaml").read_bytes()
-        second = subprocess.run([sys.executable, "-m", "contrastlab.cli", "train", str(config), "--output", str(run),
-                                 "--set", "optim.lr=0.5"], capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "contrastlab.cli",
+                "train",
+                str(config),
+                "--output",
+                str(run),
+                "--set",
+                "optim.lr=0.5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         lines = second.stderr.strip().splitlines()
         assert second.returncode == 2, second.stderr
         assert len(lines) == 1 and f"pid {first.pid}" in lines[0] and str(run) in lines[0], second.stderr
@@ -66,8 +81,10 @@ def test_a_rerun_with_another_config_is_refused_with_the_difference_and_changes_
     assert main(["train", str(config), "--output", str(run)]) == 0
     before = snapshot(run)
     capsys.readouterr()
-    assert main(["train", str(config), "--output", str(run), "--set", "optim.lr=0.2",
-                 "--set", "method.temperature=0.3"]) == 2
+    assert (
+        main(["train", str(config), "--output", str(run), "--set", "optim.lr=0.2", "--set", "method.temperature=0.3"])
+        == 2
+    )
     line = capsys.readouterr().err.strip()
     assert "\n" not in line
     assert "optim.lr: 0.1 -> 0.2" in line and "method.temperature: 0.5 -> 0.3" in line

@@ -61,8 +61,10 @@ def spec(root: Path) -> dict:
         "metric": "val/knn_top1",
         "mode": "max",
         "num_samples": 3,
-        "space": {"optim.lr": {"type": "float", "low": 1.0e-4, "high": 1.0, "log": True},
-                  "method.temperature": {"type": "float", "low": 0.1, "high": 1.0}},
+        "space": {
+            "optim.lr": {"type": "float", "low": 1.0e-4, "high": 1.0, "log": True},
+            "method.temperature": {"type": "float", "low": 0.1, "high": 1.0},
+        },
         "sampler": {"type": "tpe", "seed": 3, "n_startup_trials": 1},
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
         "resources": {"workers": 1, "cpus_per_worker": 1},
@@ -98,8 +100,10 @@ def test_noise_in_test_labels_changes_no_selection(tmp_path, local_ray):
     assert "COMPLETE" in states
     # The test numbers did change: the noise reached the test split and only it.
     complete = [(a, b) for a, b in zip(*trials, strict=True) if a.state.name == "COMPLETE"]
-    assert any(a.user_attrs[FINAL_METRICS]["test/knn_top1"] != b.user_attrs[FINAL_METRICS]["test/knn_top1"]
-               for a, b in complete)
+    assert any(
+        a.user_attrs[FINAL_METRICS]["test/knn_top1"] != b.user_attrs[FINAL_METRICS]["test/knn_top1"]
+        for a, b in complete
+    )
     for a, b in complete:
         assert a.user_attrs[FINAL_METRICS]["val/knn_top1"] == b.user_attrs[FINAL_METRICS]["val/knn_top1"]
     best = [yaml.safe_load((out / "best_config.yaml").read_text()) for out in (first_out, second_out)]

@@ -63,15 +63,38 @@ def gone(proc: psutil.Process) -> bool:
 @pytest.mark.ray
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_stopped_tune_driver_leaves_no_process_behind(signum, tmp_path, ray_lock):
-    spec = write(tmp_path / "spec.yaml", {
-        "name": "stop", "base": tiny_config_dict(optim={"epochs": 200}), "metric": "loss", "mode": "min",
-        "num_samples": 1, "space": {"optim.lr": {"type": "float", "low": 0.05, "high": 0.1}},
-        "scheduler": {"type": "fifo"}, "resources": {"workers": 1, "cpus_per_worker": 1},
-    })
+    spec = write(
+        tmp_path / "spec.yaml",
+        {
+            "name": "stop",
+            "base": tiny_config_dict(optim={"epochs": 200}),
+            "metric": "loss",
+            "mode": "min",
+            "num_samples": 1,
+            "space": {"optim.lr": {"type": "float", "low": 0.05, "high": 0.1}},
+            "scheduler": {"type": "fifo"},
+            "resources": {"workers": 1, "cpus_per_worker": 1},
+        },
+    )
     env = {**os.environ, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "180"}
-    driver = subprocess.Popen([sys.executable, "-m", "contrastlab.cli", "tune", str(spec), "--output",
-                               str(tmp_path / "study"), "--num-cpus", "2"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "contrastlab.cli",
+            "tune",
+            str(spec),
+            "--output",
+            str(tmp_path / "study"),
+            "--num-cpus",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         tree = descendants_when_ray_runs(driver)
         driver.send_signal(signum)

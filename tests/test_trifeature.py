@@ -73,8 +73,9 @@ def test_texture_label_is_recoverable_from_pixels(bundle):
 def test_shapes_are_distinct_and_inside_the_image(bundle):
     centre = torch.arange(32, dtype=torch.float64) + 0.5 - 16
     v, u = torch.meshgrid(centre, centre, indexing="ij")
-    masks = tf.shape_masks(torch.arange(10), u.expand(10, 32, 32), v.expand(10, 32, 32),
-                           torch.full((10, 1, 1), 9.0, dtype=torch.float64))
+    masks = tf.shape_masks(
+        torch.arange(10), u.expand(10, 32, 32), v.expand(10, 32, 32), torch.full((10, 1, 1), 9.0, dtype=torch.float64)
+    )
     inter = (masks[:, None] & masks[None]).sum((-1, -2)).double()
     union = (masks[:, None] | masks[None]).sum((-1, -2)).double()
     iou = inter / union
@@ -92,8 +93,9 @@ def test_shapes_are_distinct_and_inside_the_image(bundle):
 
 def test_rotation_moves_the_pixels():
     shape = torch.full((2,), tf.SHAPES.index("triangle"))
-    a = tf.render(shape, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long), 32,
-                  torch.Generator().manual_seed(1))
+    a = tf.render(
+        shape, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long), 32, torch.Generator().manual_seed(1)
+    )
     assert not torch.equal(a[0], a[1])  # same attributes, different pose
 
 

@@ -39,10 +39,16 @@ def study_spec() -> dict:
         "metric": "loss",
         "mode": "min",
         "num_samples": SAMPLES,
-        "space": {"optim.lr": {"type": "categorical", "choices": [GOOD, SLOW, NAN]},
-                  "eval.knn_k": {"type": "categorical", "choices": [10, 20]}},
-        "points_to_evaluate": [{"optim.lr": GOOD, "eval.knn_k": 20}, {"optim.lr": GOOD, "eval.knn_k": 10},
-                               {"optim.lr": SLOW}, {"optim.lr": NAN}],
+        "space": {
+            "optim.lr": {"type": "categorical", "choices": [GOOD, SLOW, NAN]},
+            "eval.knn_k": {"type": "categorical", "choices": [10, 20]},
+        },
+        "points_to_evaluate": [
+            {"optim.lr": GOOD, "eval.knn_k": 20},
+            {"optim.lr": GOOD, "eval.knn_k": 10},
+            {"optim.lr": SLOW},
+            {"optim.lr": NAN},
+        ],
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
         "resources": {"workers": 1, "cpus_per_worker": 1},
         "max_concurrent_trials": 1,
@@ -79,8 +85,17 @@ def study(local_ray, tmp_path_factory):
     spec_file.write_text(yaml.safe_dump(study_spec(), sort_keys=False))
     output = folder / "out"
     log_file = folder / "first_driver.log"
-    command = [sys.executable, "-m", "contrastlab.cli", "tune", str(spec_file), "--output", str(output),
-               "--address", local_ray]
+    command = [
+        sys.executable,
+        "-m",
+        "contrastlab.cli",
+        "tune",
+        str(spec_file),
+        "--output",
+        str(output),
+        "--address",
+        local_ray,
+    ]
     with log_file.open("w") as log:
         driver = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -92,8 +107,12 @@ def study(local_ray, tmp_path_factory):
     started = time.monotonic()
     code = main(["tune", str(spec_file), "--output", str(output), "--resume", "--address", local_ray])
     assert code == 0, log_file.read_text()[-3000:]
-    return {"output": output, "spec_file": spec_file, "interrupted": interrupted,
-            "resume_seconds": time.monotonic() - started}
+    return {
+        "output": output,
+        "spec_file": spec_file,
+        "interrupted": interrupted,
+        "resume_seconds": time.monotonic() - started,
+    }
 
 
 def test_trial_states_and_intermediate_values_in_the_database(study):

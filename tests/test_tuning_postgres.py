@@ -59,30 +59,71 @@ def postgres_url():
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
         shutil.chown(sockets, "postgres")
-    subprocess.run(as_server_user([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                                   "--no-sync"]), check=True, capture_output=True)
+    subprocess.run(
+        as_server_user([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync"]),
+        check=True,
+        capture_output=True,
+    )
     options = f"-c listen_addresses='' -c unix_socket_directories='{sockets}' -c fsync=off"
-    subprocess.run(as_server_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-t", "60",
-                                   "-l", str(folder / "server.log"), "start"]), check=True, capture_output=True)
+    subprocess.run(
+        as_server_user(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(folder / "server.log"),
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
     try:
-        subprocess.run(as_server_user([str(PG_BIN / "createdb"), "-h", str(sockets), "-U", "postgres", "studies"]),
-                       check=True, capture_output=True)
+        subprocess.run(
+            as_server_user([str(PG_BIN / "createdb"), "-h", str(sockets), "-U", "postgres", "studies"]),
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql+psycopg2://postgres:secret@/studies?host={sockets}"
     finally:
-        subprocess.run(as_server_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-                       check=False, capture_output=True)
+        subprocess.run(
+            as_server_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+            check=False,
+            capture_output=True,
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_study(url: str) -> tuple[StudySearcher, object]:
-    spec = spec_from_dict({
-        "name": "pg", "base": tiny_config_dict(), "metric": "loss", "mode": "min", "num_samples": 3,
-        "space": {"optim.lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True}},
-        "resources": {"workers": 1, "cpus_per_worker": 1},
-    }, Path("<test>/pg.yaml"))
+    spec = spec_from_dict(
+        {
+            "name": "pg",
+            "base": tiny_config_dict(),
+            "metric": "loss",
+            "mode": "min",
+            "num_samples": 3,
+            "space": {"optim.lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True}},
+            "resources": {"workers": 1, "cpus_per_worker": 1},
+        },
+        Path("<test>/pg.yaml"),
+    )
     storage = open_storage(url)
-    searcher = StudySearcher(spec.space, spec.metric, spec.mode, spec.study_name, storage, make_sampler(spec.sampler),
-                             base_epochs=spec.base.optim.epochs, max_t=spec.max_t)
+    searcher = StudySearcher(
+        spec.space,
+        spec.metric,
+        spec.mode,
+        spec.study_name,
+        storage,
+        make_sampler(spec.sampler),
+        base_epochs=spec.base.optim.epochs,
+        max_t=spec.max_t,
+    )
     return searcher, spec
 
 
@@ -112,8 +153,15 @@ def test_states_values_and_reasons_in_postgresql(postgres_url):
     assert 0.01 <= done.params["optim.lr"] <= 1.0
 
     # A resumed study's ASHA reads the same rungs back from the server.
-    scheduler = StudyASHA(spec.study_name, open_storage(postgres_url), metric="loss", mode="min", max_t=2,
-                          grace_period=1, reduction_factor=2)
+    scheduler = StudyASHA(
+        spec.study_name,
+        open_storage(postgres_url),
+        metric="loss",
+        mode="min",
+        max_t=2,
+        grace_period=1,
+        reduction_factor=2,
+    )
     assert scheduler.rebuild_rungs() == 2
 
 

@@ -24,11 +24,18 @@ SPACE = {
     "model.projector_out": {"type": "int", "low": 8, "high": 64, "log": True},
     "augment.crop_scale": {"type": "categorical", "choices": [[0.2, 1.0], [0.5, 1.0]]},
     "model.projector_bn": {"type": "categorical", "choices": [True, False]},
-    "optim.grad_clip": {"type": "categorical", "choices": [None, 1.0, 5.0],
-                        "condition": {"param": "model.projector_bn", "equals": True}},
+    "optim.grad_clip": {
+        "type": "categorical",
+        "choices": [None, 1.0, 5.0],
+        "condition": {"param": "model.projector_bn", "equals": True},
+    },
     "optim.optimizer": {"type": "categorical", "choices": ["sgd", "adamw", "lars"]},
-    "optim.momentum": {"type": "float", "low": 0.8, "high": 0.99,
-                       "condition": {"param": "optim.optimizer", "in": ["sgd", "lars"]}},
+    "optim.momentum": {
+        "type": "float",
+        "low": 0.8,
+        "high": 0.99,
+        "condition": {"param": "optim.optimizer", "in": ["sgd", "lars"]},
+    },
 }
 
 
@@ -87,8 +94,12 @@ def test_conditions_decide_which_parameters_exist(tmp_path):
 
 def test_a_condition_may_name_a_parameter_defined_later(tmp_path):
     space = {
-        "optim.momentum": {"type": "float", "low": 0.8, "high": 0.9,
-                           "condition": {"param": "optim.optimizer", "equals": "sgd"}},
+        "optim.momentum": {
+            "type": "float",
+            "low": 0.8,
+            "high": 0.9,
+            "condition": {"param": "optim.optimizer", "equals": "sgd"},
+        },
         "optim.optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]},
     }
     spec = make_spec(tmp_path, space=space)
@@ -96,12 +107,18 @@ def test_a_condition_may_name_a_parameter_defined_later(tmp_path):
 
 
 def test_list_parameter_length_follows_another_parameter():
-    space = parse_space({
-        "method.stages": {"type": "int", "low": 0, "high": 3},
-        "method.stage_epochs": {"type": "list", "length": {"param": "method.stages", "add": 1},
-                                "item": {"type": "int", "low": 1, "high": 5}},
-        "method.fixed": {"type": "list", "length": 2, "item": {"type": "categorical", "choices": [4, 8]}},
-    }, "<test>")
+    space = parse_space(
+        {
+            "method.stages": {"type": "int", "low": 0, "high": 3},
+            "method.stage_epochs": {
+                "type": "list",
+                "length": {"param": "method.stages", "add": 1},
+                "item": {"type": "int", "low": 1, "high": 5},
+            },
+            "method.fixed": {"type": "list", "length": 2, "item": {"type": "categorical", "choices": [4, 8]}},
+        },
+        "<test>",
+    )
     lengths = set()
     for params, optuna_params in sample_many(space, 30):
         stages = params["method.stages"]
@@ -120,43 +137,100 @@ def test_points_to_evaluate_are_tried_first(tmp_path):
     assert spec.points_to_evaluate == [{"method.temperature": 0.1, "optim.optimizer": "adamw"}]
 
 
-@pytest.mark.parametrize("change, field, words", [
-    ({"space": {"method.temprature": {"type": "float", "low": 0.1, "high": 1.0}}},
-     "space.method.temprature", "unknown field"),
-    ({"space": {"method.temperature": {"type": "float", "low": 1.0, "high": 0.1}}},
-     "space.method.temperature", "low <= high"),
-    ({"space": {"optim.weight_decay": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}},
-     "space.optim.weight_decay.low", "positive bound on a log scale"),
-    ({"space": {"optim.momentum": {"type": "float", "low": 0.8, "high": 0.9,
-                                   "condition": {"param": "optim.optimizer", "equals": "sgd"}}}},
-     "space.optim.momentum.condition.param", "no parameter 'optim.optimizer'"),
-    ({"space": {"optim.optimizer": {"type": "categorical", "choices": []}}},
-     "space.optim.optimizer.choices", "non-empty list"),
-    ({"mode": "maximise"}, "mode", "'min' or 'max'"),
-    ({"space": {"optim.lr": {"type": "uniform", "low": 0.1, "high": 1.0}}}, "space.optim.lr.type", "one of float"),
-    ({"space": {"optim.epochs": {"type": "int", "low": 1.5, "high": 4}}}, "space.optim.epochs.low", "an integer"),
-    ({"space": {"optim.momentum": {"type": "float", "low": 0.5, "high": 1.0}}},
-     "space.optim.momentum", "1.0 fails: optim.momentum"),
-    ({"space": {"optim.lr": {"type": "float", "low": 0.1, "high": 1.0, "lg": True}}},
-     "space.optim.lr.lg", "no such key"),
-    ({"space": {"optim.optimizer": {"type": "categorical", "choices": ["sgd", "adamw"],
-                                    "condition": {"param": "optim.lr", "equals": 0.1}},
-                "optim.lr": {"type": "float", "low": 0.1, "high": 1.0,
-                             "condition": {"param": "optim.optimizer", "equals": "sgd"}}}},
-     "space.optim.optimizer", "circular"),
-    ({"space": {"optim.momentum": {"type": "float", "low": 0.5, "high": 0.9,
-                                   "condition": {"param": "optim.optimizer", "equals": "adam"}},
-                "optim.optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]}}},
-     "space.optim.momentum.condition", "never chosen"),
-    ({"space": {}}, "space", "non-empty mapping"),
-    ({"metric": "linear_top1"}, "metric", "reported every epoch"),
-    ({"scheduler": {"type": "asha", "grace_period": 5}}, "scheduler.grace_period", "at most max_t"),
-    ({"num_samples": 0}, "num_samples", "greater than or equal to 1"),
-    ({"sampler": {"type": "grid"}}, "sampler.type", "'tpe' or 'random'"),
-    ({"trials": 3}, "trials", "no such field"),
-    ({"points_to_evaluate": [{"optim.batch_size": 80}]}, "points_to_evaluate[0].optim.batch_size", "range"),
-    ({"points_to_evaluate": [{"optim.lr": 0.1}]}, "points_to_evaluate[0].optim.lr", "scalar parameter"),
-])
+@pytest.mark.parametrize(
+    "change, field, words",
+    [
+        (
+            {"space": {"method.temprature": {"type": "float", "low": 0.1, "high": 1.0}}},
+            "space.method.temprature",
+            "unknown field",
+        ),
+        (
+            {"space": {"method.temperature": {"type": "float", "low": 1.0, "high": 0.1}}},
+            "space.method.temperature",
+            "low <= high",
+        ),
+        (
+            {"space": {"optim.weight_decay": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}},
+            "space.optim.weight_decay.low",
+            "positive bound on a log scale",
+        ),
+        (
+            {
+                "space": {
+                    "optim.momentum": {
+                        "type": "float",
+                        "low": 0.8,
+                        "high": 0.9,
+                        "condition": {"param": "optim.optimizer", "equals": "sgd"},
+                    }
+                }
+            },
+            "space.optim.momentum.condition.param",
+            "no parameter 'optim.optimizer'",
+        ),
+        (
+            {"space": {"optim.optimizer": {"type": "categorical", "choices": []}}},
+            "space.optim.optimizer.choices",
+            "non-empty list",
+        ),
+        ({"mode": "maximise"}, "mode", "'min' or 'max'"),
+        ({"space": {"optim.lr": {"type": "uniform", "low": 0.1, "high": 1.0}}}, "space.optim.lr.type", "one of float"),
+        ({"space": {"optim.epochs": {"type": "int", "low": 1.5, "high": 4}}}, "space.optim.epochs.low", "an integer"),
+        (
+            {"space": {"optim.momentum": {"type": "float", "low": 0.5, "high": 1.0}}},
+            "space.optim.momentum",
+            "1.0 fails: optim.momentum",
+        ),
+        (
+            {"space": {"optim.lr": {"type": "float", "low": 0.1, "high": 1.0, "lg": True}}},
+            "space.optim.lr.lg",
+            "no such key",
+        ),
+        (
+            {
+                "space": {
+                    "optim.optimizer": {
+                        "type": "categorical",
+                        "choices": ["sgd", "adamw"],
+                        "condition": {"param": "optim.lr", "equals": 0.1},
+                    },
+                    "optim.lr": {
+                        "type": "float",
+                        "low": 0.1,
+                        "high": 1.0,
+                        "condition": {"param": "optim.optimizer", "equals": "sgd"},
+                    },
+                }
+            },
+            "space.optim.optimizer",
+            "circular",
+        ),
+        (
+            {
+                "space": {
+                    "optim.momentum": {
+                        "type": "float",
+                        "low": 0.5,
+                        "high": 0.9,
+                        "condition": {"param": "optim.optimizer", "equals": "adam"},
+                    },
+                    "optim.optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]},
+                }
+            },
+            "space.optim.momentum.condition",
+            "never chosen",
+        ),
+        ({"space": {}}, "space", "non-empty mapping"),
+        ({"metric": "linear_top1"}, "metric", "reported every epoch"),
+        ({"scheduler": {"type": "asha", "grace_period": 5}}, "scheduler.grace_period", "at most max_t"),
+        ({"num_samples": 0}, "num_samples", "greater than or equal to 1"),
+        ({"sampler": {"type": "grid"}}, "sampler.type", "'tpe' or 'random'"),
+        ({"trials": 3}, "trials", "no such field"),
+        ({"points_to_evaluate": [{"optim.batch_size": 80}]}, "points_to_evaluate[0].optim.batch_size", "range"),
+        ({"points_to_evaluate": [{"optim.lr": 0.1}]}, "points_to_evaluate[0].optim.lr", "scalar parameter"),
+    ],
+)
 def test_bad_specs_fail_with_one_line_naming_file_and_field(tmp_path, change, field, words):
     with pytest.raises(ConfigError) as caught:
         make_spec(tmp_path, **change)
@@ -268,15 +342,18 @@ def base_with(**data) -> dict:
     return base
 
 
-@pytest.mark.parametrize(("changes", "field", "words"), [
-    ({"metric": "test/knn_top1"}, "metric", "the test split is measured once at the end and is never an objective"),
-    ({"metric": "val/probe_stripes"}, "metric", "a metric the runs report"),
-    ({"metric": "train_samples"}, "metric", "a metric the runs report"),
-    ({"seed": 999}, "seed", "seeds below it are the ones ablations evaluate on"),
-    ({"base": base_with(val_size=0)}, "data.val_size", "selection reads only val"),
-    ({"base": base_with(val_size=256)}, "data.val_size", "fewer validation images than the 256"),
-    ({"base": base_with(val_size=32, subset=250)}, "data.subset", "at most the 224 training images"),
-])
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"metric": "test/knn_top1"}, "metric", "the test split is measured once at the end and is never an objective"),
+        ({"metric": "val/probe_stripes"}, "metric", "a metric the runs report"),
+        ({"metric": "train_samples"}, "metric", "a metric the runs report"),
+        ({"seed": 999}, "seed", "seeds below it are the ones ablations evaluate on"),
+        ({"base": base_with(val_size=0)}, "data.val_size", "selection reads only val"),
+        ({"base": base_with(val_size=256)}, "data.val_size", "fewer validation images than the 256"),
+        ({"base": base_with(val_size=32, subset=250)}, "data.subset", "at most the 224 training images"),
+    ],
+)
 def test_studies_refuse_what_would_let_selection_see_test(tmp_path, changes, field, words):
     with pytest.raises(ConfigError) as err:
         make_spec(tmp_path, **changes)

@@ -29,16 +29,16 @@ class Section(BaseModel):
 class DataConfig(Section):
     """Which images to pretrain and evaluate on."""
 
-    name: Literal["fashion_mnist", "cifar10", "cifar100", "stl10", "image_folder", "trifeature"] = (
-        "fashion_mnist"
-    )
+    name: Literal["fashion_mnist", "cifar10", "cifar100", "stl10", "image_folder", "trifeature"] = "fashion_mnist"
     root: str | None = Field(None, description="folder holding the dataset files")
     download: bool = Field(False, description="let torchvision download missing files")
     subset: int | None = Field(None, ge=1, description="train on a seeded random subset of this size")
     test_subset: int | None = Field(None, ge=1, description="evaluate on this many test images")
     val_size: int | float | None = Field(
-        None, description="validation images carved from the training split: a count, a fraction in (0, 1), "
-                          "or None for 10% capped at 5,000; 0 switches validation off (plain train runs only)")
+        None,
+        description="validation images carved from the training split: a count, a fraction in (0, 1), "
+        "or None for 10% capped at 5,000; 0 switches validation off (plain train runs only)",
+    )
     split_seed: int = Field(0, ge=0, description="seed of the train/val split (the same for every run seed)")
     image_size: int | None = Field(None, ge=8, le=512, description="resize images (None: native)")
     trifeature_train: int = Field(10000, ge=10)

@@ -29,8 +29,12 @@ class StrictLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: SafeLoader reports it below
                 continue
             if first is not None:
-                raise ConstructorError(None, None, f"key {key!r} given twice (lines {first} and {line}): "
-                                                   "each key once", key_node.start_mark)
+                raise ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} given twice (lines {first} and {line}): each key once",
+                    key_node.start_mark,
+                )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 

@@ -89,8 +89,9 @@ class RunCache:
         return self.data["searches"].get(self.key(search_key, code))
 
     def put_run(self, config_key: str, code: str, entry: dict[str, Any]) -> None:
-        self.data["runs"][self.key(config_key, code)] = _finite({**entry, "config_hash": config_key,
-                                                                  "code_version": code})
+        self.data["runs"][self.key(config_key, code)] = _finite(
+            {**entry, "config_hash": config_key, "code_version": code}
+        )
         self.save()
 
     def put_search(self, search_key: str, code: str, entry: dict[str, Any]) -> None:

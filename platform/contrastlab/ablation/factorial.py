@@ -57,8 +57,7 @@ def _cells(levels: Mapping[str, Mapping[str, Any]], components: list[str]) -> di
     return cells
 
 
-def _averaged(cells: dict[tuple[str, ...], str], fixed: dict[int, str], sign: float,
-              weights: dict[str, float]) -> None:
+def _averaged(cells: dict[tuple[str, ...], str], fixed: dict[int, str], sign: float, weights: dict[str, float]) -> None:
     """Add sign / (number of matching cells) to every cell whose settings match `fixed`."""
     matching = [v for key, v in cells.items() if all(key[i] == value for i, value in fixed.items())]
     for variant in matching:

@@ -54,9 +54,14 @@ def sign_flip_p(diffs: np.ndarray, draws: int = MC_DRAWS, seed: int = 0) -> np.n
     if n <= EXACT_MAX_N:
         patterns = sign_patterns(n)
         rows = max(1, _CELLS_PER_CHUNK // patterns.shape[0])
-        counts = np.concatenate([
-            _at_least_as_extreme(diffs[i:i + rows] @ patterns.T, observed[i:i + rows], scale[i:i + rows]).sum(axis=1)
-            for i in range(0, studies, rows)])
+        counts = np.concatenate(
+            [
+                _at_least_as_extreme(diffs[i : i + rows] @ patterns.T, observed[i : i + rows], scale[i : i + rows]).sum(
+                    axis=1
+                )
+                for i in range(0, studies, rows)
+            ]
+        )
         return counts / patterns.shape[0]
     rng = np.random.default_rng(seed)
     counts = np.zeros(studies)
@@ -111,8 +116,15 @@ def paired_p(diffs: np.ndarray, test: str, draws: int = MC_DRAWS, seed: int = 0)
         # Every seed moved by the same amount: t = d / 0 is undefined, and claiming p = 0 would
         # be certainty that n seeds cannot give. The sign-flip p is exact here and says 2 / 2^n.
         p = float(sign_flip_p(diffs, draws, seed)[0])
-        return p, "; ".join(filter(None, [f"all {n} differences are equal: the t-test is undefined without "
-                                          "spread, sign-flip p used", monte_carlo]))
+        return p, "; ".join(
+            filter(
+                None,
+                [
+                    f"all {n} differences are equal: the t-test is undefined without spread, sign-flip p used",
+                    monte_carlo,
+                ],
+            )
+        )
     return float(sign_flip_p(diffs, draws, seed)[0]), monte_carlo
 
 
@@ -132,13 +144,20 @@ def bca_interval(diffs: np.ndarray, confidence: float, n_boot: int, seed: int) -
     with warnings.catch_warnings():
         # Degenerate resamples make scipy warn and return NaN; the caller falls back to t.
         warnings.simplefilter("ignore")
-        result = scipy_stats.bootstrap((diffs,), np.mean, confidence_level=confidence, n_resamples=n_boot,
-                                       method="BCa", random_state=np.random.default_rng(seed))
+        result = scipy_stats.bootstrap(
+            (diffs,),
+            np.mean,
+            confidence_level=confidence,
+            n_resamples=n_boot,
+            method="BCa",
+            random_state=np.random.default_rng(seed),
+        )
     return (float(result.confidence_interval.low), float(result.confidence_interval.high))
 
 
-def interval(diffs: np.ndarray, confidence: float, kind: str = "t", n_boot: int = 10000,
-             seed: int = 0) -> tuple[float, float, str, str]:
+def interval(
+    diffs: np.ndarray, confidence: float, kind: str = "t", n_boot: int = 10000, seed: int = 0
+) -> tuple[float, float, str, str]:
     """(low, high, the interval actually used, note). BCa only from BCA_MIN_N seeds on: with
     fewer, a bootstrap has too few distinct resamples and its intervals are too narrow."""
     if kind not in INTERVALS:
@@ -172,8 +191,7 @@ def can_reach(test: str, n: int, alpha: float, draws: int = MC_DRAWS) -> bool:
     return n >= 2 and min_attainable_p(test, n, draws) < alpha
 
 
-def minimum_detectable_effect(sd: float, n: int, alpha: float, test: str = "t",
-                              power: float = TARGET_POWER) -> float:
+def minimum_detectable_effect(sd: float, n: int, alpha: float, test: str = "t", power: float = TARGET_POWER) -> float:
     """The true mean difference detected with probability `power` (NaN: no spread to go on;
     inf: the test cannot reach alpha with n seeds, whatever the effect)."""
     if n < 2 or not math.isfinite(sd) or sd <= 0:
@@ -186,8 +204,9 @@ def minimum_detectable_effect(sd: float, n: int, alpha: float, test: str = "t",
     return float(optimize.brentq(lambda e: float(t_power(e, sd, n, alpha)) - power, 0.0, high, xtol=1e-12 * sd))
 
 
-def seeds_needed(effect: float, sd: float, alpha: float, test: str = "t", power: float = TARGET_POWER,
-                 max_n: int = 1000) -> int | None:
+def seeds_needed(
+    effect: float, sd: float, alpha: float, test: str = "t", power: float = TARGET_POWER, max_n: int = 1000
+) -> int | None:
     """The fewest seeds that detect `effect` with probability `power` (None: more than max_n)."""
     if not (math.isfinite(sd) and sd > 0 and effect > 0):
         return None
@@ -239,8 +258,9 @@ def summarize(values: Sequence[float]) -> tuple[float, float]:
     return (float(np.mean(array)), std)
 
 
-def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 10000, seed: int = 0,
-                      confidence: float = 0.95) -> tuple[float, float]:
+def bootstrap_mean_ci(
+    values: Sequence[float], n_boot: int = 10000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float]:
     """BCa bootstrap interval of the mean; NaN with fewer than two values or without spread."""
     array = as_finite_array(values, "bootstrap_mean_ci")
     if not 0.0 < confidence < 1.0:
@@ -252,9 +272,16 @@ def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 10000, seed: int = 
     return bca_interval(array, confidence, n_boot, seed)
 
 
-def compare_differences(diffs: Sequence[float], *, test: str = "sign_flip", confidence: float = 0.95,
-                        interval_kind: str = "t", n_boot: int = 10000, seed: int = 0,
-                        draws: int = MC_DRAWS) -> PairedComparison:
+def compare_differences(
+    diffs: Sequence[float],
+    *,
+    test: str = "sign_flip",
+    confidence: float = 0.95,
+    interval_kind: str = "t",
+    n_boot: int = 10000,
+    seed: int = 0,
+    draws: int = MC_DRAWS,
+) -> PairedComparison:
     """Test the mean of per-seed differences against 0 and give its interval at `confidence`."""
     array = as_finite_array(diffs, "diffs")
     if not 0.0 < confidence < 1.0:
@@ -263,24 +290,42 @@ def compare_differences(diffs: Sequence[float], *, test: str = "sign_flip", conf
     p_value, test_note = paired_p(array, test, draws, seed)
     low, high, used, interval_note = interval(array, confidence, interval_kind, n_boot, seed)
     return PairedComparison(
-        n_pairs=int(array.size), mean_diff=mean, std_diff=std, ci_low=low, ci_high=high, p_value=p_value,
-        test=test, confidence=confidence, interval=used, min_p=min_attainable_p(test, int(array.size), draws),
-        note="; ".join(filter(None, [test_note, interval_note])))
+        n_pairs=int(array.size),
+        mean_diff=mean,
+        std_diff=std,
+        ci_low=low,
+        ci_high=high,
+        p_value=p_value,
+        test=test,
+        confidence=confidence,
+        interval=used,
+        min_p=min_attainable_p(test, int(array.size), draws),
+        note="; ".join(filter(None, [test_note, interval_note])),
+    )
 
 
-def paired_difference(variant_values: Sequence[float], reference_values: Sequence[float], n_boot: int = 10000,
-                      seed: int = 0, confidence: float = 0.95, test: str = "sign_flip",
-                      interval_kind: str = "t") -> PairedComparison:
+def paired_difference(
+    variant_values: Sequence[float],
+    reference_values: Sequence[float],
+    n_boot: int = 10000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    test: str = "sign_flip",
+    interval_kind: str = "t",
+) -> PairedComparison:
     """Compare a variant with the reference over seeds paired by position (variant - reference)."""
     if test not in TESTS:
         raise ValueError(f"test: expected one of {TESTS}, got {test!r}")
     variant = as_finite_array(variant_values, "variant_values")
     reference = as_finite_array(reference_values, "reference_values")
     if variant.size != reference.size:
-        raise ValueError(f"paired_difference: {variant.size} variant values but {reference.size} reference "
-                         "values; pass only seeds present for both")
-    return compare_differences(variant - reference, test=test, confidence=confidence, interval_kind=interval_kind,
-                               n_boot=n_boot, seed=seed)
+        raise ValueError(
+            f"paired_difference: {variant.size} variant values but {reference.size} reference "
+            "values; pass only seeds present for both"
+        )
+    return compare_differences(
+        variant - reference, test=test, confidence=confidence, interval_kind=interval_kind, n_boot=n_boot, seed=seed
+    )
 
 
 def holm_correction(p_values: Sequence[float]) -> list[float]:

@@ -39,9 +39,29 @@ from contrastlab.config import ConfigError
 
 RESULTS_FILE = "results.json"
 SPLITS = ("val", "test")
-SUMMARY_HEADER = ["metric", "variant", "component", "n", "n_missing", "val_mean", "val_std", "test_mean", "test_std",
-                  "n_pairs", "diff", "std_diff", "ci_low", "ci_high", "ci_level", "interval", "p", "p_adjusted",
-                  "family", "test", "note"]
+SUMMARY_HEADER = [
+    "metric",
+    "variant",
+    "component",
+    "n",
+    "n_missing",
+    "val_mean",
+    "val_std",
+    "test_mean",
+    "test_std",
+    "n_pairs",
+    "diff",
+    "std_diff",
+    "ci_low",
+    "ci_high",
+    "ci_level",
+    "interval",
+    "p",
+    "p_adjusted",
+    "family",
+    "test",
+    "note",
+]
 
 
 def _safe_name(name: str) -> str:
@@ -67,15 +87,28 @@ def _summary_rows(study: StudyAnalysis) -> list[list[Any]]:
             c = row.comparison
             figures = [c.n_pairs, c.mean_diff, c.std_diff, c.ci_low, c.ci_high, c.confidence] if c else [None] * 6
             role = ("confirmatory" if row.family else "exploratory") if c else ""
-            rows.append([analysis.metric, row.variant, row.component, len(row.values), len(row.missing),
-                         *map(_csv_number, [row.val_mean, row.val_std, row.mean, row.std, *figures]),
-                         c.interval if c else "", _csv_number(c.p_value if c else None),
-                         _csv_number(row.p_adj if c else None), role, c.test if c else "", c.note if c else ""])
+            rows.append(
+                [
+                    analysis.metric,
+                    row.variant,
+                    row.component,
+                    len(row.values),
+                    len(row.missing),
+                    *map(_csv_number, [row.val_mean, row.val_std, row.mean, row.std, *figures]),
+                    c.interval if c else "",
+                    _csv_number(c.p_value if c else None),
+                    _csv_number(row.p_adj if c else None),
+                    role,
+                    c.test if c else "",
+                    c.note if c else "",
+                ]
+            )
     return rows
 
 
-def _run_rows(index: dict[tuple[str, int], Result], variants: list[str], seeds: list[int],
-              metrics: Sequence[str]) -> list[list[Any]]:
+def _run_rows(
+    index: dict[tuple[str, int], Result], variants: list[str], seeds: list[int], metrics: Sequence[str]
+) -> list[list[Any]]:
     """variant, seed, status, reused, error, then val and test of every metric, overrides."""
     rows = []
     for variant in variants:
@@ -83,11 +116,27 @@ def _run_rows(index: dict[tuple[str, int], Result], variants: list[str], seeds: 
             result = index.get((variant, s))
             values = [metric_value(result, split_key(split, m))[0] for m in metrics for split in SPLITS]
             tested = values[1::2]
-            status = ("missing" if result is None else "failed" if result.get("error")
-                      else "incomplete" if None in tested else "ok")
+            status = (
+                "missing"
+                if result is None
+                else "failed"
+                if result.get("error")
+                else "incomplete"
+                if None in tested
+                else "ok"
+            )
             overrides = json.dumps(result.get("overrides") or {}, sort_keys=True) if result else ""
-            rows.append([variant, s, status, bool(result and result.get("reused")),
-                         (result or {}).get("error") or "", *values, overrides])
+            rows.append(
+                [
+                    variant,
+                    s,
+                    status,
+                    bool(result and result.get("reused")),
+                    (result or {}).get("error") or "",
+                    *values,
+                    overrides,
+                ]
+            )
     return rows
 
 
@@ -105,18 +154,25 @@ def _is_eval_curve(name: str, metrics: Sequence[str]) -> bool:
     return name.split("/", 1)[0] in SPLITS or name in metrics or last.endswith("_top1") or last.startswith("probe_")
 
 
-def _curves(results: Sequence[Result], variants: list[str], metrics: Sequence[str], study: StudyAnalysis,
-            out: Path) -> tuple[dict[str, str], list[str]]:
+def _curves(
+    results: Sequence[Result], variants: list[str], metrics: Sequence[str], study: StudyAnalysis, out: Path
+) -> tuple[dict[str, str], list[str]]:
     scale_of = {split_key(split, a.metric): a.scale for a in study.metrics for split in SPLITS}
     names = list(dict.fromkeys(n for r in results for n in (r.get("curves") or {})))
     overlays, multiples = {}, []
     for name in names:
-        per_variant = {v: [(r.get("curves") or {}).get(name) or [] for r in results if r["variant"] == v]
-                       for v in variants}
+        per_variant = {
+            v: [(r.get("curves") or {}).get(name) or [] for r in results if r["variant"] == v] for v in variants
+        }
         file = f"curves_{_safe_name(name)}.png"
         if _is_eval_curve(name, metrics):
-            values = [v for runs in per_variant.values() for points in runs for _, v in points
-                      if v is not None and math.isfinite(v)]
+            values = [
+                v
+                for runs in per_variant.values()
+                for points in runs
+                for _, v in points
+                if v is not None and math.isfinite(v)
+            ]
             if render.plot_overlay(per_variant, name, scale_of.get(name, auto_scale(name, values)), out / file):
                 overlays[f"curves_{name}"] = file
         elif render.plot_small_multiples(per_variant, name, out / file):
@@ -125,12 +181,26 @@ def _curves(results: Sequence[Result], variants: list[str], metrics: Sequence[st
 
 
 def write_report(
-    results: Sequence[Result], out_dir: str | Path, reference: str, metrics: Sequence[str], title: str,
-    mode_note: str, design: str, component_of: Mapping[str, str] | None = None, *,
-    seeds: Sequence[int] | None = None, n_boot: int = 10000, seed: int = 0, confidence: float = 0.95,
-    test: str = "sign_flip", interval: str = "t", scales: Mapping[str, float] | None = None,
-    higher_is_better: Mapping[str, bool] | None = None, anchors: Mapping[str, Mapping[str, float]] | None = None,
-    levels: Mapping[str, Mapping[str, Any]] | None = None, primary_metric: str | None = None,
+    results: Sequence[Result],
+    out_dir: str | Path,
+    reference: str,
+    metrics: Sequence[str],
+    title: str,
+    mode_note: str,
+    design: str,
+    component_of: Mapping[str, str] | None = None,
+    *,
+    seeds: Sequence[int] | None = None,
+    n_boot: int = 10000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    test: str = "sign_flip",
+    interval: str = "t",
+    scales: Mapping[str, float] | None = None,
+    higher_is_better: Mapping[str, bool] | None = None,
+    anchors: Mapping[str, Mapping[str, float]] | None = None,
+    levels: Mapping[str, Mapping[str, Any]] | None = None,
+    primary_metric: str | None = None,
     effect: float | None = None,
 ) -> dict[str, Path]:
     """Write report.md, report.html, summary.csv, runs.csv, bar_<metric>.png and
@@ -143,18 +213,39 @@ def write_report(
     settings) gives a full factorial its effects; `primary_metric` narrows the Holm family to
     that metric; `effect` (metric units, default 0.01) is what the power lines aim at.
     """
-    study = analyse_results(results, reference, metrics, design=design, component_of=component_of, seeds=seeds,
-                            n_boot=n_boot, seed=seed, confidence=confidence, test=test, interval=interval,
-                            scales=scales, higher_is_better=higher_is_better, primary_metric=primary_metric,
-                            levels=levels, effect=effect)
+    study = analyse_results(
+        results,
+        reference,
+        metrics,
+        design=design,
+        component_of=component_of,
+        seeds=seeds,
+        n_boot=n_boot,
+        seed=seed,
+        confidence=confidence,
+        test=test,
+        interval=interval,
+        scales=scales,
+        higher_is_better=higher_is_better,
+        primary_metric=primary_metric,
+        levels=levels,
+        effect=effect,
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     index = index_results(results)
     variants = [row.variant for row in study.metrics[0].variants]
 
     _write_csv(out / "summary.csv", SUMMARY_HEADER, _summary_rows(study))
-    run_header = ["variant", "seed", "status", "reused", "error",
-                  *[split_key(split, m) for m in metrics for split in SPLITS], "overrides"]
+    run_header = [
+        "variant",
+        "seed",
+        "status",
+        "reused",
+        "error",
+        *[split_key(split, m) for m in metrics for split in SPLITS],
+        "overrides",
+    ]
     run_rows = _run_rows(index, variants, study.seeds, metrics)
     _write_csv(out / "runs.csv", run_header, run_rows)
     written = {"summary.csv": out / "summary.csv", "runs.csv": out / "runs.csv"}
@@ -171,12 +262,20 @@ def write_report(
 
     flags = text.anchor_flags(study, anchors)
     # Retuned variants may carry different overrides per seed; show every distinct set.
-    overrides = {v: " / ".join(dict.fromkeys(json.dumps(r.get("overrides") or {}, sort_keys=True)
-                                             for (name, _), r in sorted(index.items()) if name == v))
-                 for v in variants}
+    overrides = {
+        v: " / ".join(
+            dict.fromkeys(
+                json.dumps(r.get("overrides") or {}, sort_keys=True)
+                for (name, _), r in sorted(index.items())
+                if name == v
+            )
+        )
+        for v in variants
+    }
     facts = text.facts(study, mode_note, n_boot, seed, flags, bool(anchors), run_rows)
-    blocks = text.blocks(study, anchors, flags, images, multiples, overrides, run_header[:-1],
-                         _shown_runs(run_rows, study))
+    blocks = text.blocks(
+        study, anchors, flags, images, multiples, overrides, run_header[:-1], _shown_runs(run_rows, study)
+    )
     (out / "report.md").write_text(render.markdown(title, facts, blocks))
     (out / "report.html").write_text(render.html_page(title, facts, blocks, out))
     written.update({"report.md": out / "report.md", "report.html": out / "report.html"})
@@ -196,9 +295,7 @@ def _to_json(value: Any) -> Any:
     return value
 
 
-def save_results(
-    results: Sequence[Result], run_dir: str | Path, meta: Mapping[str, Any] | None = None
-) -> Path:
+def save_results(results: Sequence[Result], run_dir: str | Path, meta: Mapping[str, Any] | None = None) -> Path:
     """Write `run_dir/results.json` atomically; `meta` holds write_report's arguments for later."""
     path = Path(run_dir) / RESULTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -45,13 +45,13 @@ def plot_bars(analysis: MetricAnalysis, path: Path, raw_pixels: float | None = N
     # Means as markers, not bars: accuracies of 70 ± 1 drawn as bars from 0 all look alike.
     for i, row in enumerate(rows):
         color = "tab:orange" if i == 0 else "tab:blue"
-        left.errorbar([i], [row.mean * scale], yerr=[row.std * scale], fmt="o", color=color, capsize=5,
-                      markersize=8)
+        left.errorbar([i], [row.mean * scale], yerr=[row.std * scale], fmt="o", color=color, capsize=5, markersize=8)
         seed_values = [v * scale for v in row.values.values()]
         left.scatter([i + 0.12] * len(seed_values), seed_values, color="black", s=10, zorder=3)
         if row.missing:
-            left.annotate(f"{len(row.missing)} missing", (i, 0.02), xycoords=("data", "axes fraction"),
-                          ha="center", color="red")
+            left.annotate(
+                f"{len(row.missing)} missing", (i, 0.02), xycoords=("data", "axes fraction"), ha="center", color="red"
+            )
     if raw_pixels is not None:
         left.axhline(raw_pixels * scale, color="grey", linestyle="--", linewidth=1.0, label="raw pixels (test)")
         left.legend(fontsize="small", loc="lower right")
@@ -63,13 +63,22 @@ def plot_bars(analysis: MetricAnalysis, path: Path, raw_pixels: float | None = N
     diffs = np.array([c.mean_diff * scale for c in compared])
     lows = np.array([c.ci_low * scale for c in compared])
     highs = np.array([c.ci_high * scale for c in compared])
-    right.bar(positions[1:len(compared) + 1], diffs, yerr=np.nan_to_num([diffs - lows, highs - diffs]),
-              color="tab:blue", alpha=0.75, capsize=5)
+    right.bar(
+        positions[1 : len(compared) + 1],
+        diffs,
+        yerr=np.nan_to_num([diffs - lows, highs - diffs]),
+        color="tab:blue",
+        alpha=0.75,
+        capsize=5,
+    )
     right.axhline(0.0, color="black", linewidth=0.8)
     right.set_xticks(positions[1:], names[1:], rotation=25, ha="right")
     right.set_xlim(-0.5, len(rows) - 0.5)
-    title = (f"variant − reference on test, paired ({compared[0].confidence * 100:.4g}% {compared[0].interval} "
-             "interval)" if compared else "no variants to compare")
+    title = (
+        f"variant − reference on test, paired ({compared[0].confidence * 100:.4g}% {compared[0].interval} interval)"
+        if compared
+        else "no variants to compare"
+    )
     right.set_title(title, fontsize="medium")
     right.set_ylabel(f"Δ test/{analysis.metric}{unit}")
     figure.tight_layout()
@@ -99,12 +108,15 @@ def plot_overlay(curves: Mapping[str, list[Points]], name: str, scale: float, pa
         if band is None:
             continue
         epochs, mean, std = band
-        line, = axis.plot(epochs, mean, label=variant, linewidth=2.2 if i == 0 else 1.4)
+        (line,) = axis.plot(epochs, mean, label=variant, linewidth=2.2 if i == 0 else 1.4)
         axis.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         drawn = True
     if drawn:
-        axis.set(xlabel="epoch", ylabel=name + (" (points)" if scale == 100 else ""),
-                 title=f"{name}: mean over the seeds at each epoch, band ± std")
+        axis.set(
+            xlabel="epoch",
+            ylabel=name + (" (points)" if scale == 100 else ""),
+            title=f"{name}: mean over the seeds at each epoch, band ± std",
+        )
         axis.legend(fontsize="small")
         figure.tight_layout()
         figure.savefig(path, dpi=100)
@@ -123,7 +135,7 @@ def plot_small_multiples(curves: Mapping[str, list[Points]], name: str, path: Pa
         axis.plot(epochs, mean, color="tab:blue")
         axis.fill_between(epochs, mean - std, mean + std, color="tab:blue", alpha=0.2)
         axis.set_title(variant, fontsize="small")
-    for axis in axes[len(bands):]:
+    for axis in axes[len(bands) :]:
         axis.set_visible(False)
     figure.suptitle(f"{name} per variant (own y axes: the objectives differ)", fontsize="medium")
     figure.supxlabel("epoch", fontsize="small")
@@ -163,10 +175,12 @@ def _text(value: Any) -> str:
 
 
 def html_page(title: str, facts: list[str], blocks: list[Block], out_dir: Path) -> str:
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #bbb;padding:3px 8px}img{max-width:100%}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1><ul>{''.join(f'<li>{_text(f)}</li>' for f in facts)}</ul>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #bbb;padding:3px 8px}img{max-width:100%}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><ul>{''.join(f'<li>{_text(f)}</li>' for f in facts)}</ul>",
+    ]
     for kind, *content in blocks:
         if kind == "h2":
             parts.append(f"<h2>{_text(content[0])}</h2>")

@@ -43,28 +43,46 @@ class RetuneSpec:
     spaces: dict[str, SearchSpace | None] = field(default_factory=dict)
 
     def resolved(self) -> dict[str, Any]:
-        return {"parameters": self.parameters, "requires": {k: list(v) for k, v in self.requires.items()},
-                "samples": self.samples, "metric": self.metric, "mode": self.mode, "overrides": self.overrides,
-                "sampler": self.sampler, "seed": self.seed,
-                "per_variant": {name: space.paths if space else [] for name, space in self.spaces.items()}}
+        return {
+            "parameters": self.parameters,
+            "requires": {k: list(v) for k, v in self.requires.items()},
+            "samples": self.samples,
+            "metric": self.metric,
+            "mode": self.mode,
+            "overrides": self.overrides,
+            "sampler": self.sampler,
+            "seed": self.seed,
+            "per_variant": {name: space.paths if space else [] for name, space in self.spaces.items()},
+        }
 
     def search_config(self, run_config: ExperimentConfig) -> ExperimentConfig:
         return run_config.with_overrides(self.overrides) if self.overrides else run_config
 
     def search_key(self, search_config: ExperimentConfig, space: SearchSpace) -> str:
         """What a search measures: its experiment, space, budget and objective."""
-        blob = json.dumps({"config": config_hash(search_config), "space": space.to_dict(), "samples": self.samples,
-                           "metric": self.metric, "mode": self.mode, "sampler": self.sampler},
-                          sort_keys=True, default=str)
+        blob = json.dumps(
+            {
+                "config": config_hash(search_config),
+                "space": space.to_dict(),
+                "samples": self.samples,
+                "metric": self.metric,
+                "mode": self.mode,
+                "sampler": self.sampler,
+            },
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def note(self) -> str:
         """The report's mode line."""
         budget = f", search budget {json.dumps(self.overrides, sort_keys=True)}" if self.overrides else ""
-        return (f"retuned: before its seeds ran, each variant got its own Optuna search ({self.samples} trials, "
-                f"{self.sampler.get('type', 'tpe')} sampler, {self.mode} {self.metric}, search seed {self.seed}"
-                f"{budget}) over the parameters it still has ({', '.join(self.parameters)}); its seeds then ran "
-                "at its best values (see the Variants table)")
+        return (
+            f"retuned: before its seeds ran, each variant got its own Optuna search ({self.samples} trials, "
+            f"{self.sampler.get('type', 'tpe')} sampler, {self.mode} {self.metric}, search seed {self.seed}"
+            f"{budget}) over the parameters it still has ({', '.join(self.parameters)}); its seeds then ran "
+            "at its best values (see the Variants table)"
+        )
 
 
 def has_path(data: dict[str, Any], path: str) -> bool:
@@ -89,16 +107,18 @@ def _requires(raw: dict[str, Any], levels: list[Levels], source: str) -> tuple[d
     for path, entry in raw.items():
         where = f"retune.parameters.{path}"
         if path in fields:
-            raise ConfigError(source, where, "a parameter that is not a toggled component's own field (the design "
-                                             "sets it)")
+            raise ConfigError(
+                source, where, "a parameter that is not a toggled component's own field (the design sets it)"
+            )
         if not isinstance(entry, dict):
             raise ConfigError(source, where, "a parameter definition (the tuning format: type, low, high, ...)")
         entry = dict(entry)
         needed = entry.pop("requires", [])
         needed = [needed] if isinstance(needed, str) else needed
         if not isinstance(needed, list) or any(n not in names for n in needed):
-            raise ConfigError(source, f"{where}.requires", f"toggled component names ({', '.join(sorted(names))}); "
-                                                           f"got {needed!r}")
+            raise ConfigError(
+                source, f"{where}.requires", f"toggled component names ({', '.join(sorted(names))}); got {needed!r}"
+            )
         params[path], requires[path] = entry, tuple(needed)
     return params, requires
 
@@ -107,9 +127,12 @@ def _variant_space(spec: RetuneSpec, variant: Variant, levels: list[Levels], sou
     off = {lv.name: lv.off for lv in levels if lv.switchable}
     config = spec.search_config(variant.config)
     data = config.to_dict()
-    kept = {path: entry for path, entry in spec.parameters.items()
-            if has_path(data, path)
-            and not any(name in off and same(variant.settings.get(name), off[name]) for name in spec.requires[path])}
+    kept = {
+        path: entry
+        for path, entry in spec.parameters.items()
+        if has_path(data, path)
+        and not any(name in off and same(variant.settings.get(name), off[name]) for name in spec.requires[path])
+    }
     if not kept:
         return None
     try:
@@ -137,8 +160,11 @@ def parse_retune(raw: Any, variants: list[Variant], levels: list[Levels], source
         raise ConfigError(source, f"retune.{unknown[0]}", f"no such key (allowed: {', '.join(sorted(RETUNE_KEYS))})")
     parameters = raw.get("parameters")
     if not isinstance(parameters, dict) or not parameters:
-        raise ConfigError(source, "retune.parameters", "a non-empty mapping of config paths to parameters (the "
-                                                       "tuning format, plus optional requires: COMPONENT)")
+        raise ConfigError(
+            source,
+            "retune.parameters",
+            "a non-empty mapping of config paths to parameters (the tuning format, plus optional requires: COMPONENT)",
+        )
     params, requires = _requires(parameters, levels, source)
     try:
         parse_space(params, source)
@@ -158,12 +184,16 @@ def parse_retune(raw: Any, variants: list[Variant], levels: list[Levels], source
         raise ConfigError(source, "retune.sampler", f"type (tpe | random), seed, n_startup_trials ({err})") from None
     seed = _number(raw, "seed", DEFAULT_SEARCH_SEED, source, 0)
     if seed < TUNING_SEED_FLOOR:
-        raise ConfigError(source, "retune.seed", f"a tuning seed of at least {TUNING_SEED_FLOOR}, which no "
-                                                 f"evaluation run uses (got {seed})")
+        raise ConfigError(
+            source,
+            "retune.seed",
+            f"a tuning seed of at least {TUNING_SEED_FLOOR}, which no evaluation run uses (got {seed})",
+        )
     if variants:
         metric = selection_metric(metric, variants[0].config, source, "retune.metric")
-    spec = RetuneSpec(params, requires, _number(raw, "samples", 8, source, 1), metric, mode, dict(overrides),
-                      sampler, seed)
+    spec = RetuneSpec(
+        params, requires, _number(raw, "samples", 8, source, 1), metric, mode, dict(overrides), sampler, seed
+    )
     for variant in variants:
         try:
             spec.search_config(variant.config)

@@ -35,14 +35,30 @@ def study_spec(spec: AblationSpec, variant: Variant, config: ExperimentConfig, s
     retune = spec.retune
     # FIFO: a handful of trials per variant, each trained to the end (no early stopping), so
     # the objective may be a final-only metric such as linear_top1.
-    return StudySpec(path=spec.path, name=_safe(f"{spec.name}-{variant.name}"), base=config, metric=retune.metric,
-                     mode=retune.mode, space=space, num_samples=retune.samples, scheduler=SchedulerSpec(type="fifo"),
-                     sampler=SamplerSpec(**retune.sampler), max_concurrent_trials=spec.max_concurrent,
-                     study_storage=None, points_to_evaluate=[])
+    return StudySpec(
+        path=spec.path,
+        name=_safe(f"{spec.name}-{variant.name}"),
+        base=config,
+        metric=retune.metric,
+        mode=retune.mode,
+        space=space,
+        num_samples=retune.samples,
+        scheduler=SchedulerSpec(type="fifo"),
+        sampler=SamplerSpec(**retune.sampler),
+        max_concurrent_trials=spec.max_concurrent,
+        study_storage=None,
+        points_to_evaluate=[],
+    )
 
 
-def run_search(spec: AblationSpec, variant: Variant, config: ExperimentConfig, space: SearchSpace, folder: Path,
-               address: str | None) -> tuple[dict[str, Any] | None, float | None]:
+def run_search(
+    spec: AblationSpec,
+    variant: Variant,
+    config: ExperimentConfig,
+    space: SearchSpace,
+    folder: Path,
+    address: str | None,
+) -> tuple[dict[str, Any] | None, float | None]:
     """The best trial's parameters and value, or (None, None) when no trial completed."""
     from ray import tune
 
@@ -56,8 +72,13 @@ def run_search(spec: AblationSpec, variant: Variant, config: ExperimentConfig, s
         target = folder.parent.parent / "superseded" / time.strftime("%Y%m%d-%H%M%S") / "retune" / folder.name
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(folder, target)
-    log.info("retune %s: %d trials over %s%s", variant.name, spec.retune.samples, ", ".join(space.paths),
-             " (resumed)" if resume else "")
+    log.info(
+        "retune %s: %d trials over %s%s",
+        variant.name,
+        spec.retune.samples,
+        ", ".join(space.paths),
+        " (resumed)" if resume else "",
+    )
     outcome = run_study(study_spec(spec, variant, config, space), folder, address=address, resume=resume)
     best = best_trial(outcome.study)
     if best is None:
@@ -86,8 +107,9 @@ def tuned_parameters(spec: AblationSpec, output: Path, code: str, cache: RunCach
         params, value = run_search(spec, variant, config, space, folder, session.address)
         tuned[variant.name] = params
         if params is not None:
-            cache.put_search(key, code, {"variant": variant.name, "params": params, "value": value,
-                                         "study": str(folder)})
+            cache.put_search(
+                key, code, {"variant": variant.name, "params": params, "value": value, "study": str(folder)}
+            )
             log.info("retune %s: best %s = %.4f at %s", variant.name, retune.metric, value, params)
         else:
             log.warning("retune %s: no trial completed; its runs are recorded as failed", variant.name)

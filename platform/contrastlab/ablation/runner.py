@@ -88,11 +88,13 @@ class AblationOutcome:
 
     def summary(self) -> str:
         report_dir = self.output / "report"
-        return "\n".join([
-            f"runs: {len(self.results)} ({self.reused} reused, {self.computed} computed, {self.failed} failed)",
-            f"report: {report_dir / 'report.md'} (also report.html, summary.csv, runs.csv)",
-            f"tensorboard --logdir {self.output / 'runs'}",
-        ])
+        return "\n".join(
+            [
+                f"runs: {len(self.results)} ({self.reused} reused, {self.computed} computed, {self.failed} failed)",
+                f"report: {report_dir / 'report.md'} (also report.html, summary.csv, runs.csv)",
+                f"tensorboard --logdir {self.output / 'runs'}",
+            ]
+        )
 
 
 def safe_name(name: str) -> str:
@@ -100,8 +102,9 @@ def safe_name(name: str) -> str:
 
 
 # -- planning (no Ray) -------------------------------------------------------------------------
-def plan_runs(spec: AblationSpec, output: Path, code: str, cache: RunCache,
-              tuned: dict[str, dict[str, Any] | None] | None = None) -> list[PlannedRun]:
+def plan_runs(
+    spec: AblationSpec, output: Path, code: str, cache: RunCache, tuned: dict[str, dict[str, Any] | None] | None = None
+) -> list[PlannedRun]:
     """Every (variant, seed) run, with its cache entry when it was computed before by this code.
 
     `tuned[variant]` holds the variant's retuned values; None marks a variant whose search
@@ -113,8 +116,13 @@ def plan_runs(spec: AblationSpec, output: Path, code: str, cache: RunCache,
         for seed in spec.seeds:
             run_dir = output / "runs" / safe_name(variant.name) / f"seed{seed}"
             if params is None:
-                run = PlannedRun(variant, seed, spec.run_config(variant, seed), run_dir,
-                                 error="retune: the variant's search had no complete trial")
+                run = PlannedRun(
+                    variant,
+                    seed,
+                    spec.run_config(variant, seed),
+                    run_dir,
+                    error="retune: the variant's search had no complete trial",
+                )
             else:
                 run = PlannedRun(variant, seed, spec.run_config(variant, seed, params), run_dir, dict(params))
                 run.cached = cache.run(run.key, code)
@@ -135,21 +143,41 @@ def check_runs(spec: AblationSpec, plan: list[PlannedRun]) -> None:
 
 def cached_result(run: PlannedRun) -> dict[str, Any]:
     entry = run.cached or {}
-    return {"variant": run.variant.name, "seed": run.seed, "metrics": dict(entry.get("metrics") or {}),
-            "curves": {k: [tuple(p) for p in v] for k, v in (entry.get("curves") or {}).items()},
-            "overrides": run.overrides, "reused": True}
+    return {
+        "variant": run.variant.name,
+        "seed": run.seed,
+        "metrics": dict(entry.get("metrics") or {}),
+        "curves": {k: [tuple(p) for p in v] for k, v in (entry.get("curves") or {}).items()},
+        "overrides": run.overrides,
+        "reused": True,
+    }
 
 
 def failed_result(run: PlannedRun, error: str) -> dict[str, Any]:
-    return {"variant": run.variant.name, "seed": run.seed, "metrics": {}, "curves": {}, "overrides": run.overrides,
-            "reused": False, "error": error}
+    return {
+        "variant": run.variant.name,
+        "seed": run.seed,
+        "metrics": {},
+        "curves": {},
+        "overrides": run.overrides,
+        "reused": False,
+        "error": error,
+    }
 
 
 def report_meta(spec: AblationSpec, mode_note: str, anchors: dict[str, Any] | None = None) -> dict[str, Any]:
     """write_report's settings, saved in results.json so `contrastlab report` remakes the same report."""
-    meta = {"reference": spec.reference, "metrics": list(spec.metrics), "design": spec.design, "title": spec.title,
-            "mode_note": mode_note, "component_of": spec.component_of(), "seeds": list(spec.seeds),
-            "levels": {v.name: dict(v.settings) for v in spec.variants}, **spec.report}
+    meta = {
+        "reference": spec.reference,
+        "metrics": list(spec.metrics),
+        "design": spec.design,
+        "title": spec.title,
+        "mode_note": mode_note,
+        "component_of": spec.component_of(),
+        "seeds": list(spec.seeds),
+        "levels": {v.name: dict(v.settings) for v in spec.variants},
+        **spec.report,
+    }
     if anchors is not None:
         meta["anchors"] = {name: dict(anchors[name]) for name in ANCHORS if name in anchors}
     return meta
@@ -186,8 +214,13 @@ def prepare_folder(run: PlannedRun, code: str, resume: bool, superseded: Path) -
         log.info("%s: moved the old folder (%s) to %s", run.run_id, why, target)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     name = f"{safe_name(run.variant.name)}-seed{run.seed}-{run.key[:8]}-{uuid.uuid4().hex[:6]}"
-    marker = {"variant": run.variant.name, "seed": run.seed, "config_hash": run.key, "code_version": code,
-              "train_name": name}
+    marker = {
+        "variant": run.variant.name,
+        "seed": run.seed,
+        "config_hash": run.key,
+        "code_version": code,
+        "train_name": name,
+    }
     (run.run_dir / MARKER_FILE).write_text(yaml.safe_dump(marker, sort_keys=False))
     return name
 
@@ -196,10 +229,19 @@ def descriptor(run: PlannedRun, train_name: str, train_storage: str) -> dict[str
     """What the trial driver needs for one run (plain data, shipped through Ray's object store)."""
     from contrastlab.raytrain.trainer import forwarded_environment
 
-    return {"config": run.config.to_dict(), "run_dir": str(run.run_dir.resolve()), "train_name": train_name,
-            "storage": train_storage, "env": forwarded_environment(), "variant": run.variant.name,
-            "seed": run.seed, "key": run.key, "epochs": run.config.optim.epochs, "overrides": run.overrides,
-            "hparams": run.hparams()}
+    return {
+        "config": run.config.to_dict(),
+        "run_dir": str(run.run_dir.resolve()),
+        "train_name": train_name,
+        "storage": train_storage,
+        "env": forwarded_environment(),
+        "variant": run.variant.name,
+        "seed": run.seed,
+        "key": run.key,
+        "epochs": run.config.optim.epochs,
+        "overrides": run.overrides,
+        "hparams": run.hparams(),
+    }
 
 
 # -- Ray --------------------------------------------------------------------------------------------
@@ -235,8 +277,16 @@ def concurrency(spec: AblationSpec, pending: list[PlannedRun]) -> int:
     return max(1, min(fits, len(pending)))
 
 
-def run_grid(spec: AblationSpec, pending: list[PlannedRun], runs: dict[str, dict[str, Any]],
-             results: list[dict[str, Any]], output: Path, ray_storage: str, meta: dict[str, Any], code: str) -> None:
+def run_grid(
+    spec: AblationSpec,
+    pending: list[PlannedRun],
+    runs: dict[str, dict[str, Any]],
+    results: list[dict[str, Any]],
+    output: Path,
+    ray_storage: str,
+    meta: dict[str, Any],
+    code: str,
+) -> None:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -251,17 +301,26 @@ def run_grid(spec: AblationSpec, pending: list[PlannedRun], runs: dict[str, dict
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     concurrent = concurrency(spec, pending)
     log.info("running %d runs, at most %d at once", len(pending), concurrent)
-    recorder = RunRecorder(runs, results, str(output / CACHE_FILE), str(output), meta, code,
-                           total=len(spec.variants) * len(spec.seeds))
+    recorder = RunRecorder(
+        runs, results, str(output / CACHE_FILE), str(output), meta, code, total=len(spec.variants) * len(spec.seeds)
+    )
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(run_ablation_trial, runs=runs), DRIVER_RESOURCES),
         param_space={RUN_KEY: tune.grid_search([run.run_id for run in pending])},
-        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrent, reuse_actors=False,
-                                    trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=ray_storage,
-                                  callbacks=[recorder, CSVLoggerCallback(), JsonLoggerCallback()],
-                                  failure_config=tune.FailureConfig(max_failures=0),
-                                  verbose=0),
+        tune_config=tune.TuneConfig(
+            num_samples=1,
+            max_concurrent_trials=concurrent,
+            reuse_actors=False,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=ray_storage,
+            callbacks=[recorder, CSVLoggerCallback(), JsonLoggerCallback()],
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=0,
+        ),
     )
     tuner.fit()
 
@@ -277,32 +336,59 @@ def _write_record(spec: AblationSpec, output: Path, code: str, mode_note: str) -
     (output / SPEC_RECORD).write_text(yaml.safe_dump(record, sort_keys=False, allow_unicode=True))
 
 
-def _compute(spec: AblationSpec, plan: list[PlannedRun], output: Path, ray_storage: str, meta: dict[str, Any],
-             code: str, resume: bool, session: RaySession) -> list[dict[str, Any]]:
+def _compute(
+    spec: AblationSpec,
+    plan: list[PlannedRun],
+    output: Path,
+    ray_storage: str,
+    meta: dict[str, Any],
+    code: str,
+    resume: bool,
+    session: RaySession,
+) -> list[dict[str, Any]]:
     """Reuse what the cache holds, run the rest; results.json is rewritten after every run."""
     results = [cached_result(r) if r.cached else failed_result(r, str(r.error)) for r in plan if r.cached or r.error]
     pending = [r for r in plan if r.cached is None and r.error is None]
-    log.info("ablation %s: %d variants × %d seeds = %d runs; %d reused, %d to run", spec.name, len(spec.variants),
-             len(spec.seeds), len(plan), sum(bool(r.cached) for r in plan), len(pending))
+    log.info(
+        "ablation %s: %d variants × %d seeds = %d runs; %d reused, %d to run",
+        spec.name,
+        len(spec.variants),
+        len(spec.seeds),
+        len(plan),
+        sum(bool(r.cached) for r in plan),
+        len(pending),
+    )
     save_results(_order(results, plan), output, meta)
     if pending:
         superseded = output / "superseded" / time.strftime("%Y%m%d-%H%M%S")
-        runs = {r.run_id: descriptor(r, prepare_folder(r, code, resume, superseded), f"{ray_storage}/train")
-                for r in pending}
+        runs = {
+            r.run_id: descriptor(r, prepare_folder(r, code, resume, superseded), f"{ray_storage}/train")
+            for r in pending
+        }
         session.ensure()
         run_grid(spec, pending, runs, results, output, ray_storage, meta, code)
         # The recorder rewrote results.json after every run; the file is the record.
         results = load_results(output)
     done = {(r["variant"], r["seed"]) for r in results}
-    results += [failed_result(r, "the run never reported (interrupted before it finished)")
-                for r in pending if (r.variant.name, r.seed) not in done]
+    results += [
+        failed_result(r, "the run never reported (interrupted before it finished)")
+        for r in pending
+        if (r.variant.name, r.seed) not in done
+    ]
     results = _order(results, plan)
     save_results(results, output, meta)
     return results
 
 
-def run_ablation(spec: AblationSpec, output: str | Path, address: str | None = None, storage: str | None = None,
-                 resume: bool = False, num_cpus: int | None = None, code: str | None = None) -> AblationOutcome:
+def run_ablation(
+    spec: AblationSpec,
+    output: str | Path,
+    address: str | None = None,
+    storage: str | None = None,
+    resume: bool = False,
+    num_cpus: int | None = None,
+    code: str | None = None,
+) -> AblationOutcome:
     """Run (or complete) the study of `spec` in `output`, then write its report."""
     from contrastlab.raytrain.cluster import resolve_storage
 

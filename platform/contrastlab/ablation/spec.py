@@ -24,8 +24,21 @@ from contrastlab.engine.evaluate import check_eval_metric
 from contrastlab.tuning.spec import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys
 
 SPEC_KEYS = {
-    "name", "title", "description", "base_config", "base", "overrides", "components", "design", "variants",
-    "seeds", "metrics", "reference", "resources", "retune", "report",
+    "name",
+    "title",
+    "description",
+    "base_config",
+    "base",
+    "overrides",
+    "components",
+    "design",
+    "variants",
+    "seeds",
+    "metrics",
+    "reference",
+    "resources",
+    "retune",
+    "report",
 }
 RESOURCE_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker", "max_failures")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -67,13 +80,23 @@ class AblationSpec:
     def resolved(self) -> dict[str, Any]:
         """The study as plain data, saved beside its results."""
         return {
-            "name": self.name, "title": self.title, "spec": str(self.path.resolve()), "design": self.design,
-            "method": self.full.method.name, "reference": self.reference, "seeds": self.seeds,
-            "metrics": self.metrics, "max_concurrent": self.max_concurrent,
-            "components": [{"name": lv.name, "field": lv.path, "off": lv.off, "full": lv.full_value,
-                            "values": list(lv.values)} for lv in self.levels],
-            "variants": [{"name": v.name, "label": v.label, "overrides": v.overrides, "config_hash": v.key}
-                         for v in self.variants],
+            "name": self.name,
+            "title": self.title,
+            "spec": str(self.path.resolve()),
+            "design": self.design,
+            "method": self.full.method.name,
+            "reference": self.reference,
+            "seeds": self.seeds,
+            "metrics": self.metrics,
+            "max_concurrent": self.max_concurrent,
+            "components": [
+                {"name": lv.name, "field": lv.path, "off": lv.off, "full": lv.full_value, "values": list(lv.values)}
+                for lv in self.levels
+            ],
+            "variants": [
+                {"name": v.name, "label": v.label, "overrides": v.overrides, "config_hash": v.key}
+                for v in self.variants
+            ],
             "retune": self.retune.resolved() if self.retune else None,
             "full": self.full.to_dict(),
         }
@@ -84,12 +107,14 @@ def _resources(raw: Any, source: str) -> tuple[dict[str, Any], int | None]:
     if raw is None:
         return {}, None
     if not isinstance(raw, dict):
-        raise ConfigError(source, "resources", "a mapping (workers, cpus_per_worker, gpus_per_worker, max_failures, "
-                                               "max_concurrent)")
+        raise ConfigError(
+            source, "resources", "a mapping (workers, cpus_per_worker, gpus_per_worker, max_failures, max_concurrent)"
+        )
     unknown = sorted(set(raw) - {*RESOURCE_KEYS, "max_concurrent"})
     if unknown:
-        raise ConfigError(source, f"resources.{unknown[0]}", f"no such key (allowed: {', '.join(RESOURCE_KEYS)}, "
-                                                             "max_concurrent)")
+        raise ConfigError(
+            source, f"resources.{unknown[0]}", f"no such key (allowed: {', '.join(RESOURCE_KEYS)}, max_concurrent)"
+        )
     concurrent = raw.get("max_concurrent")
     if concurrent is not None and (isinstance(concurrent, bool) or not isinstance(concurrent, int) or concurrent < 1):
         raise ConfigError(source, "resources.max_concurrent", f"a positive integer (got {concurrent!r})")
@@ -122,8 +147,11 @@ def _levels(raw: Any, full: ExperimentConfig, source: str, design: str) -> list[
     if raw is None and design == "explicit":
         return []
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(source, "components", "a non-empty list of component names (docs/methods.md), or "
-                                                "{name: COMPONENT, values: [...]}")
+        raise ConfigError(
+            source,
+            "components",
+            "a non-empty list of component names (docs/methods.md), or {name: COMPONENT, values: [...]}",
+        )
     known = method_components(full)
     levels: list[Levels] = []
     for index, entry in enumerate(raw):
@@ -158,8 +186,12 @@ def _component_entry(entry: Any, source: str, where: str) -> tuple[str, list[Any
 
 def _check_levels(lv: Levels, full: ExperimentConfig, source: str, where: str, design: str) -> None:
     if lv.switchable and same(lv.full_value, lv.off) and design != "explicit":
-        raise ConfigError(source, where, f"component {lv.name!r} switched on in the base experiment ({lv.path} is "
-                                         f"{lv.full_value!r}, its 'off' value); switch it on in base or overrides")
+        raise ConfigError(
+            source,
+            where,
+            f"component {lv.name!r} switched on in the base experiment ({lv.path} is "
+            f"{lv.full_value!r}, its 'off' value); switch it on in base or overrides",
+        )
     if not lv.switchable and not lv.values and design != "explicit":
         raise ConfigError(source, f"{where}.values", f"the values to compare: {lv.name!r} is a choice with no 'off'")
     for index, value in enumerate(lv.values):
@@ -168,8 +200,9 @@ def _check_levels(lv: Levels, full: ExperimentConfig, source: str, where: str, d
         try:
             full.with_overrides({lv.path: value}, source)
         except ConfigError as err:
-            raise ConfigError(source, f"{where}.values[{index}]",
-                              f"a value {lv.path} accepts; {value!r} fails: {err.expected}") from None
+            raise ConfigError(
+                source, f"{where}.values[{index}]", f"a value {lv.path} accepts; {value!r} fails: {err.expected}"
+            ) from None
 
 
 def _seeds(raw: Any, cli_seeds: int | None, source: str) -> list[int]:
@@ -181,16 +214,21 @@ def _seeds(raw: Any, cli_seeds: int | None, source: str) -> list[int]:
         if not 1 <= raw <= TUNING_SEED_FLOOR:
             raise ConfigError(source, "seeds", f"a count between 1 and {TUNING_SEED_FLOOR} (got {raw})")
         return list(range(raw))
-    valid = isinstance(raw, list) and raw and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                  for s in raw)
+    valid = (
+        isinstance(raw, list) and raw and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw)
+    )
     if not valid:
         raise ConfigError(source, "seeds", f"a count, or a non-empty list of non-negative integers (got {raw!r})")
     if len(set(raw)) != len(raw):
         raise ConfigError(source, "seeds", f"distinct seeds (got {raw})")
     if max(raw) >= TUNING_SEED_FLOOR:
-        raise ConfigError(source, "seeds", f"seeds below {TUNING_SEED_FLOOR}: seeds from {TUNING_SEED_FLOOR} up are "
-                                           f"kept for tuning, so selection never shares a seed with evaluation "
-                                           f"(got {max(raw)})")
+        raise ConfigError(
+            source,
+            "seeds",
+            f"seeds below {TUNING_SEED_FLOOR}: seeds from {TUNING_SEED_FLOOR} up are "
+            f"kept for tuning, so selection never shares a seed with evaluation "
+            f"(got {max(raw)})",
+        )
     return list(raw)
 
 
@@ -242,8 +280,9 @@ def _report_settings(raw: Any, source: str) -> dict[str, Any]:
     return dict(raw)
 
 
-def spec_from_dict(raw: Any, path: str | Path, overrides: list[str] | tuple[str, ...] = (),
-                   seeds: int | None = None) -> AblationSpec:
+def spec_from_dict(
+    raw: Any, path: str | Path, overrides: list[str] | tuple[str, ...] = (), seeds: int | None = None
+) -> AblationSpec:
     path = Path(path)
     source = str(path)
     check_spec_keys(raw, source, SPEC_KEYS, "an ablation spec")
@@ -259,15 +298,28 @@ def spec_from_dict(raw: Any, path: str | Path, overrides: list[str] | tuple[str,
     default_reference = BASELINE if design == "add_one_in" else FULL if design != "explicit" else variants[0].name
     reference = raw.get("reference", default_reference)
     if reference not in {v.name for v in variants}:
-        raise ConfigError(source, "reference", f"one of the variants ({', '.join(v.name for v in variants)}); got "
-                                               f"{reference!r}")
+        raise ConfigError(
+            source, "reference", f"one of the variants ({', '.join(v.name for v in variants)}); got {reference!r}"
+        )
     seed_list = _seeds(raw.get("seeds", 3), seeds, source)
     metrics = _metrics(raw.get("metrics", ["linear_top1", "knn_top1"]), full, source)
     retune = parse_retune(raw.get("retune"), variants, levels, source) if "retune" in raw else None
     title = raw.get("title") or f"Ablation of {full.method.name}: {design.replace('_', '-')} ({name})"
-    return AblationSpec(path=path, name=name, title=str(title), full=full, design=design, levels=levels,
-                        variants=variants, seeds=seed_list, metrics=metrics, reference=reference,
-                        max_concurrent=concurrent, retune=retune, report=_report_settings(raw.get("report"), source))
+    return AblationSpec(
+        path=path,
+        name=name,
+        title=str(title),
+        full=full,
+        design=design,
+        levels=levels,
+        variants=variants,
+        seeds=seed_list,
+        metrics=metrics,
+        reference=reference,
+        max_concurrent=concurrent,
+        retune=retune,
+        report=_report_settings(raw.get("report"), source),
+    )
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), seeds: int | None = None) -> AblationSpec:

@@ -179,8 +179,15 @@ def auto_scale(metric: str, values: Sequence[float]) -> float:
     return 100.0 if inside and not _lower_is_better(metric) else 1.0
 
 
-def _check(design: str, test: str, interval: str, confidence: float, metrics: Sequence[str],
-           primary_metric: str | None, effect: float) -> None:
+def _check(
+    design: str,
+    test: str,
+    interval: str,
+    confidence: float,
+    metrics: Sequence[str],
+    primary_metric: str | None,
+    effect: float,
+) -> None:
     if not metrics:
         raise ConfigError("report", "metrics", "at least one metric name")
     checks = [
@@ -188,8 +195,11 @@ def _check(design: str, test: str, interval: str, confidence: float, metrics: Se
         (test in TESTS, "test", f"one of {', '.join(TESTS)}; got {test!r}"),
         (interval in INTERVALS, "interval", f"one of {', '.join(INTERVALS)}; got {interval!r}"),
         (0.0 < confidence < 1.0, "confidence", f"a number in (0, 1); got {confidence!r}"),
-        (primary_metric is None or primary_metric in metrics, "primary_metric",
-         f"one of the metrics ({', '.join(metrics)}); got {primary_metric!r}"),
+        (
+            primary_metric is None or primary_metric in metrics,
+            "primary_metric",
+            f"one of the metrics ({', '.join(metrics)}); got {primary_metric!r}",
+        ),
         (math.isfinite(effect) and effect > 0, "effect", f"a positive number in metric units; got {effect!r}"),
     ]
     for ok, name, expected in checks:
@@ -197,8 +207,13 @@ def _check(design: str, test: str, interval: str, confidence: float, metrics: Se
             raise ConfigError("report", name, expected)
 
 
-def _variant_rows(index: dict[tuple[str, int], Result], variants: list[str], seeds: list[int], metric: str,
-                  component_of: Mapping[str, str] | None) -> list[VariantStats]:
+def _variant_rows(
+    index: dict[tuple[str, int], Result],
+    variants: list[str],
+    seeds: list[int],
+    metric: str,
+    component_of: Mapping[str, str] | None,
+) -> list[VariantStats]:
     rows = []
     for variant in variants:
         values, missing, val_values = {}, {}, {}
@@ -219,8 +234,9 @@ def _variant_rows(index: dict[tuple[str, int], Result], variants: list[str], see
     return rows
 
 
-def _effects(rows: list[VariantStats], levels: Mapping[str, Mapping[str, Any]] | None,
-             reference: str) -> tuple[list[EffectStats], str]:
+def _effects(
+    rows: list[VariantStats], levels: Mapping[str, Mapping[str, Any]] | None, reference: str
+) -> tuple[list[EffectStats], str]:
     if levels is None:
         return [], "no component levels were given, so no factorial effects"
     present = {r.variant for r in rows}
@@ -240,8 +256,15 @@ def _power(analysis: MetricAnalysis, alpha: float, test: str, effect: float) -> 
     dof = sum(c.n_pairs - 1 for c in compared)
     sd = math.sqrt(sum((c.n_pairs - 1) * c.std_diff**2 for c in compared) / dof)
     n = max(c.n_pairs for c in compared)  # the seeds the study ran; failed runs only lower it
-    return PowerLine(sd, len(compared), n, alpha, minimum_detectable_effect(sd, n, alpha, test), effect,
-                     seeds_needed(effect, sd, alpha, test))
+    return PowerLine(
+        sd,
+        len(compared),
+        n,
+        alpha,
+        minimum_detectable_effect(sd, n, alpha, test),
+        effect,
+        seeds_needed(effect, sd, alpha, test),
+    )
 
 
 Tested = tuple[MetricAnalysis, VariantStats | EffectStats, list[float]]
@@ -260,12 +283,23 @@ def _tested_items(analyses: list[MetricAnalysis]) -> list[Tested]:
 
 
 def analyse_results(
-    results: Sequence[Result], reference: str, metrics: Sequence[str], *, design: str = "leave_one_out",
-    component_of: Mapping[str, str] | None = None, seeds: Sequence[int] | None = None,
-    n_boot: int = 10000, seed: int = 0, confidence: float = 0.95, test: str = "sign_flip",
-    interval: str = "t", scales: Mapping[str, float] | None = None,
-    higher_is_better: Mapping[str, bool] | None = None, primary_metric: str | None = None,
-    levels: Mapping[str, Mapping[str, Any]] | None = None, effect: float | None = None,
+    results: Sequence[Result],
+    reference: str,
+    metrics: Sequence[str],
+    *,
+    design: str = "leave_one_out",
+    component_of: Mapping[str, str] | None = None,
+    seeds: Sequence[int] | None = None,
+    n_boot: int = 10000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    test: str = "sign_flip",
+    interval: str = "t",
+    scales: Mapping[str, float] | None = None,
+    higher_is_better: Mapping[str, bool] | None = None,
+    primary_metric: str | None = None,
+    levels: Mapping[str, Mapping[str, Any]] | None = None,
+    effect: float | None = None,
 ) -> StudyAnalysis:
     """Per metric: every variant's mean ± std on test (and val), its paired comparison with the
     reference on test, Holm-adjusted p over the family, a verdict, a power line and, for a full
@@ -282,9 +316,13 @@ def analyse_results(
     for metric in metrics:
         rows = _variant_rows(index, variants, all_seeds, metric, component_of)
         shown = [v for r in rows for v in (*r.values.values(), *r.val_values.values())]
-        analysis = MetricAnalysis(metric, (scales or {}).get(metric, auto_scale(metric, shown)),
-                                  (higher_is_better or {}).get(metric, not _lower_is_better(metric)), rows,
-                                  family=metric in family_metrics)
+        analysis = MetricAnalysis(
+            metric,
+            (scales or {}).get(metric, auto_scale(metric, shown)),
+            (higher_is_better or {}).get(metric, not _lower_is_better(metric)),
+            rows,
+            family=metric in family_metrics,
+        )
         if design == "full_factorial":
             analysis.effects, analysis.factorial_note = _effects(rows, levels, reference)
         analyses.append(analysis)
@@ -296,8 +334,9 @@ def analyse_results(
     for analysis, target, diffs in items:
         level = family_confidence if analysis.family else confidence
         target.family = analysis.family
-        target.comparison = compare_differences(diffs, test=test, confidence=level, interval_kind=interval,
-                                                n_boot=n_boot, seed=seed, draws=MC_DRAWS)
+        target.comparison = compare_differences(
+            diffs, test=test, confidence=level, interval_kind=interval, n_boot=n_boot, seed=seed, draws=MC_DRAWS
+        )
         target.p_adj = target.comparison.p_value  # exploratory: unadjusted
     family = [target for analysis, target, _ in items if analysis.family]
     for target, p_holm in zip(family, holm_correction([t.comparison.p_value for t in family]), strict=True):
@@ -308,28 +347,71 @@ def analyse_results(
         analysis.power = _power(analysis, power_alpha if analysis.family else alpha, test, effect)
         for row in analysis.variants[1:]:
             row.verdict = _verdict_of(row, analysis, design, alpha, power_alpha, family_size)
-    return StudyAnalysis(analyses, reference, design, test, interval, alpha, all_seeds, family_metrics,
-                         family_size, family_confidence, effect)
+    return StudyAnalysis(
+        analyses,
+        reference,
+        design,
+        test,
+        interval,
+        alpha,
+        all_seeds,
+        family_metrics,
+        family_size,
+        family_confidence,
+        effect,
+    )
 
 
-def _verdict_of(row: VariantStats, analysis: MetricAnalysis, design: str, alpha: float, first_step: float,
-                family_size: int) -> str:
+def _verdict_of(
+    row: VariantStats, analysis: MetricAnalysis, design: str, alpha: float, first_step: float, family_size: int
+) -> str:
     c = row.comparison
     assert c is not None
     # Under Holm nothing is rejected unless the smallest p is below alpha / m.
     needed = first_step if row.family else alpha
     floor = ""
     if c.n_pairs >= 2 and not can_reach(c.test, c.n_pairs, needed):
-        floor = (f"with {c.n_pairs} seeds the smallest possible p is {format_p(c.min_p)}, so no difference can "
-                 f"be significant" + (f" (Holm's first step needs p < {needed:.2g})" if row.family else ""))
+        floor = (
+            f"with {c.n_pairs} seeds the smallest possible p is {format_p(c.min_p)}, so no difference can "
+            f"be significant" + (f" (Holm's first step needs p < {needed:.2g})" if row.family else "")
+        )
     correction = f"Holm over {family_size}" if row.family else "unadjusted, exploratory"
-    return verdict(row.component, c.mean_diff, c.ci, row.p_adj, analysis.metric, design, spread=c.std_diff,
-                   scale=analysis.scale, higher_is_better=analysis.higher_is_better, alpha=alpha,
-                   confidence=c.confidence, correction=correction, floor_note=floor)
+    return verdict(
+        row.component,
+        c.mean_diff,
+        c.ci,
+        row.p_adj,
+        analysis.metric,
+        design,
+        spread=c.std_diff,
+        scale=analysis.scale,
+        higher_is_better=analysis.higher_is_better,
+        alpha=alpha,
+        confidence=c.confidence,
+        correction=correction,
+        floor_note=floor,
+    )
 
 
 __all__ = [
-    "DEFAULT_EFFECT", "KINDS", "TESTS", "EffectStats", "MetricAnalysis", "PairedComparison", "PowerLine",
-    "StudyAnalysis", "VariantStats", "analyse_results", "auto_scale", "bootstrap_mean_ci", "format_p",
-    "holm_correction", "index_results", "metric_value", "paired_difference", "split_key", "summarize", "verdict",
+    "DEFAULT_EFFECT",
+    "KINDS",
+    "TESTS",
+    "EffectStats",
+    "MetricAnalysis",
+    "PairedComparison",
+    "PowerLine",
+    "StudyAnalysis",
+    "VariantStats",
+    "analyse_results",
+    "auto_scale",
+    "bootstrap_mean_ci",
+    "format_p",
+    "holm_correction",
+    "index_results",
+    "metric_value",
+    "paired_difference",
+    "split_key",
+    "summarize",
+    "verdict",
 ]

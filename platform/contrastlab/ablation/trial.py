@@ -98,8 +98,16 @@ class RunRecorder(tune.Callback):
     Only plain data is held, so Tune can pickle it with the experiment state.
     """
 
-    def __init__(self, runs: dict[str, dict[str, Any]], results: list[dict[str, Any]], cache_path: str,
-                 output: str, meta: dict[str, Any], code: str, total: int):
+    def __init__(
+        self,
+        runs: dict[str, dict[str, Any]],
+        results: list[dict[str, Any]],
+        cache_path: str,
+        output: str,
+        meta: dict[str, Any],
+        code: str,
+        total: int,
+    ):
         self.runs, self.results, self.cache_path = runs, results, cache_path
         self.output, self.meta, self.code, self.total = output, meta, code, total
         self.curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
@@ -112,8 +120,9 @@ class RunRecorder(tune.Callback):
         for source in ((earlier or {}).get("curves") or {}, self.curves.get(run_id, {})):
             for name, points in source.items():
                 merged.setdefault(name, {}).update({int(epoch): float(value) for epoch, value in points})
-        return {name: sorted(points.items()) for name, points in merged.items()
-                if name in CURVE_METRICS or len(points) > 1}
+        return {
+            name: sorted(points.items()) for name, points in merged.items() if name in CURVE_METRICS or len(points) > 1
+        }
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         self.started[trial_name(trial)] = time.time()
@@ -141,8 +150,11 @@ class RunRecorder(tune.Callback):
             return
         self._record(run_id, metrics=metrics)
         cache = RunCache(self.cache_path)
-        cache.put_run(run["key"], self.code, {**self.results[-1], "run_dir": run["run_dir"],
-                                              "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+        cache.put_run(
+            run["key"],
+            self.code,
+            {**self.results[-1], "run_dir": run["run_dir"], "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")},
+        )
         finals = {name: metrics[name] for name in held_out_names(self.meta["metrics"]) if name in metrics}
         write_run_hparams(Path(run["run_dir"]), run["hparams"], finals)
 
@@ -153,9 +165,14 @@ class RunRecorder(tune.Callback):
         run = self.runs[run_id]
         key = (run["variant"], run["seed"])
         earlier = next((r for r in self.results if (r["variant"], r["seed"]) == key), None)
-        result: dict[str, Any] = {"variant": run["variant"], "seed": run["seed"], "metrics": metrics,
-                                  "curves": self._curves(run_id, earlier), "overrides": run["overrides"],
-                                  "reused": False}
+        result: dict[str, Any] = {
+            "variant": run["variant"],
+            "seed": run["seed"],
+            "metrics": metrics,
+            "curves": self._curves(run_id, earlier),
+            "overrides": run["overrides"],
+            "reused": False,
+        }
         if error:
             result["error"] = error
         self.results[:] = [r for r in self.results if (r["variant"], r["seed"]) != key]
@@ -167,5 +184,12 @@ class RunRecorder(tune.Callback):
         log.info("[%d/%d] %s %s", len(self.results), self.total, run_id, outcome)
 
 
-__all__ = ["HPARAMS_DIR", "RUN_KEY", "RunRecorder", "run_ablation_trial", "trial_dirname", "trial_name",
-           "write_run_hparams"]
+__all__ = [
+    "HPARAMS_DIR",
+    "RUN_KEY",
+    "RunRecorder",
+    "run_ablation_trial",
+    "trial_dirname",
+    "trial_name",
+    "write_run_hparams",
+]

@@ -97,23 +97,31 @@ class Builder:
         # switch to another method, where the component does not exist (None).
         return {lv.name: getattr(config.method, lv.field, None) for lv in self.levels}
 
-    def add(self, name: str, label: str, chosen: dict[str, Any], where: str,
-            extra: dict[str, Any] | None = None) -> Variant:
+    def add(
+        self, name: str, label: str, chosen: dict[str, Any], where: str, extra: dict[str, Any] | None = None
+    ) -> Variant:
         by_name = {lv.name: lv for lv in self.levels}
         overrides = {by_name[c].path: v for c, v in chosen.items() if not same(v, by_name[c].full_value)}
         overrides.update(extra or {})
         try:
             config = self.full.with_overrides(overrides, self.source) if overrides else self.full
         except ConfigError as err:
-            raise ConfigError(self.source, where, f"settings the experiment accepts; variant {name!r} fails at "
-                                                  f"{err.field}: {err.expected}") from None
+            raise ConfigError(
+                self.source,
+                where,
+                f"settings the experiment accepts; variant {name!r} fails at {err.field}: {err.expected}",
+            ) from None
         variant = Variant(name, label, overrides, self.settings(config), config)
         for other in self.variants:
             if other.name == name:
                 raise ConfigError(self.source, where, f"a unique variant name ({name!r} is used twice)")
             if other.key == variant.key:
-                raise ConfigError(self.source, where, f"distinct variants: {name!r} resolves to the same config as "
-                                                      f"{other.name!r} ({self._where[other.name]}; hash {variant.key})")
+                raise ConfigError(
+                    self.source,
+                    where,
+                    f"distinct variants: {name!r} resolves to the same config as "
+                    f"{other.name!r} ({self._where[other.name]}; hash {variant.key})",
+                )
         self.variants.append(variant)
         self._where[name] = where
         return variant
@@ -131,8 +139,11 @@ def leave_one_out(builder: Builder) -> None:
 def add_one_in(builder: Builder) -> None:
     switchable = [lv for lv in builder.levels if lv.switchable]
     if not switchable:
-        raise ConfigError(builder.source, "components", "at least one on/off component for add_one_in (choices have "
-                                                        "no 'off' to start from)")
+        raise ConfigError(
+            builder.source,
+            "components",
+            "at least one on/off component for add_one_in (choices have no 'off' to start from)",
+        )
     base = {lv.name: lv.off for lv in switchable}
     builder.add(BASELINE, BASELINE, base, "design")
     for index, lv in enumerate(builder.levels):
@@ -156,18 +167,21 @@ def full_factorial(builder: Builder) -> None:
 
 def explicit(builder: Builder, raw: Any) -> None:
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(builder.source, "variants", "a non-empty list of {name, components, overrides} for the "
-                                                      "explicit design")
+        raise ConfigError(
+            builder.source, "variants", "a non-empty list of {name, components, overrides} for the explicit design"
+        )
     by_name = {lv.name: lv for lv in builder.levels}
     for index, entry in enumerate(raw):
         where = f"variants[{index}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
-            raise ConfigError(builder.source, where, "a mapping with a 'name' (and optional components, overrides, "
-                                                     "label)")
+            raise ConfigError(
+                builder.source, where, "a mapping with a 'name' (and optional components, overrides, label)"
+            )
         unknown = sorted(set(entry) - {"name", "label", "components", "overrides"})
         if unknown:
-            raise ConfigError(builder.source, f"{where}.{unknown[0]}", "no such key (allowed: name, label, "
-                                                                        "components, overrides)")
+            raise ConfigError(
+                builder.source, f"{where}.{unknown[0]}", "no such key (allowed: name, label, components, overrides)"
+            )
         chosen = explicit_settings(entry.get("components") or {}, by_name, builder.source, f"{where}.components")
         extra = entry.get("overrides") or {}
         if not isinstance(extra, dict):
@@ -182,8 +196,11 @@ def explicit_settings(raw: Any, by_name: dict[str, Levels], source: str, where: 
     chosen = {}
     for name, value in raw.items():
         if name not in by_name:
-            raise ConfigError(source, f"{where}.{name}", f"a component listed under 'components' "
-                                                         f"({', '.join(by_name) or 'none listed'})")
+            raise ConfigError(
+                source,
+                f"{where}.{name}",
+                f"a component listed under 'components' ({', '.join(by_name) or 'none listed'})",
+            )
         lv = by_name[name]
         if value is True or value == "on":
             chosen[name] = lv.full_value
@@ -194,8 +211,9 @@ def explicit_settings(raw: Any, by_name: dict[str, Levels], source: str, where: 
     return chosen
 
 
-def expand(design: str, full: ExperimentConfig, levels: list[Levels], source: str,
-           explicit_variants: Any = None) -> list[Variant]:
+def expand(
+    design: str, full: ExperimentConfig, levels: list[Levels], source: str, explicit_variants: Any = None
+) -> list[Variant]:
     builder = Builder(full, levels, source)
     if design == "explicit":
         explicit(builder, explicit_variants)

@@ -18,13 +18,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, help="run seeds 0..N-1 (default: the spec's seeds)")
     parser.add_argument("--output", help="study folder (default: output.dir/ablations/<spec name>)")
     parser.add_argument("--address", help="join this Ray cluster (e.g. auto or ray://host:10001)")
-    parser.add_argument("--storage", help="Ray storage path or URI for Tune and the Train runs (default: OUTPUT/ray; "
-                                          "shared storage on clusters of several machines)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue unfinished or failed runs from their last checkpoints (finished runs are "
-                             "always reused; without --resume unfinished ones restart)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field of the base experiment, e.g. --set optim.epochs=4 (repeatable)")
+    parser.add_argument(
+        "--storage",
+        help="Ray storage path or URI for Tune and the Train runs (default: OUTPUT/ray; "
+        "shared storage on clusters of several machines)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue unfinished or failed runs from their last checkpoints (finished runs are "
+        "always reused; without --resume unfinished ones restart)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the base experiment, e.g. --set optim.epochs=4 (repeatable)",
+    )
     parser.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="print the variants and runs, run nothing")
 
@@ -35,13 +47,17 @@ def print_plan(spec, output: Path) -> None:
 
     code = code_version()
     plan = plan_runs(spec, output, code, RunCache(output / CACHE_FILE))
-    print(f"{spec.title}\ndesign {spec.design}, reference {spec.reference!r}, seeds {spec.seeds}, "
-          f"metrics {spec.metrics}\ncode version {code}")
+    print(
+        f"{spec.title}\ndesign {spec.design}, reference {spec.reference!r}, seeds {spec.seeds}, "
+        f"metrics {spec.metrics}\ncode version {code}"
+    )
     for variant in spec.variants:
         runs = [r for r in plan if r.variant is variant]
         reused = sum(bool(r.cached) for r in runs)
-        print(f"  {variant.name:<32} {json.dumps(variant.overrides, sort_keys=True)}  "
-              f"[{len(runs) - reused} to run, {reused} reused]")
+        print(
+            f"  {variant.name:<32} {json.dumps(variant.overrides, sort_keys=True)}  "
+            f"[{len(runs) - reused} to run, {reused} reused]"
+        )
     if spec.retune:
         print(f"retune: {spec.retune.note()}\n(reuse is decided after each variant's search; counts above ignore it)")
 
@@ -56,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
         print_plan(spec, output.resolve())
         return 0
     try:
-        outcome = run_ablation(spec, output, address=args.address, storage=args.storage, resume=args.resume,
-                               num_cpus=args.num_cpus)
+        outcome = run_ablation(
+            spec, output, address=args.address, storage=args.storage, resume=args.resume, num_cpus=args.num_cpus
+        )
     except AblationError as err:
         raise InputError(str(err)) from None
     print(outcome.summary())

@@ -17,13 +17,25 @@ HELP = "evaluate a checkpoint (kNN + linear probe), or the anchors: --random-ini
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="run folder, checkpoint folder or state.pt (or a config with --random-init)")
-    parser.add_argument("--random-init", action="store_true",
-                        help="treat the argument as an experiment YAML and evaluate its encoder at initialisation")
-    parser.add_argument("--anchors", action="store_true",
-                        help="treat the argument as an experiment YAML and evaluate raw pixels and its untrained "
-                             "encoder with its own splits and probes")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field for evaluation, e.g. --set eval.probe_epochs=50")
+    parser.add_argument(
+        "--random-init",
+        action="store_true",
+        help="treat the argument as an experiment YAML and evaluate its encoder at initialisation",
+    )
+    parser.add_argument(
+        "--anchors",
+        action="store_true",
+        help="treat the argument as an experiment YAML and evaluate raw pixels and its untrained "
+        "encoder with its own splits and probes",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field for evaluation, e.g. --set eval.probe_epochs=50",
+    )
 
 
 def _evaluate_random_init(args: argparse.Namespace) -> dict[str, float]:
@@ -69,8 +81,12 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
     state = load_checkpoint(directory)
     if state["config_hash"] != config_hash(saved):
         # Scoring weights under a config they were not trained with gives a wrong number, silently.
-        raise ConfigError(config_file, "", f"the config the checkpoint {directory} was trained with (its config "
-                                           "hash differs): the folder's config.yaml was changed after training")
+        raise ConfigError(
+            config_file,
+            "",
+            f"the config the checkpoint {directory} was trained with (its config "
+            "hash differs): the folder's config.yaml was changed after training",
+        )
     cfg, _ = _run_config(directory, list(args.overrides))
     check_device(cfg, config_file)
     with claim_run_folder(directory.parent.parent / "eval") as output:
@@ -83,8 +99,9 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     if args.random_init and args.anchors:
         raise ConfigError("--anchors", "", "one of --random-init and --anchors")
-    evaluate = _evaluate_anchors if args.anchors else _evaluate_random_init if args.random_init else \
-        _evaluate_checkpoint
+    evaluate = (
+        _evaluate_anchors if args.anchors else _evaluate_random_init if args.random_init else _evaluate_checkpoint
+    )
     results = evaluate(args)
     print(json.dumps({k: round(v, 4) for k, v in results.items()}, indent=1))
     return 0

@@ -37,8 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="runs/suppression", help="folder for both runs and the table")
     parser.add_argument("--simclr-config", default="configs/simclr_trifeature.yaml", help="SimCLR experiment YAML")
     parser.add_argument("--mcl-config", default="configs/mcl_trifeature.yaml", help="MCL experiment YAML")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field in both configs, e.g. --set data.trifeature_train=2000 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field in both configs, e.g. --set data.trifeature_train=2000 (repeatable)",
+    )
 
 
 def scale_stage_epochs(stage_epochs: list[int], total: int) -> list[int]:
@@ -58,8 +64,7 @@ def scale_stage_epochs(stage_epochs: list[int], total: int) -> list[int]:
 def with_epochs(cfg: ExperimentConfig, epochs: int | None) -> ExperimentConfig:
     if epochs is None:
         return cfg
-    overrides: dict[str, Any] = {"optim.epochs": epochs,
-                                 "optim.warmup_epochs": min(cfg.optim.warmup_epochs, epochs)}
+    overrides: dict[str, Any] = {"optim.epochs": epochs, "optim.warmup_epochs": min(cfg.optim.warmup_epochs, epochs)}
     stage_epochs = getattr(cfg.method, "stage_epochs", None)
     if stage_epochs and getattr(cfg.method, "stages", 0):
         overrides["method.stage_epochs"] = scale_stage_epochs(list(stage_epochs), epochs)
@@ -101,12 +106,18 @@ def probe_row(key: str, label: str, metrics: dict[str, float], prefix: str = "")
     return Row(key, label, {a: metrics[name] for a, name in names.items()})
 
 
-def table_rows(simclr: dict[str, float], mcl: dict[str, float], mcl_cfg: ExperimentConfig,
-               anchors: dict[str, dict[str, float]] | None = None) -> list[Row]:
+def table_rows(
+    simclr: dict[str, float],
+    mcl: dict[str, float],
+    mcl_cfg: ExperimentConfig,
+    anchors: dict[str, dict[str, float]] | None = None,
+) -> list[Row]:
     rows = []
     if anchors:
-        rows += [probe_row("anchor_raw_pixels", "anchor: raw pixels", anchors["raw_pixels"]),
-                 probe_row("anchor_untrained", "anchor: untrained encoder", anchors["untrained"])]
+        rows += [
+            probe_row("anchor_raw_pixels", "anchor: raw pixels", anchors["raw_pixels"]),
+            probe_row("anchor_untrained", "anchor: untrained encoder", anchors["untrained"]),
+        ]
     rows.append(probe_row("simclr_backbone", "SimCLR backbone", simclr))
     stages = mcl_cfg.method.stages + 1
     rows += [probe_row(f"mcl_stage{s}", f"MCL stage {s} backbone", mcl, f"stage{s}/") for s in range(stages)]
@@ -162,10 +173,12 @@ def run_pair(simclr_cfg: ExperimentConfig, mcl_cfg: ExperimentConfig, output: Pa
     anchors = anchors_for_seed(simclr_cfg)
     (output / "metrics.json").write_text(json.dumps({**results, "anchors": anchors}, indent=1, sort_keys=True))
     rows = table_rows(results["simclr"], results["mcl"], mcl_cfg, anchors)
-    note = (f"Linear-probe top-1 (%) per attribute on the {SPLIT} split (val numbers in metrics.json), "
-            f"{simclr_cfg.optim.epochs} epochs each, "
-            f"{simclr_cfg.data.trifeature_train} training images, MCL stage_epochs "
-            f"{mcl_cfg.method.stage_epochs or 'even split'}; chance is 10%.")
+    note = (
+        f"Linear-probe top-1 (%) per attribute on the {SPLIT} split (val numbers in metrics.json), "
+        f"{simclr_cfg.optim.epochs} epochs each, "
+        f"{simclr_cfg.data.trifeature_train} training images, MCL stage_epochs "
+        f"{mcl_cfg.method.stage_epochs or 'even split'}; chance is 10%."
+    )
     print(write_outputs(rows, output, note, simclr_cfg.optim.epochs))
     print(f"results: {output.resolve()}\ntensorboard --logdir {output.resolve()}")
     return 0

@@ -17,8 +17,14 @@ log = logging.getLogger("contrastlab")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="experiment YAML file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set optim.lr=0.1 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set optim.lr=0.1 (repeatable)",
+    )
     parser.add_argument("--output", help="run folder (default: output.dir/name)")
     parser.add_argument("--workers", type=int, help="Ray Train workers (default: resources.workers)")
     parser.add_argument("--gpus-per-worker", type=float, help="GPUs per worker")

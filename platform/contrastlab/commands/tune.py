@@ -18,12 +18,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="study folder (default: runs/tune/<spec name>)")
     parser.add_argument("--address", help="join this Ray cluster (e.g. auto or ray://host:10001)")
     parser.add_argument("--storage", help="Ray storage path or URI for Tune and the Train runs (default: OUTPUT/ray)")
-    parser.add_argument("--storage-db", help="SQLAlchemy URL of the Optuna database, e.g. postgresql://user@host/db "
-                                             "(default: the spec's study_storage, else OUTPUT/study.db)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the study in --output after an interruption (the spec must be unchanged)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field of the base experiment, e.g. --set optim.epochs=4 (repeatable)")
+    parser.add_argument(
+        "--storage-db",
+        help="SQLAlchemy URL of the Optuna database, e.g. postgresql://user@host/db "
+        "(default: the spec's study_storage, else OUTPUT/study.db)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the study in --output after an interruption (the spec must be unchanged)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the base experiment, e.g. --set optim.epochs=4 (repeatable)",
+    )
     parser.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (default: all)")
 
 
@@ -41,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
             ray_storage = args.storage
             if args.resume:
                 spec, ray_storage = resume_defaults(spec, output, args.storage)
-            outcome = run_study(spec, output, address=args.address, ray_storage=ray_storage, resume=args.resume,
-                                num_cpus=args.num_cpus)
+            outcome = run_study(
+                spec, output, address=args.address, ray_storage=ray_storage, resume=args.resume, num_cpus=args.num_cpus
+            )
     except StudyError as err:
         raise InputError(str(err)) from None
     print(outcome.summary)

@@ -75,8 +75,12 @@ class TwoViewAugment:
         colour = channels == 3
         # Ops whose strength is zero are the identity for every sample, so leaving them out
         # changes no output; it only saves passes over the batch.
-        strengths = {"brightness": cfg.brightness, "contrast": cfg.contrast,
-                     "saturation": cfg.saturation if colour else 0.0, "hue": cfg.hue if colour else 0.0}
+        strengths = {
+            "brightness": cfg.brightness,
+            "contrast": cfg.contrast,
+            "saturation": cfg.saturation if colour else 0.0,
+            "hue": cfg.hue if colour else 0.0,
+        }
         self.jitter_ops = [name for name, value in strengths.items() if value > 0] if cfg.jitter_prob > 0 else []
         self.use_gray = colour and cfg.grayscale_prob > 0
         self.blur_radius = max(1, round(0.05 * self.out_size)) if cfg.blur_prob > 0 else 0
@@ -88,8 +92,9 @@ class TwoViewAugment:
             out = self._views(images, generator)
         return _like_input(out, images)
 
-    def two_views(self, images: torch.Tensor,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def two_views(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Two independent views per image, made in one batched pass of 2N."""
         both = self(torch.cat([images, images]), generator)
         first, second = both.chunk(2)
@@ -100,8 +105,9 @@ class TwoViewAugment:
         with torch.autocast(images.device.type, enabled=False):
             x = images.float()
             if x.shape[-2:] != (self.out_size, self.out_size):
-                x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", antialias=True,
-                                  align_corners=False)
+                x = F.interpolate(
+                    x, size=(self.out_size, self.out_size), mode="bilinear", antialias=True, align_corners=False
+                )
             scale = 1 / 255 if images.dtype == torch.uint8 else 1.0
             const = self._on(x.device)
             out = x * (scale / const["std"]).view(1, -1, 1, 1) - (const["mean"] / const["std"]).view(1, -1, 1, 1)
@@ -113,8 +119,9 @@ class TwoViewAugment:
         if images.shape[1] != self.channels:
             raise ValueError(f"expected {self.channels}-channel images, got shape {tuple(images.shape)}")
         u = torch.rand(n, _DRAWS, generator=generator, device=device)
-        x = F.grid_sample(images.float(), self._crop_grid(u), mode="bilinear", padding_mode="border",
-                          align_corners=False).contiguous()
+        x = F.grid_sample(
+            images.float(), self._crop_grid(u), mode="bilinear", padding_mode="border", align_corners=False
+        ).contiguous()
         x = x.view(n, self.channels, -1)
         # Pixel values stay on the 0-255 scale until the first affine step, which absorbs
         # the 1/255 (one pass fewer over the batch).
@@ -226,9 +233,13 @@ class TwoViewAugment:
             yiq = torch.tensor(_RGB_TO_YIQ, dtype=torch.float64)
             luma = torch.tensor(GRAY_WEIGHTS) if c == 3 else torch.ones(1)
             values = {
-                "mean": torch.tensor(self.mean), "std": torch.tensor(self.std), "eye": torch.eye(c),
-                "luma": luma, "to_gray": luma.expand(c, c).contiguous(),
-                "rgb_to_yiq": yiq.float(), "yiq_to_rgb": torch.linalg.inv(yiq).float(),
+                "mean": torch.tensor(self.mean),
+                "std": torch.tensor(self.std),
+                "eye": torch.eye(c),
+                "luma": luma,
+                "to_gray": luma.expand(c, c).contiguous(),
+                "rgb_to_yiq": yiq.float(),
+                "yiq_to_rgb": torch.linalg.inv(yiq).float(),
             }
             constants = {k: v.to(device, torch.float32) for k, v in values.items()}
             columns = [_ORDER.start + JITTER_OPS.index(name) for name in self.jitter_ops]
@@ -251,7 +262,11 @@ def _hue_rotation(angle: torch.Tensor, rgb_to_yiq: torch.Tensor, yiq_to_rgb: tor
 
 def _like_input(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """Keep a channels_last input channels_last, so a channels_last model takes it as is."""
-    if images.dim() == 4 and images.shape[1] > 1 and not images.is_contiguous() and images.is_contiguous(
-            memory_format=torch.channels_last):
+    if (
+        images.dim() == 4
+        and images.shape[1] > 1
+        and not images.is_contiguous()
+        and images.is_contiguous(memory_format=torch.channels_last)
+    ):
         return out.contiguous(memory_format=torch.channels_last)
     return out

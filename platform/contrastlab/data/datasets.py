@@ -160,7 +160,9 @@ def load_fashion_mnist(data_cfg) -> DataBundle:
         {"label": torch.from_numpy(arrays["train_labels"].astype(np.int64))},
         torch.from_numpy(arrays["test_images"].copy()).unsqueeze(1),
         {"label": torch.from_numpy(arrays["test_labels"].astype(np.int64))},
-        {"label": 10}, mean=(0.2860,), std=(0.3530,),
+        {"label": 10},
+        mean=(0.2860,),
+        std=(0.3530,),
     )
 
 
@@ -194,9 +196,14 @@ def load_cifar(data_cfg, classes: int) -> DataBundle:
     train = _torchvision(data_cfg, name, lambda r, d: cls(r, train=True, download=d))
     test = _torchvision(data_cfg, name, lambda r, d: cls(r, train=False, download=d))
     return DataBundle(
-        name, _nhwc_to_nchw(train.data), {"label": torch.tensor(train.targets)},
-        _nhwc_to_nchw(test.data), {"label": torch.tensor(test.targets)}, {"label": classes},
-        mean=mean, std=std,
+        name,
+        _nhwc_to_nchw(train.data),
+        {"label": torch.tensor(train.targets)},
+        _nhwc_to_nchw(test.data),
+        {"label": torch.tensor(test.targets)},
+        {"label": classes},
+        mean=mean,
+        std=std,
     )
 
 
@@ -213,9 +220,14 @@ def load_stl10(data_cfg) -> DataBundle:
     # The pretraining pool (train part + unlabelled) is assembled by load_dataset once the
     # validation images are carved out, so pretraining never sees them.
     return DataBundle(
-        "stl10", train_images, {"label": torch.from_numpy(train.labels.astype(np.int64))},
-        torch.from_numpy(test.data), {"label": torch.from_numpy(test.labels.astype(np.int64))}, {"label": 10},
-        mean=(0.4467, 0.4398, 0.4066), std=(0.2603, 0.2566, 0.2713),
+        "stl10",
+        train_images,
+        {"label": torch.from_numpy(train.labels.astype(np.int64))},
+        torch.from_numpy(test.data),
+        {"label": torch.from_numpy(test.labels.astype(np.int64))},
+        {"label": 10},
+        mean=(0.4467, 0.4398, 0.4066),
+        std=(0.2603, 0.2566, 0.2713),
         unlabeled_images=torch.from_numpy(unlabeled.data),
     )
 
@@ -265,8 +277,9 @@ def load_image_folder(data_cfg) -> DataBundle:
         train, y_train = images[order[:cut]], labels[order[:cut]]
         test, y_test = images[order[cut:]], labels[order[cut:]]
     mean, std = channel_stats(train)
-    return DataBundle("image_folder", train, {"label": y_train}, test, {"label": y_test},
-                      {"label": len(classes)}, mean=mean, std=std)
+    return DataBundle(
+        "image_folder", train, {"label": y_train}, test, {"label": y_test}, {"label": len(classes)}, mean=mean, std=std
+    )
 
 
 # -- common post-processing ----------------------------------------------------------------
@@ -326,4 +339,3 @@ def resize(images: torch.Tensor, size: int | None, chunk: int = 4096) -> torch.T
         part = F.interpolate(part, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out.append(part.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(out)
-

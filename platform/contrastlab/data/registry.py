@@ -57,8 +57,13 @@ def _carve_val(bundle: DataBundle, data_cfg, source: str) -> None:
 # Training-split sizes known without reading the files, so a spec can be checked before Ray
 # starts; image folders are counted when they are loaded.
 def _known_train_size(data_cfg) -> int | None:
-    return {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000, "stl10": 5000,
-            "trifeature": data_cfg.trifeature_train}.get(data_cfg.name)
+    return {
+        "fashion_mnist": 60000,
+        "cifar10": 50000,
+        "cifar100": 50000,
+        "stl10": 5000,
+        "trifeature": data_cfg.trifeature_train,
+    }.get(data_cfg.name)
 
 
 def check_split_sizes(data_cfg, source: str) -> None:
@@ -86,15 +91,21 @@ def _checked_val_count(data_cfg, total: int, source: str) -> int:
     """How many of `total` training images `data.val_size` moves to val; refused when none would stay."""
     count = val_count(data_cfg.val_size, total)
     if count >= total:
-        raise ConfigError(source, "data.val_size", f"fewer validation images than the {total} of the training "
-                                                   f"split of {data_cfg.name} (got {count})")
+        raise ConfigError(
+            source,
+            "data.val_size",
+            f"fewer validation images than the {total} of the training split of {data_cfg.name} (got {count})",
+        )
     return count
 
 
 def _check_subset(count: int | None, available: int, data_cfg, source: str) -> None:
     if count is not None and count > available:
-        raise ConfigError(source, "data.subset", f"at most the {available} training images {data_cfg.name} has "
-                                                 f"after the validation split (got {count})")
+        raise ConfigError(
+            source,
+            "data.subset",
+            f"at most the {available} training images {data_cfg.name} has after the validation split (got {count})",
+        )
 
 
 def load_dataset(data_cfg, seed: int = 0, source: str = "data") -> DataBundle:
@@ -150,5 +161,7 @@ def prepare_dataset(data_cfg) -> str:
     total = bundle.train_images.shape[0]
     val = val_count(data_cfg.val_size, total)
     pool = "" if bundle.unlabeled_images is None else f" (+{bundle.unlabeled_images.shape[0]} unlabelled)"
-    return (f"{data_cfg.name}: ready, {total - val} train + {val} val{pool} / {bundle.test_images.shape[0]} "
-            f"test images of {tuple(bundle.train_images.shape[1:])}")
+    return (
+        f"{data_cfg.name}: ready, {total - val} train + {val} val{pool} / {bundle.test_images.shape[0]} "
+        f"test images of {tuple(bundle.train_images.shape[1:])}"
+    )

@@ -27,8 +27,9 @@ class RandomBatches:
     global batch, kept only with `drop_last=False`, is split as evenly as possible).
     """
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, drop_last: bool = True,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, num_samples: int, batch_size: int, seed: int, drop_last: bool = True, rank: int = 0, world_size: int = 1
+    ):
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
         if batch_size < 1 or batch_size % world_size:

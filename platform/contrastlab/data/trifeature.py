@@ -34,12 +34,30 @@ GENERATOR_SEED = 20200601
 VERSION = 2
 ATTRIBUTES = ("shape", "colour", "texture")
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "crescent", "ellipse", "semicircle", "tee")
-TEXTURES = ("solid", "h_stripes", "v_stripes", "diagonal", "anti_diagonal", "checker", "dots", "holes",
-            "grid", "crosshatch")
+TEXTURES = (
+    "solid",
+    "h_stripes",
+    "v_stripes",
+    "diagonal",
+    "anti_diagonal",
+    "checker",
+    "dots",
+    "holes",
+    "grid",
+    "crosshatch",
+)
 # Ten colours far apart in RGB (smallest pairwise L1 distance 128), none grey.
 PALETTE = (
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (250, 190, 212), (128, 128, 0),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (250, 190, 212),
+    (128, 128, 0),
 )
 BACKGROUND = 128
 OFF_SHADE = 0.45  # "off" texture pixels: round(colour * OFF_SHADE), never a palette colour
@@ -64,42 +82,47 @@ def shape_masks(labels: torch.Tensor, u: torch.Tensor, v: torch.Tensor, radius: 
     r = torch.sqrt(u**2 + v**2)
     theta = torch.atan2(v, u)
     R = radius
-    masks = torch.stack([
-        r < R,                                                                  # circle
-        torch.maximum(u.abs(), v.abs()) < 0.8 * R,                              # square
-        _regular_polygon(r, theta, 3, R),                                       # triangle
-        r < R * (0.7 + 0.3 * torch.cos(5 * theta)),                             # star
-        ((u.abs() < 0.3 * R) & (v.abs() < R)) | ((v.abs() < 0.3 * R) & (u.abs() < R)),  # cross
-        (r < R) & (r > 0.55 * R),                                               # ring
-        (r < R) & (torch.sqrt((u - 0.5 * R) ** 2 + v**2) > 0.8 * R),             # crescent
-        (u / R) ** 2 + (v / (0.5 * R)) ** 2 < 1,                                # ellipse
-        (r < R) & (v > -0.2 * R),                                               # semicircle
-        ((v > 0.35 * R) & (v < 0.9 * R) & (u.abs() < 0.7 * R)) | ((u.abs() < 0.25 * R) & (v > -R) & (v < 0.9 * R)),
-    ])
+    masks = torch.stack(
+        [
+            r < R,  # circle
+            torch.maximum(u.abs(), v.abs()) < 0.8 * R,  # square
+            _regular_polygon(r, theta, 3, R),  # triangle
+            r < R * (0.7 + 0.3 * torch.cos(5 * theta)),  # star
+            ((u.abs() < 0.3 * R) & (v.abs() < R)) | ((v.abs() < 0.3 * R) & (u.abs() < R)),  # cross
+            (r < R) & (r > 0.55 * R),  # ring
+            (r < R) & (torch.sqrt((u - 0.5 * R) ** 2 + v**2) > 0.8 * R),  # crescent
+            (u / R) ** 2 + (v / (0.5 * R)) ** 2 < 1,  # ellipse
+            (r < R) & (v > -0.2 * R),  # semicircle
+            ((v > 0.35 * R) & (v < 0.9 * R) & (u.abs() < 0.7 * R)) | ((u.abs() < 0.25 * R) & (v > -R) & (v < 0.9 * R)),
+        ]
+    )
     index = labels.view(1, -1, 1, 1).expand(1, *masks.shape[1:])
     return masks.gather(0, index)[0]
 
 
 def texture_patterns(labels: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """[N, S, S] on/off patterns from integer pixel coordinates (already phase-shifted)."""
-    patterns = torch.stack([
-        torch.ones_like(x, dtype=torch.bool),          # solid
-        (y % 4) < 2,                                   # horizontal stripes
-        (x % 4) < 2,                                   # vertical stripes
-        ((x + y) % 4) < 2,                             # diagonal stripes
-        ((x - y) % 4) < 2,                             # anti-diagonal stripes
-        ((x // 2 + y // 2) % 2) == 0,                  # checkerboard, 2-pixel cells
-        ((x % 4) < 2) & ((y % 4) < 2),                 # dots (25% on)
-        ~(((x % 4) < 2) & ((y % 4) < 2)),              # holes (75% on)
-        ((x % 4) == 0) | ((y % 4) == 0),               # axis-aligned grid lines
-        (((x + y) % 4) == 0) | (((x - y) % 4) == 0),   # diagonal grid lines
-    ])
+    patterns = torch.stack(
+        [
+            torch.ones_like(x, dtype=torch.bool),  # solid
+            (y % 4) < 2,  # horizontal stripes
+            (x % 4) < 2,  # vertical stripes
+            ((x + y) % 4) < 2,  # diagonal stripes
+            ((x - y) % 4) < 2,  # anti-diagonal stripes
+            ((x // 2 + y // 2) % 2) == 0,  # checkerboard, 2-pixel cells
+            ((x % 4) < 2) & ((y % 4) < 2),  # dots (25% on)
+            ~(((x % 4) < 2) & ((y % 4) < 2)),  # holes (75% on)
+            ((x % 4) == 0) | ((y % 4) == 0),  # axis-aligned grid lines
+            (((x + y) % 4) == 0) | (((x - y) % 4) == 0),  # diagonal grid lines
+        ]
+    )
     index = labels.view(1, -1, 1, 1).expand(1, *patterns.shape[1:])
     return patterns.gather(0, index)[0]
 
 
-def render(shape: torch.Tensor, colour: torch.Tensor, texture: torch.Tensor, size: int,
-           generator: torch.Generator) -> torch.Tensor:
+def render(
+    shape: torch.Tensor, colour: torch.Tensor, texture: torch.Tensor, size: int, generator: torch.Generator
+) -> torch.Tensor:
     """uint8 [N, 3, size, size] images for the given attribute labels."""
     n = shape.shape[0]
     # float64 geometry: pixels on a shape's edge then land on the same side on any CPU.
@@ -134,8 +157,13 @@ def generate(count: int, size: int, seed: int) -> tuple[torch.Tensor, dict[str, 
     # on `size` (never on the machine).
     chunk = max(1, 2_000_000 // (size * size))
     images = [
-        render(labels["shape"][s : s + chunk], labels["colour"][s : s + chunk], labels["texture"][s : s + chunk],
-               size, generator)
+        render(
+            labels["shape"][s : s + chunk],
+            labels["colour"][s : s + chunk],
+            labels["texture"][s : s + chunk],
+            size,
+            generator,
+        )
         for s in range(0, count, chunk)
     ]
     return torch.cat(images), labels
@@ -172,6 +200,13 @@ def load_trifeature(data_cfg) -> DataBundle:
         os.replace(staging, path)
     mean, std = channel_stats(stored["train"])
     return DataBundle(
-        "trifeature", stored["train"], dict(stored["train_labels"]), stored["test"], dict(stored["test_labels"]),
-        {name: 10 for name in ATTRIBUTES}, primary_label="shape", mean=mean, std=std,
+        "trifeature",
+        stored["train"],
+        dict(stored["train_labels"]),
+        stored["test"],
+        dict(stored["test_labels"]),
+        {name: 10 for name in ATTRIBUTES},
+        primary_label="shape",
+        mean=mean,
+        std=std,
     )

@@ -80,5 +80,11 @@ def shuffled_keys(
     return split_batch_keys(encode, images, groups, generator)
 
 
-__all__ = ["draw_permutation", "group_count", "shuffled_across_workers", "shuffled_keys", "split_batch_keys",
-           "unshuffle"]
+__all__ = [
+    "draw_permutation",
+    "group_count",
+    "shuffled_across_workers",
+    "shuffled_keys",
+    "split_batch_keys",
+    "unshuffle",
+]

@@ -30,8 +30,9 @@ from torch.nn.parallel import DistributedDataParallel
 # torch marks this gather deprecated in favour of the private functional collectives; it is
 # the documented differentiable gather (also twice differentiable, which MetAug's meta step
 # needs), so the warning would only repeat on every run.
-warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.\w+ is deprecated",
-                        category=FutureWarning)
+warnings.filterwarnings(
+    "ignore", message=r"torch\.distributed\.nn\.functional\.\w+ is deprecated", category=FutureWarning
+)
 
 
 class TorchDistributed:
@@ -118,7 +119,10 @@ class TorchDistributed:
         device_ids = [self.device.index or 0] if self.device.type == "cuda" else None
         # Buffers are synced once at construction, never in forward (see the module docstring).
         return DistributedDataParallel(
-            module, device_ids=device_ids, forward_sync_buffers=False, find_unused_parameters=find_unused,
+            module,
+            device_ids=device_ids,
+            forward_sync_buffers=False,
+            find_unused_parameters=find_unused,
         )
 
     def convert_sync_batchnorm(self, module: nn.Module) -> nn.Module:

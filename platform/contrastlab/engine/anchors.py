@@ -57,8 +57,9 @@ def compute_anchors(cfg: ExperimentConfig, seeds: Sequence[int]) -> dict[str, An
     weights); the per-seed values are kept beside the means."""
     per_seed: dict[int, dict[str, dict[str, float]]] = {}
     for index, seed in enumerate(seeds):
-        log.info("anchors: raw pixels and untrained encoder on val and test (seed %d, %d of %d)",
-                 seed, index + 1, len(seeds))
+        log.info(
+            "anchors: raw pixels and untrained encoder on val and test (seed %d, %d of %d)", seed, index + 1, len(seeds)
+        )
         per_seed[int(seed)] = anchors_for_seed(cfg.with_overrides({"seed": int(seed)}, "<anchors>"))
     means: dict[str, dict[str, float]] = {}
     for anchor in ANCHORS:

@@ -132,11 +132,14 @@ def _write_failure(err: BaseException, directory: Path) -> CheckpointError | Non
     text = str(err)
     kept = "the last good checkpoint is kept"
     if number in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text:
-        return CheckpointError(f"{directory}: cannot write the checkpoint: the disk is full "
-                               f"({free_space(directory.parent)} free); {kept}")
+        return CheckpointError(
+            f"{directory}: cannot write the checkpoint: the disk is full ({free_space(directory.parent)} free); {kept}"
+        )
     if "file write failed" in text:  # torch's writer hides the errno; a full disk is the usual cause
-        return CheckpointError(f"{directory}: cannot write the checkpoint: writing failed, is the disk full? "
-                               f"({free_space(directory.parent)} free); {kept}")
+        return CheckpointError(
+            f"{directory}: cannot write the checkpoint: writing failed, is the disk full? "
+            f"({free_space(directory.parent)} free); {kept}"
+        )
     if number in (errno.EACCES, errno.EPERM, errno.EROFS):
         return CheckpointError(f"{directory}: cannot write the checkpoint ({os.strerror(number)})")
     return None
@@ -170,12 +173,13 @@ def _load_failure(err: BaseException, path: Path) -> CheckpointError:
     found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
     if isinstance(err, pickle.UnpicklingError) and found:
         what = f" ({found.group(1)})"
-        return CheckpointError(f"{path}: refused: the file holds Python objects{what}, not only tensors and plain "
-                               "data; it was not loaded (a checkpoint from elsewhere, or a malicious file)")
+        return CheckpointError(
+            f"{path}: refused: the file holds Python objects{what}, not only tensors and plain "
+            "data; it was not loaded (a checkpoint from elsewhere, or a malicious file)"
+        )
     if path.stat().st_size == 0:
         return CheckpointError(f"{path}: a checkpoint (the file is empty)")
-    return CheckpointError(f"{path}: a complete checkpoint written by contrastlab (the file is truncated or "
-                           "corrupt)")
+    return CheckpointError(f"{path}: a complete checkpoint written by contrastlab (the file is truncated or corrupt)")
 
 
 def load_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -186,8 +190,19 @@ def load_checkpoint(directory: str | Path, map_location: str | torch.device = "c
         raise CheckpointError(f"{path}: a checkpoint (no {STATE_FILE} here)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError,
-            AttributeError, ImportError, IndexError, KeyError, TypeError) as err:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        zipfile.BadZipFile,
+        OSError,
+        AttributeError,
+        ImportError,
+        IndexError,
+        KeyError,
+        TypeError,
+    ) as err:
         raise _load_failure(err, path) from None
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
@@ -209,5 +224,13 @@ def find_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"{path}: a run folder or checkpoint (no {STATE_FILE} in {looked})")
 
 
-__all__ = ["CheckpointError", "STATE_FILE", "find_checkpoint", "load_checkpoint", "recover_checkpoint",
-           "rng_state", "save_checkpoint", "set_rng_state"]
+__all__ = [
+    "CheckpointError",
+    "STATE_FILE",
+    "find_checkpoint",
+    "load_checkpoint",
+    "recover_checkpoint",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]

@@ -66,16 +66,24 @@ def check_eval_metric(name: str, cfg: ExperimentConfig, source: str, field: str)
     if bare.rpartition("/")[2] in every:
         needed = "eval.linear_probe" if "probe" in bare or "linear" in bare else "eval.align_uniform"
         raise ConfigError(source, field, f"{needed}: true in the experiment to measure {bare!r}")
-    raise ConfigError(source, field, f"a metric the runs report ({', '.join(known)}, or "
-                                     f"<representation>/<name> for a method's extra representation); got {name!r}")
+    raise ConfigError(
+        source,
+        field,
+        f"a metric the runs report ({', '.join(known)}, or "
+        f"<representation>/<name> for a method's extra representation); got {name!r}",
+    )
 
 
 def selection_metric(name: str, cfg: ExperimentConfig, source: str, field: str) -> str:
     """The name a study optimises: `val/<metric>` (a bare name means the validation split) or
     the training loss. The test split is never an objective, and selection needs a val split."""
     if name.startswith("test/"):
-        raise ConfigError(source, field, f"a validation metric such as val/{name[5:]}: the test split is "
-                                         "measured once at the end and is never an objective")
+        raise ConfigError(
+            source,
+            field,
+            f"a validation metric such as val/{name[5:]}: the test split is "
+            "measured once at the end and is never an objective",
+        )
     if name in TRAINING_OBJECTIVES:
         return name
     if cfg.data.val_size == 0:
@@ -118,8 +126,12 @@ class Evaluator:
     def _knn(self, features: dict[str, torch.Tensor], split: str) -> float:
         label = self.bundle.primary_label
         return knn_top1(
-            features["train"], self.bundle.train_labels[label], features[split], self.bundle.split(split)[1][label],
-            k=self.ecfg.knn_k, temperature=self.ecfg.knn_temperature,
+            features["train"],
+            self.bundle.train_labels[label],
+            features[split],
+            self.bundle.split(split)[1][label],
+            k=self.ecfg.knn_k,
+            temperature=self.ecfg.knn_temperature,
             num_classes=self.bundle.num_classes[label],
         )
 
@@ -135,9 +147,14 @@ class Evaluator:
         labels = self.bundle.train_labels
         attributes = list(labels) if len(labels) > 1 else [self.bundle.primary_label]
         for attribute in attributes:
-            probe = LinearProbe(features["train"], labels[attribute].to(features["train"].device),
-                                self.bundle.num_classes[attribute], epochs=self.ecfg.probe_epochs,
-                                lr=self.ecfg.probe_lr, seed=self.cfg.seed)
+            probe = LinearProbe(
+                features["train"],
+                labels[attribute].to(features["train"].device),
+                self.bundle.num_classes[attribute],
+                epochs=self.ecfg.probe_epochs,
+                lr=self.ecfg.probe_lr,
+                seed=self.cfg.seed,
+            )
             names = [f"probe_{attribute}"] if len(attributes) > 1 else []
             if attribute == self.bundle.primary_label:
                 names.insert(0, "linear_top1")
@@ -155,11 +172,14 @@ class Evaluator:
         with _eval_mode(method), self._autocast():
             z1 = F.normalize(method.projections(v1).float(), dim=1)
             z2 = F.normalize(method.projections(v2).float(), dim=1)
-        return {split_metric(split, "alignment"): alignment(z1, z2),
-                split_metric(split, "uniformity"): uniformity(torch.cat([z1, z2]))}
+        return {
+            split_metric(split, "alignment"): alignment(z1, z2),
+            split_metric(split, "uniformity"): uniformity(torch.cat([z1, z2])),
+        }
 
-    def representation(self, module: torch.nn.Module | None, fn, prefix: str = "",
-                       probes: bool | None = None) -> dict[str, float]:
+    def representation(
+        self, module: torch.nn.Module | None, fn, prefix: str = "", probes: bool | None = None
+    ) -> dict[str, float]:
         """kNN (and linear probes) of one representation on val and test."""
         splits = self.held_out
         features = self.split_features(module, fn, splits)

@@ -76,8 +76,11 @@ class EpochContext:
 
     def random_batches(self) -> RandomBatches:
         return RandomBatches(
-            self.trainer.train_images.shape[0], self.cfg.optim.batch_size, self.cfg.seed,
-            rank=self.dist.rank, world_size=self.dist.world_size,
+            self.trainer.train_images.shape[0],
+            self.cfg.optim.batch_size,
+            self.cfg.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
 
     @torch.no_grad()
@@ -91,8 +94,14 @@ class EpochContext:
 
 
 class Trainer:
-    def __init__(self, cfg: ExperimentConfig, run_dir: str | Path, dist=None, reporter: Reporter | None = None,
-                 bundle: DataBundle | None = None):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        run_dir: str | Path,
+        dist=None,
+        reporter: Reporter | None = None,
+        bundle: DataBundle | None = None,
+    ):
         self.cfg = cfg
         self.run_dir = Path(run_dir).resolve()
         self.dist = dist or LocalDistributed(resolve_device(cfg.resources.device))
@@ -107,8 +116,14 @@ class Trainer:
         size = cfg.data.image_size or self.bundle.image_size
         self.augment = TwoViewAugment(cfg.augment, self.bundle.channels, size, self.bundle.mean, self.bundle.std)
         self.evaluator = Evaluator(cfg, self.bundle, self.augment, self.device)
-        info = DataInfo(self.bundle.channels, size, self.train_images.shape[0], dict(self.bundle.num_classes),
-                        tuple(self.bundle.mean), tuple(self.bundle.std))
+        info = DataInfo(
+            self.bundle.channels,
+            size,
+            self.train_images.shape[0],
+            dict(self.bundle.num_classes),
+            tuple(self.bundle.mean),
+            tuple(self.bundle.std),
+        )
         torch.manual_seed(cfg.seed)
         method_cls = get_method_class(cfg.method.name)
         self.method: Method = method_cls(cfg, info, self.dist).to(self.device)
@@ -276,8 +291,9 @@ class Trainer:
             return
         loss = (sums["loss"] / steps).item()
         rate = images_seen * self.dist.world_size / max(time.perf_counter() - started, 1e-9)
-        log.info("epoch %d/%d  step %d/%d  loss %.4f  %.0f img/s", epoch + 1, self.cfg.optim.epochs,
-                 steps, total, loss, rate)
+        log.info(
+            "epoch %d/%d  step %d/%d  loss %.4f  %.0f img/s", epoch + 1, self.cfg.optim.epochs, steps, total, loss, rate
+        )
 
     def describe(self, epoch: int, metrics: dict[str, float]) -> str:
         shown = ["loss", "val/knn_top1", "val/linear_top1", "test/knn_top1", "test/linear_top1", "throughput"]
@@ -289,8 +305,13 @@ def default_run_dir(cfg: ExperimentConfig) -> Path:
     return Path(cfg.output.dir) / cfg.name
 
 
-def train(cfg: ExperimentConfig, run_dir: str | Path | None = None, reporter: Reporter | None = None,
-          dist=None, resume_from: str | Path | None = None) -> dict[str, float]:
+def train(
+    cfg: ExperimentConfig,
+    run_dir: str | Path | None = None,
+    reporter: Reporter | None = None,
+    dist=None,
+    resume_from: str | Path | None = None,
+) -> dict[str, float]:
     """Run the whole schedule of `cfg` and return the final metrics."""
     from contrastlab.engine.runfolder import claim_run_folder
 

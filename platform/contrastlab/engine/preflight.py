@@ -15,8 +15,9 @@ from contrastlab.errors import ConfigError
 def check_device(cfg: ExperimentConfig, source: str) -> None:
     """`resources.device: cuda` needs a GPU this process can see (in-process runs)."""
     if cfg.resources.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(source, "resources.device", "auto or cpu on this machine (cuda was asked, but no CUDA "
-                                                      "device is visible)")
+        raise ConfigError(
+            source, "resources.device", "auto or cpu on this machine (cuda was asked, but no CUDA device is visible)"
+        )
 
 
 def training_images(bundle) -> int:
@@ -28,8 +29,11 @@ def training_images(bundle) -> int:
 def check_batch_fits(cfg: ExperimentConfig, images: int, source: str) -> None:
     """One global batch must fit in the training set (every epoch drops the partial batch)."""
     if cfg.optim.batch_size > images:
-        raise ConfigError(source, "optim.batch_size", f"at most the {images} training images of "
-                                                      f"{cfg.data.name} (got {cfg.optim.batch_size})")
+        raise ConfigError(
+            source,
+            "optim.batch_size",
+            f"at most the {images} training images of {cfg.data.name} (got {cfg.optim.batch_size})",
+        )
 
 
 __all__ = ["check_batch_fits", "check_device", "training_images"]

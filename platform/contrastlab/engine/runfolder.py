@@ -46,8 +46,11 @@ def _compared(cfg: ExperimentConfig) -> dict[str, Any]:
 def config_changes(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
     """`field: old -> new`, one entry per field that differs."""
     before, after = _compared(old), _compared(new)
-    return [f"{key}: {before.get(key, '(absent)')!r} -> {after.get(key, '(absent)')!r}"
-            for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+    return [
+        f"{key}: {before.get(key, '(absent)')!r} -> {after.get(key, '(absent)')!r}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+    ]
 
 
 def check_run_config(run_dir: Path, cfg: ExperimentConfig) -> None:
@@ -58,14 +61,18 @@ def check_run_config(run_dir: Path, cfg: ExperimentConfig) -> None:
         if changes:
             shown = "; ".join(changes[:SHOWN_CHANGES])
             more = f"; ... ({len(changes) - SHOWN_CHANGES} more)" if len(changes) > SHOWN_CHANGES else ""
-            raise RunFolderError(f"{run_dir}: holds a run with another config ({shown}{more}); nothing was "
-                                 "changed: use another --output, or the same config to resume it")
+            raise RunFolderError(
+                f"{run_dir}: holds a run with another config ({shown}{more}); nothing was "
+                "changed: use another --output, or the same config to resume it"
+            )
     if stored.is_file():
         return  # the checkpoint's own hash is checked again when it is restored, before any write
     checkpoint = recover_checkpoint(run_dir / "checkpoints" / "last")
     if checkpoint is not None and load_checkpoint(checkpoint).get("config_hash") != config_hash(cfg):
-        raise RunFolderError(f"{checkpoint / STATE_FILE}: this checkpoint was made with another config; nothing "
-                             "was changed: use another --output, or the run's own config.yaml to resume it")
+        raise RunFolderError(
+            f"{checkpoint / STATE_FILE}: this checkpoint was made with another config; nothing "
+            "was changed: use another --output, or the run's own config.yaml to resume it"
+        )
 
 
 def _holder(path: Path) -> str:
@@ -90,8 +97,10 @@ def _open_lock(run_dir: Path) -> tuple[IO[str], bool]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise RunFolderError(f"{run_dir}: in use by another contrastlab process ({_holder(run_dir / LOCK_FILE)}); "
-                             "wait for it to finish or choose another --output") from None
+        raise RunFolderError(
+            f"{run_dir}: in use by another contrastlab process ({_holder(run_dir / LOCK_FILE)}); "
+            "wait for it to finish or choose another --output"
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")

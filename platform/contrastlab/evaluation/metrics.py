@@ -57,8 +57,17 @@ class LinearProbe:
     """A linear classifier on frozen, standardised features (SGD, cosine lr), trained once and
     then scored on any number of held-out sets (val and test share one probe)."""
 
-    def __init__(self, train_features: torch.Tensor, train_labels: torch.Tensor, classes: int, epochs: int = 100,
-                 lr: float = 0.1, batch_size: int = 512, weight_decay: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        train_features: torch.Tensor,
+        train_labels: torch.Tensor,
+        classes: int,
+        epochs: int = 100,
+        lr: float = 0.1,
+        batch_size: int = 512,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+    ):
         device = train_features.device
         self.mean = train_features.mean(0, keepdim=True)
         self.std = train_features.std(0, keepdim=True).clamp_min(1e-6)

@@ -76,8 +76,9 @@ def debiased_negative_term(
             kept = mask.sum(1).to(pos_exp.dtype)
         n_debias = kept if count is None else torch.as_tensor(count, dtype=pos_exp.dtype, device=pos_exp.device)
         estimate = (terms.sum(1) - tau_plus * n_debias * pos_exp) / (1.0 - tau_plus)
-        floor = kept * torch.exp(-1.0 / temperature - torch.as_tensor(log_shift, dtype=pos_exp.dtype,
-                                                                        device=pos_exp.device))
+        floor = kept * torch.exp(
+            -1.0 / temperature - torch.as_tensor(log_shift, dtype=pos_exp.dtype, device=pos_exp.device)
+        )
         return torch.maximum(estimate, floor)
 
 
@@ -209,4 +210,3 @@ def sscl_loss(
             "synthetic_similarity": f32(neg_sim_synth).mean() if k else zero,
         }
         return per_anchor.mean(), {name: value.detach() for name, value in stats.items()}
-

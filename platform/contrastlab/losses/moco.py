@@ -66,6 +66,6 @@ def fifo_enqueue(
     start = torch.as_tensor(ptr, device=queue.device) + (n - kept)
     rows = (start + torch.arange(kept, device=queue.device)) % size
     updated = queue.clone()
-    updated[rows] = keys[n - kept:].detach().to(queue.dtype)
+    updated[rows] = keys[n - kept :].detach().to(queue.dtype)
     new_ptr = (ptr + n) % size
     return updated, new_ptr

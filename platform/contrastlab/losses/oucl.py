@@ -24,8 +24,9 @@ def circle_mode(circle: bool | str) -> str:
     return mode
 
 
-def _oucl_logits(pos: torch.Tensor, neg: torch.Tensor, gamma: float, mode: str,
-                 margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _oucl_logits(
+    pos: torch.Tensor, neg: torch.Tensor, gamma: float, mode: str, margin: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Positive and negative logits of the three forms (see `oucl_loss`)."""
     if mode == "off":
         return -gamma * pos, gamma * neg

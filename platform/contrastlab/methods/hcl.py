@@ -31,7 +31,9 @@ class DCLConfig(MethodConfig):
         0.5, gt=0, description=f"τ of the contrastive logits (official STL-10 runs: 0.5; {DCL_PAPER})"
     )
     tau_plus: float = Field(
-        0.1, ge=0, lt=1,
+        0.1,
+        ge=0,
+        lt=1,
         description=f"class prior τ+ of the debiased negative estimator; 0 gives NT-Xent ({DCL_PAPER})",
     )
 
@@ -46,11 +48,14 @@ class HCLConfig(MethodConfig):
         0.5, gt=0, description=f"τ of the contrastive logits (official STL-10 runs: 0.5; {HCL_PAPER})"
     )
     tau_plus: float = Field(
-        0.1, ge=0, lt=1,
+        0.1,
+        ge=0,
+        lt=1,
         description=f"class prior τ+ of the debiased estimator, applied after the weighting ({HCL_PAPER})",
     )
     beta: float = Field(
-        1.0, ge=0,
+        1.0,
+        ge=0,
         description=f"concentration β of the hardness weights exp(β·s/τ); 0 gives DCL ({HCL_PAPER})",
     )
 

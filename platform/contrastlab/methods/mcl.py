@@ -55,7 +55,9 @@ class MCLConfig(MoCoKeyConfig):
     momentum: float = Field(0.99, ge=0, le=1, description="base moco only: EMA coefficient of the key encoder")
     symmetric: bool = Field(False, description="base moco only: also use view 2 as query (symmetrised loss)")
     stages: int = Field(
-        2, ge=0, le=16,
+        2,
+        ge=0,
+        le=16,
         description=f"T, the stages after stage 0; 0 trains the base method alone, exactly ({PAPER})",
     )
     stage_epochs: list[int] | None = Field(
@@ -122,8 +124,9 @@ class MCLConfig(MoCoKeyConfig):
     @model_validator(mode="after")
     def _consistent(self) -> MCLConfig:
         if self.base == "moco" and self.sampling == "cluster_batches" and self.negatives == "cluster" and self.stages:
-            raise ValueError("sampling cluster_batches with base moco: the queue mixes groups; "
-                             "use sampling mask_other_clusters")
+            raise ValueError(
+                "sampling cluster_batches with base moco: the queue mixes groups; use sampling mask_other_clusters"
+            )
         if self.stages and self.stage_epochs is not None:
             if len(self.stage_epochs) != self.stages + 1 or min(self.stage_epochs) < 1:
                 raise ValueError(f"stage_epochs: {self.stages + 1} positive epoch counts (stages + 1)")
@@ -151,9 +154,14 @@ def resolve_stage_epochs(mcfg: MCLConfig, total_epochs: int) -> list[int]:
 def base_method_config(mcfg: MCLConfig) -> MethodConfig:
     fields: dict[str, Any] = {"name": mcfg.base, "temperature": mcfg.temperature}
     if mcfg.base == "moco":
-        fields.update(queue_size=mcfg.queue_size, momentum=mcfg.momentum, symmetric=mcfg.symmetric,
-                      shuffle_bn=mcfg.shuffle_bn, shuffle_bn_groups=mcfg.shuffle_bn_groups,
-                      projector_bn=mcfg.projector_bn)
+        fields.update(
+            queue_size=mcfg.queue_size,
+            momentum=mcfg.momentum,
+            symmetric=mcfg.symmetric,
+            shuffle_bn=mcfg.shuffle_bn,
+            shuffle_bn_groups=mcfg.shuffle_bn_groups,
+            projector_bn=mcfg.projector_bn,
+        )
     return get_method_class(mcfg.base).config_class.model_validate(fields)
 
 
@@ -276,8 +284,10 @@ class MCL(Method):
         self.cluster_sizes.append(sizes)
         sampler = self.batch_sampler(ctx)
         sampler = sampler if isinstance(sampler, ClusterBatches) else None
-        ctx.log(f"MCL stage {stage} (epoch {epoch + 1}): k-means of stage {stage - 1}, cluster sizes {clusters}; "
-                f"{describe_groups(sizes, sampler)}")
+        ctx.log(
+            f"MCL stage {stage} (epoch {epoch + 1}): k-means of stage {stage - 1}, cluster sizes {clusters}; "
+            f"{describe_groups(sizes, sampler)}"
+        )
         scalars = {"groups": len(sizes), "group_size_min": min(sizes), "group_size_max": max(sizes)}
         ctx.writer.scalars({f"mcl/{k}": float(v) for k, v in scalars.items()}, epoch)
         ctx.writer.scalars({f"mcl/stage{stage - 1}_cluster{c}_size": float(n) for c, n in enumerate(clusters)}, epoch)
@@ -287,10 +297,15 @@ class MCL(Method):
     def batch_sampler(self, ctx):
         cfg = self.cfg
         if self.uses_clusters and self.mcfg.sampling == "cluster_batches":
-            sampler = ClusterBatches(self.pseudo_labels, cfg.optim.batch_size, cfg.seed,
-                                     self.dist.rank, self.dist.world_size)
-            self._epoch_stats.update({"mcl/stage_samples": float(sampler.samples_per_epoch),
-                                      "mcl/mixed_batches": float(sampler.mixed_batches)})
+            sampler = ClusterBatches(
+                self.pseudo_labels, cfg.optim.batch_size, cfg.seed, self.dist.rank, self.dist.world_size
+            )
+            self._epoch_stats.update(
+                {
+                    "mcl/stage_samples": float(sampler.samples_per_epoch),
+                    "mcl/mixed_batches": float(sampler.mixed_batches),
+                }
+            )
             return sampler
         sampler = ctx.random_batches()
         self._epoch_stats["mcl/stage_samples"] = float(len(sampler) * cfg.optim.batch_size)
@@ -353,8 +368,9 @@ class MCL(Method):
             self._stage_optimizers = []
         epochs = self.stage_epochs[index]
         warmup = min(self.cfg.optim.warmup_epochs, epochs)
-        factor = stage_lr_factor(self.stage_starts[index] * steps_per_epoch, epochs * steps_per_epoch,
-                                 int(round(warmup * steps_per_epoch)))
+        factor = stage_lr_factor(
+            self.stage_starts[index] * steps_per_epoch, epochs * steps_per_epoch, int(round(warmup * steps_per_epoch))
+        )
         self._stage_optimizers.append(optimizer)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

@@ -144,11 +144,15 @@ class ClusterBatches:
 def describe_groups(sizes: list[int], sampler: ClusterBatches | None) -> str:
     """One log line: how many groups, how large, and what a stage trains on per epoch."""
     ordered = sorted(sizes)
-    line = (f"{len(sizes)} pseudo-label groups, sizes min {ordered[0]} / median {ordered[len(ordered) // 2]} "
-            f"/ max {ordered[-1]}")
+    line = (
+        f"{len(sizes)} pseudo-label groups, sizes min {ordered[0]} / median {ordered[len(ordered) // 2]} "
+        f"/ max {ordered[-1]}"
+    )
     if sampler is not None:
-        line += (f"; per epoch {sampler.samples_per_epoch} samples in {sampler.pure_batches} single-group and "
-                 f"{sampler.mixed_batches} mixed batches, {sampler.left_out} left out (N mod B)")
+        line += (
+            f"; per epoch {sampler.samples_per_epoch} samples in {sampler.pure_batches} single-group and "
+            f"{sampler.mixed_batches} mixed batches, {sampler.left_out} left out (N mod B)"
+        )
     return line
 
 
@@ -173,8 +177,9 @@ def queue_negative_mask(anchor_labels: torch.Tensor, queue_labels: torch.Tensor)
     return (queue_labels[None, :] == anchor_labels[:, None]) | (queue_labels[None, :] < 0)
 
 
-def masked_moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float,
-                     keep: torch.Tensor) -> torch.Tensor:
+def masked_moco_loss(
+    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float, keep: torch.Tensor
+) -> torch.Tensor:
     """MoCo v2's InfoNCE with the queue negatives outside `keep` [b, K] removed; with every
     negative kept it is `moco_loss` on the same tensors."""
     logits = moco_logits(q, k, queue, temperature)

@@ -85,8 +85,11 @@ class MetAug(TwoViewMethod):
             raise ValueError("metaug: meta_update second_order needs model.sync_batchnorm false in multi-worker runs")
         if m.views == "cmc_lab":
             self._build_lab_encoders(cfg, info)
-        self.bank = MemoryBank(info.num_train, cfg.model.projector_out, cfg.seed + 104729) \
-            if m.negatives == "memory_bank" else None
+        self.bank = (
+            MemoryBank(info.num_train, cfg.model.projector_out, cfg.seed + 104729)
+            if m.negatives == "memory_bank"
+            else None
+        )
         self._step_draw: BankDraw | None = None
         self._pending_bank: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
@@ -109,8 +112,9 @@ class MetAug(TwoViewMethod):
     def lab_views(self) -> bool:
         return self.mcfg.views == "cmc_lab"
 
-    def project(self, views: tuple[torch.Tensor, torch.Tensor],
-                params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def project(
+        self, views: tuple[torch.Tensor, torch.Tensor], params: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """z1, z2 of the two views, at `params` (the meta step's fast weights) or the modules' own.
 
         two_crops: both crops through the one encoder in one pass (BN sees the whole batch),
@@ -158,8 +162,7 @@ class MetAug(TwoViewMethod):
         """Negatives from every worker, with gradient to each worker's own rows."""
         return self.dist.all_gather_with_grad if self.dist.world_size > 1 else None
 
-    def objective(self, z1: torch.Tensor, z2: torch.Tensor, gather: Gather | None,
-                  include_margin: bool) -> LossOutput:
+    def objective(self, z1: torch.Tensor, z2: torch.Tensor, gather: Gather | None, include_margin: bool) -> LossOutput:
         """L = L_con + λ·L_aug + β·L_MI for projections z1, z2 (rows of this worker)."""
         m = self.mcfg
         margin_on = self.generators is not None and m.margin_type != "off"
@@ -179,8 +182,12 @@ class MetAug(TwoViewMethod):
         if margin_on:
             # Margins from the original scores; regularised: the single-replacement pairs (released code).
             margin = margin_injected_loss(
-                original.pos, original.neg, torch.cat([first.pos, second.pos], dim=1),
-                torch.cat([first.neg, second.neg], dim=1), m.margin_type, m.margin_positive_weight,
+                original.pos,
+                original.neg,
+                torch.cat([first.pos, second.pos], dim=1),
+                torch.cat([first.neg, second.neg], dim=1),
+                m.margin_type,
+                m.margin_positive_weight,
                 m.margin_grad,
             )
             scalars["margin_loss"] = margin.detach()
@@ -280,13 +287,17 @@ class MetAug(TwoViewMethod):
         return {"meta_grad_norm": norm.detach()}
 
     def generator_meta_gradients(
-        self, views: tuple[torch.Tensor, torch.Tensor],
+        self,
+        views: tuple[torch.Tensor, torch.Tensor],
         autocast: Callable[[], AbstractContextManager] = nullcontext,
     ) -> list[torch.Tensor]:
         """d L(θ − α∇θL(θ, φ), φ) / dφ (second order) or its direct part only (first order)."""
         keep_graph = self.mcfg.meta_update == "second_order"
-        theta = {name: p for prefix, module in self.encoder_modules().items()
-                 for name, p in trainable(module, prefix).items()}
+        theta = {
+            name: p
+            for prefix, module in self.encoder_modules().items()
+            for name, p in trainable(module, prefix).items()
+        }
         inner = self._loss_at(theta, views, autocast)
         grads = torch.autograd.grad(inner, list(theta.values()), create_graph=keep_graph, allow_unused=True)
         grads = self._mean_over_workers(list(theta.values()), grads, keep_graph)
@@ -301,8 +312,9 @@ class MetAug(TwoViewMethod):
             z1, z2 = self.project(views, params)
             return self.objective(z1, z2, self._gather(), include_margin=True).loss
 
-    def _mean_over_workers(self, params: list[torch.Tensor], grads: tuple[torch.Tensor | None, ...],
-                           keep_graph: bool) -> list[torch.Tensor]:
+    def _mean_over_workers(
+        self, params: list[torch.Tensor], grads: tuple[torch.Tensor | None, ...], keep_graph: bool
+    ) -> list[torch.Tensor]:
         """∇θ of the global loss: the mean of every worker's gradient of its local loss.
 
         For second order the mean must stay differentiable (the generators' gradient flows
@@ -318,8 +330,9 @@ class MetAug(TwoViewMethod):
             mean = self.dist.all_reduce_mean(flat.detach())
         return [part.view_as(g) for part, g in zip(mean.split([g.numel() for g in grads]), grads)]
 
-    def _follow_encoder_schedule(self, generator_opt: torch.optim.Optimizer,
-                                 encoder_opt: torch.optim.Optimizer) -> None:
+    def _follow_encoder_schedule(
+        self, generator_opt: torch.optim.Optimizer, encoder_opt: torch.optim.Optimizer
+    ) -> None:
         """generator_lr, scaled by batch size and by the encoder's current schedule factor.
 
         The engine builds every optimiser at optim.lr; the encoder optimiser is never

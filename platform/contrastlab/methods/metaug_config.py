@@ -56,21 +56,24 @@ class MetAugConfig(MethodConfig):
         1e-3, ge=0, description=f"α of the fast weights θ' = θ − α∇θL (released bb_learning_rate 0.001; {PAPER})"
     )
     generator_lr: float | None = Field(
-        None, gt=0,
+        None,
+        gt=0,
         description=(
             "learning rate of the generators at batch 256, scaled and scheduled like optim.lr "
             f"(None: optim.lr; released mt_learning_rate equals the encoder's) ({PAPER})"
         ),
     )
     aug_weight: float = Field(
-        1e-5, ge=0,
+        1e-5,
+        ge=0,
         description=f"λ on the augmented losses L_aug (released 1e-5; tune on a log range 1e-6–1) ({PAPER})",
     )
     margin_type: Literal["off", "large", "small", "mean"] = Field(
         "large", description=f"margin-injected regularisation: which margins, or off ({PAPER})"
     )
     margin_weight: float = Field(
-        1e-11, ge=0,
+        1e-11,
+        ge=0,
         description=f"β on L_MI (released 1e-11; tune on a log range 1e-12–1e-1) ({PAPER})",
     )
     margin_positive_weight: float = Field(

@@ -69,7 +69,9 @@ def call_with(module: nn.Module, prefix: str, params: dict[str, torch.Tensor], x
 
 
 def project_with(
-    encoder: nn.Module, projector: nn.Module, params: dict[str, torch.Tensor],
+    encoder: nn.Module,
+    projector: nn.Module,
+    params: dict[str, torch.Tensor],
     views: tuple[torch.Tensor, torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Both views through encoder and head at `params` (one pass, BN sees the whole batch)."""
@@ -77,7 +79,10 @@ def project_with(
 
 
 def branch_with(
-    encoder: nn.Module, projector: nn.Module, params: dict[str, torch.Tensor] | None, x: torch.Tensor,
+    encoder: nn.Module,
+    projector: nn.Module,
+    params: dict[str, torch.Tensor] | None,
+    x: torch.Tensor,
     prefixes: tuple[str, str] = ("encoder", "projector"),
 ) -> torch.Tensor:
     """Normalised projections of `x` through one encoder + head, at `params` (keys
@@ -89,7 +94,10 @@ def branch_with(
 
 
 def fast_weights(
-    params: dict[str, torch.Tensor], grads: list[torch.Tensor], inner_lr: float, keep_graph: bool,
+    params: dict[str, torch.Tensor],
+    grads: list[torch.Tensor],
+    inner_lr: float,
+    keep_graph: bool,
 ) -> dict[str, torch.Tensor]:
     """θ' = θ − α·∇θL. With `keep_graph` the gradient stays a function of the generators
     (second order); otherwise it is a constant and only the direct path is differentiated."""

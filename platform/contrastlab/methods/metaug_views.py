@@ -43,8 +43,9 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
         return torch.stack([lightness, a, b], dim=1)
 
 
-def lab_views(images: torch.Tensor, mean: tuple[float, ...] | None,
-              std: tuple[float, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:
+def lab_views(
+    images: torch.Tensor, mean: tuple[float, ...] | None, std: tuple[float, ...] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(L [n, 1, h, w], ab [n, 2, h, w]) of normalised RGB `images`, each CMC-normalised.
 
     `mean`/`std` undo the data normalisation (None: the images are RGB in [0, 1]).
@@ -53,7 +54,8 @@ def lab_views(images: torch.Tensor, mean: tuple[float, ...] | None,
     if mean is not None and std is not None:
         shape = (1, -1, 1, 1)
         rgb = images * torch.tensor(std, dtype=images.dtype, device=images.device).view(shape) + torch.tensor(
-            mean, dtype=images.dtype, device=images.device).view(shape)
+            mean, dtype=images.dtype, device=images.device
+        ).view(shape)
     lab = rgb_to_lab(rgb)
     centre = torch.tensor(LAB_MEAN, dtype=lab.dtype, device=lab.device).view(1, 3, 1, 1)
     scale = torch.tensor(LAB_STD, dtype=lab.dtype, device=lab.device).view(1, 3, 1, 1)

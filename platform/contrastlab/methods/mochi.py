@@ -77,8 +77,7 @@ class MoCHi(MoCoBase):
         self.remember_keys(k)
         if not (m.mixes and batch.epoch >= m.mix_start_epoch):
             return LossOutput(moco_loss(q, k, queue, m.temperature))
-        synthetic = mochi_negatives(q, queue, m.hard_negatives, m.pair_negatives, m.query_negatives,
-                                    batch.generator)
+        synthetic = mochi_negatives(q, queue, m.hard_negatives, m.pair_negatives, m.query_negatives, batch.generator)
         loss = mochi_loss(q, k, queue, synthetic, m.temperature)
         # Mean cosine of the queries with their synthetic negatives: how hard the mixed points are.
         hardness = torch.einsum("bd,bsd->bs", q.detach().to(synthetic.dtype), synthetic).mean()

@@ -34,7 +34,8 @@ class MoCoKeyConfig(MethodConfig):
         ),
     )
     shuffle_bn_groups: int = Field(
-        8, ge=1,
+        8,
+        ge=1,
         description=(
             "one worker: the key batch is split into this many random groups with their own BN statistics "
             f"(MoCo's CIFAR demo: 8; at least 2 rows per group are kept) ({MOCO_V2})"

@@ -43,11 +43,14 @@ class SLRConfig(MoCoKeyConfig):
     momentum: float = Field(0.99, ge=0, le=1, description=f"EMA coefficient m of the key encoder ({PAPER})")
     slr: bool = Field(True, description=f"self-labeling refinement of the one-hot labels; off is α = 0 ({PAPER})")
     alpha: float = Field(
-        0.5, ge=0, le=1,
+        0.5,
+        ge=0,
+        le=1,
         description=f"α, weight of the estimated similarity p_i in ȳ_i = (1−α)·onehot + α·p_i ({PAPER})",
     )
     temperature_prime: float = Field(
-        0.1, gt=0,
+        0.1,
+        gt=0,
         description=(
             "τ' of p_i = softmax(k_i·C/τ'); too large with a long queue makes p_i nearly uniform, so keep it "
             f"small (0.02–0.2) ({PAPER})"
@@ -104,8 +107,13 @@ class MixedQueries:
 
 
 def query_logits(
-    q: torch.Tensor, keys: torch.Tensor, keys_all: torch.Tensor, queue: torch.Tensor, offset: int,
-    with_batch_keys: bool, temperature: float,
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    keys_all: torch.Tensor,
+    queue: torch.Tensor,
+    offset: int,
+    with_batch_keys: bool,
+    temperature: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Logits over C, each query's positive column, and C itself (None when keys are dropped).
 
@@ -151,8 +159,13 @@ def mixup_loss_without_batch_keys(
 
 
 def slr_objective(
-    q: torch.Tensor, keys: torch.Tensor, keys_all: torch.Tensor, queue: torch.Tensor, offset: int,
-    mcfg: SLRConfig, mixed: MixedQueries | None = None,
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    keys_all: torch.Tensor,
+    queue: torch.Tensor,
+    offset: int,
+    mcfg: SLRConfig,
+    mixed: MixedQueries | None = None,
 ) -> LossOutput:
     """L_SLR + λ_mm·L_MM for local queries [b, d], local keys [b, d] and global keys [B, d]."""
     logits, positive, candidates = query_logits(

@@ -48,14 +48,13 @@ class SSCLConfig(MoCoKeyConfig):
         ),
     )
     temperature: float = Field(0.5, gt=0, description=f"τ of the contrastive logits (paper default 0.5; {PAPER})")
-    synthesis: bool = Field(
-        True, description=f"append synthetic hard negatives; off is k = 0, leaving HCL ({PAPER})"
-    )
+    synthesis: bool = Field(True, description=f"append synthetic hard negatives; off is k = 0, leaving HCL ({PAPER})")
     synthetic_count: int = Field(
         32, ge=0, description=f"k, synthetic negatives per anchor and step (paper default 32; {PAPER})"
     )
     hard_pool_size: int = Field(
-        64, ge=1,
+        64,
+        ge=1,
         description=f"s, size of each anchor's pool of hardest real negatives to mix from; s <= 2B-2 ({PAPER})",
     )
     mix_mode: Literal["pair_mix", "duplicate", "anchor_mix"] = Field(
@@ -76,7 +75,9 @@ class SSCLConfig(MoCoKeyConfig):
         True, description=f"DCL debiased negative estimator; off is τ+ = 0 ({PAPER}; Chuang et al., NeurIPS 2020)"
     )
     tau_plus: float = Field(
-        0.1, ge=0, lt=1,
+        0.1,
+        ge=0,
+        lt=1,
         description=f"class prior τ+ of the debiasing term, keep below 1/#classes (paper default 0.1; {PAPER})",
     )
     debias_count: Literal["all", "real_only"] = Field(

@@ -72,8 +72,12 @@ class HalfAlexNet(nn.Module):
         layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         self.fc = nn.Sequential(
-            nn.Linear(previous * 4, 2048, bias=False), nn.BatchNorm1d(2048), nn.ReLU(inplace=True),
-            nn.Linear(2048, 2048, bias=False), nn.BatchNorm1d(2048), nn.ReLU(inplace=True),
+            nn.Linear(previous * 4, 2048, bias=False),
+            nn.BatchNorm1d(2048),
+            nn.ReLU(inplace=True),
+            nn.Linear(2048, 2048, bias=False),
+            nn.BatchNorm1d(2048),
+            nn.ReLU(inplace=True),
         )
         self.feature_dim = 2048
 

@@ -72,15 +72,17 @@ def check_distributed_config(cfg: ExperimentConfig) -> None:
     """Resource settings that cannot work, whatever the cluster."""
     res = cfg.resources
     if cfg.optim.batch_size % res.workers:
-        raise ConfigError(SOURCE, "optim.batch_size",
-                          f"a multiple of resources.workers ({res.workers}); got {cfg.optim.batch_size}")
+        raise ConfigError(
+            SOURCE, "optim.batch_size", f"a multiple of resources.workers ({res.workers}); got {cfg.optim.batch_size}"
+        )
     if res.device == "cuda" and res.gpus_per_worker == 0:
         raise ConfigError(SOURCE, "resources.gpus_per_worker", "> 0 when resources.device is cuda (--gpus-per-worker)")
     if res.device == "cpu" and res.gpus_per_worker > 0:
         raise ConfigError(SOURCE, "resources.device", "auto or cuda when GPUs are reserved (gpus_per_worker > 0)")
     if cfg.model.sync_batchnorm and res.workers > 1 and res.gpus_per_worker == 0:
-        raise ConfigError(SOURCE, "model.sync_batchnorm",
-                          "false on CPU workers (torch's SyncBatchNorm runs on GPUs only)")
+        raise ConfigError(
+            SOURCE, "model.sync_batchnorm", "false on CPU workers (torch's SyncBatchNorm runs on GPUs only)"
+        )
 
 
 def backend_for(cfg: ExperimentConfig) -> str:
@@ -104,8 +106,12 @@ def check_cluster_resources(cfg: ExperimentConfig, strict: bool) -> None:
         return
     detail = ", ".join(f"{k}: {need:g} needed, {have:g} in the cluster" for k, (need, have) in short.items())
     if strict:
-        raise ConfigError(SOURCE, "resources", f"a request that fits this machine ({detail}); "
-                          "lower --workers/--cpus-per-worker/--gpus-per-worker or join a cluster with --address")
+        raise ConfigError(
+            SOURCE,
+            "resources",
+            f"a request that fits this machine ({detail}); "
+            "lower --workers/--cpus-per-worker/--gpus-per-worker or join a cluster with --address",
+        )
     log.warning("the cluster lacks resources for this run (%s); it waits until the autoscaler adds nodes", detail)
 
 
@@ -123,8 +129,9 @@ def resolve_storage(storage: str | None, run_dir: Path) -> str:
     return str(Path(storage).expanduser().resolve())
 
 
-def shared_storage_problem(storage: str, hosts: Iterable[str], driver_host: str,
-                           visible_on: Callable[[str], bool]) -> str | None:
+def shared_storage_problem(
+    storage: str, hosts: Iterable[str], driver_host: str, visible_on: Callable[[str], bool]
+) -> str | None:
     """Why `storage` cannot hold this run's checkpoints, or None when it can.
 
     `hosts` are the addresses of the alive nodes; nodes on the driver's own host share its
@@ -155,8 +162,9 @@ def check_shared_storage(storage: str) -> None:
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
     try:
-        problem = shared_storage_problem(storage, hosts, driver_host,
-                                         lambda host: _exists_on_node(hosts[host], str(marker)))
+        problem = shared_storage_problem(
+            storage, hosts, driver_host, lambda host: _exists_on_node(hosts[host], str(marker))
+        )
     finally:
         marker.unlink(missing_ok=True)
     if problem:

@@ -58,8 +58,14 @@ def forwarded_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}
 
 
-def make_trainer(cfg: ExperimentConfig, run_dir: Path, name: str, storage: str, callbacks: Sequence = (),
-                 max_failures: int | None = None) -> TorchTrainer:
+def make_trainer(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    name: str,
+    storage: str,
+    callbacks: Sequence = (),
+    max_failures: int | None = None,
+) -> TorchTrainer:
     """The TorchTrainer of one run: `cfg.resources` workers running `train_loop_per_worker`.
 
     `name` and `storage` identify the run (same pair: resume); `max_failures` overrides
@@ -89,8 +95,9 @@ def run_name(run_dir: Path) -> str:
     return Path(run_dir).resolve().name
 
 
-def run_ray_training(cfg: ExperimentConfig, run_dir: Path | str, address: str | None = None,
-                     storage: str | None = None) -> dict[str, Any]:
+def run_ray_training(
+    cfg: ExperimentConfig, run_dir: Path | str, address: str | None = None, storage: str | None = None
+) -> dict[str, Any]:
     """Pretrain `cfg` on Ray Train and return rank 0's final metrics.
 
     Without `address` a local Ray instance is started (and stopped at the end); with it the

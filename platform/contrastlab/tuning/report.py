@@ -23,15 +23,25 @@ from contrastlab.config import ExperimentConfig
 from contrastlab.engine.anchors import anchors_table
 from contrastlab.tuning.study import EPOCHS_TRAINED, FAIL_REASON, FINAL_METRICS, OVERRIDES, TUNE_TRIAL_ID
 
-CSV_FIELDS = ("number", "tune_trial_id", "state", "value", "intermediate_values", "epochs_trained",
-              "duration_s", "fail_reason")
+CSV_FIELDS = (
+    "number",
+    "tune_trial_id",
+    "state",
+    "value",
+    "intermediate_values",
+    "epochs_trained",
+    "duration_s",
+    "fail_reason",
+)
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     trials = study.get_trials(deepcopy=False)
     names = list(dict.fromkeys(name for t in trials for name in t.params))
-    finals = sorted(dict.fromkeys(name for t in trials for name in t.user_attrs.get(FINAL_METRICS, {})),
-                    key=lambda name: (name.split("/", 1)[1], name))  # val/x beside test/x
+    finals = sorted(
+        dict.fromkeys(name for t in trials for name in t.user_attrs.get(FINAL_METRICS, {})),
+        key=lambda name: (name.split("/", 1)[1], name),
+    )  # val/x beside test/x
     rows = []
     for trial in trials:
         row = {
@@ -70,8 +80,10 @@ def write_importances(study: optuna.Study, path: Path) -> dict[str, Any]:
     """Importances over the complete trials; when they cannot be computed, the file says why."""
     complete = complete_trials(study)
     if len(complete) < 2:
-        payload: dict[str, Any] = {"importances": None,
-                                   "reason": f"needs at least 2 complete trials (have {len(complete)})"}
+        payload: dict[str, Any] = {
+            "importances": None,
+            "reason": f"needs at least 2 complete trials (have {len(complete)})",
+        }
     else:
         try:
             values = optuna.importance.get_param_importances(study)
@@ -94,9 +106,11 @@ def write_best_config(study: optuna.Study, base: ExperimentConfig, path: Path, s
         return None
     overrides = dict(best.user_attrs.get(OVERRIDES, {}))
     cfg = base.with_overrides({**overrides, "name": f"{base.name}-best"}, f"<study {study_name}>")
-    header = (f"# Best trial of study {study_name}: Optuna trial #{best.number} "
-              f"(Tune {best.user_attrs.get(TUNE_TRIAL_ID, '?')}), value {best.value:.6g}\n"
-              f"# Tuned: {json.dumps(overrides, sort_keys=True)}\n")
+    header = (
+        f"# Best trial of study {study_name}: Optuna trial #{best.number} "
+        f"(Tune {best.user_attrs.get(TUNE_TRIAL_ID, '?')}), value {best.value:.6g}\n"
+        f"# Tuned: {json.dumps(overrides, sort_keys=True)}\n"
+    )
     path.write_text(header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return best
 
@@ -105,8 +119,16 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
     return dict(Counter(t.state.name for t in study.get_trials(deepcopy=False)))
 
 
-def summary_text(study: optuna.Study, output: Path, storage_url: str, metric: str, mode: str,
-                 importances: dict[str, Any], anchors: dict[str, Any] | None = None, seed: int | None = None) -> str:
+def summary_text(
+    study: optuna.Study,
+    output: Path,
+    storage_url: str,
+    metric: str,
+    mode: str,
+    importances: dict[str, Any],
+    anchors: dict[str, Any] | None = None,
+    seed: int | None = None,
+) -> str:
     counts = state_counts(study)
     best = best_trial(study)
     split = "validation split" if metric.startswith("val/") else "training objective"
@@ -122,8 +144,12 @@ def summary_text(study: optuna.Study, output: Path, storage_url: str, metric: st
         lines.append(f"best {metric} ({mode}): {best.value:.4f} (trial #{best.number}) {tuned}")
         held_out = best.user_attrs.get(FINAL_METRICS, {})
         if held_out:
-            lines.append("  its held-out numbers: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(
-                held_out.items(), key=lambda kv: (kv[0].split("/", 1)[1], kv[0]))))
+            lines.append(
+                "  its held-out numbers: "
+                + ", ".join(
+                    f"{k} {v:.4f}" for k, v in sorted(held_out.items(), key=lambda kv: (kv[0].split("/", 1)[1], kv[0]))
+                )
+            )
         lines.append(f"best config: {output / 'best_config.yaml'}")
     else:
         lines.append("no complete trial yet: no best config")
@@ -131,8 +157,11 @@ def summary_text(study: optuna.Study, output: Path, storage_url: str, metric: st
         top = sorted(importances["importances"].items(), key=lambda kv: -kv[1])[:5]
         lines.append("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
     if anchors:
-        names = [n for n in ("val/knn_top1", "test/knn_top1", "val/linear_top1", "test/linear_top1")
-                 if n in (anchors.get("raw_pixels") or {})]
+        names = [
+            n
+            for n in ("val/knn_top1", "test/knn_top1", "val/linear_top1", "test/linear_top1")
+            if n in (anchors.get("raw_pixels") or {})
+        ]
         lines += anchors_table(anchors, names)
     lines.append(f"trials table: {output / 'trials.csv'}")
     lines.append(f"tensorboard --logdir {output / 'tensorboard'}")
@@ -140,8 +169,15 @@ def summary_text(study: optuna.Study, output: Path, storage_url: str, metric: st
     return "\n".join(lines)
 
 
-def write_outputs(study: optuna.Study, base: ExperimentConfig, output: Path, storage_url: str, metric: str,
-                  mode: str, anchors: dict[str, Any] | None = None) -> str:
+def write_outputs(
+    study: optuna.Study,
+    base: ExperimentConfig,
+    output: Path,
+    storage_url: str,
+    metric: str,
+    mode: str,
+    anchors: dict[str, Any] | None = None,
+) -> str:
     """Write every output file and return the summary."""
     output.mkdir(parents=True, exist_ok=True)
     write_trials_csv(study, output / "trials.csv")
@@ -150,5 +186,12 @@ def write_outputs(study: optuna.Study, base: ExperimentConfig, output: Path, sto
     return summary_text(study, output, storage_url, metric, mode, importances, anchors, base.seed)
 
 
-__all__ = ["state_counts", "summary_text", "trial_rows", "write_best_config", "write_importances",
-           "write_outputs", "write_trials_csv"]
+__all__ = [
+    "state_counts",
+    "summary_text",
+    "trial_rows",
+    "write_best_config",
+    "write_importances",
+    "write_outputs",
+    "write_trials_csv",
+]

@@ -92,26 +92,34 @@ def spec_record(spec: StudySpec, storage_url: str, paths: StudyPaths) -> dict[st
 
 def check_fresh(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.BaseStorage, url: str) -> None:
     if saved_spec(paths) is not None:
-        raise StudyError(f"{paths.output}: already holds a study ({SPEC_FILE}); continue it with --resume, "
-                         "or choose another --output")
+        raise StudyError(
+            f"{paths.output}: already holds a study ({SPEC_FILE}); continue it with --resume, "
+            "or choose another --output"
+        )
     found = existing_study(storage, spec.study_name)
     if found is not None and found.get_trials(deepcopy=False):
         where = found.user_attrs.get("output_dir", "another output folder")
-        raise StudyError(f"{redact(url)} already holds study {spec.study_name!r} with "
-                         f"{len(found.get_trials(deepcopy=False))} trials (output {where}); continue it with "
-                         f"--resume --output {where}, or use another database")
+        raise StudyError(
+            f"{redact(url)} already holds study {spec.study_name!r} with "
+            f"{len(found.get_trials(deepcopy=False))} trials (output {where}); continue it with "
+            f"--resume --output {where}, or use another database"
+        )
 
 
 def check_resume(spec: StudySpec, paths: StudyPaths, url: str) -> None:
     saved = saved_spec(paths)
     if saved is None or not Tuner_can_restore(paths.experiment):
-        raise StudyError(f"{paths.output}: no study to resume here (needs {SPEC_FILE} and the Tune experiment "
-                         f"in {paths.experiment}); start one without --resume")
+        raise StudyError(
+            f"{paths.output}: no study to resume here (needs {SPEC_FILE} and the Tune experiment "
+            f"in {paths.experiment}); start one without --resume"
+        )
     changes = diff_specs(saved, spec_record(spec, url, paths))
     if changes:
         shown = "; ".join(changes[:8]) + (f"; ... ({len(changes) - 8} more)" if len(changes) > 8 else "")
-        raise StudyError(f"{spec.path}: the spec changed since this study started, so it cannot be resumed "
-                         f"({shown}); restore the spec or start a new study in another --output")
+        raise StudyError(
+            f"{spec.path}: the spec changed since this study started, so it cannot be resumed "
+            f"({shown}); restore the spec or start a new study in another --output"
+        )
 
 
 def Tuner_can_restore(path: str) -> bool:  # noqa: N802 - reads as the Tuner method it wraps
@@ -125,8 +133,10 @@ def resume_defaults(spec: StudySpec, output: Path, ray_storage: str | None) -> t
     saved_url = saved.get("study_storage")
     if spec.study_storage is None and saved_url and saved_url != default_storage_url(output):
         if "***" in saved_url:
-            raise StudyError(f"{output}: the study's database URL holds a password that was not saved; "
-                             "pass it again with --storage-db")
+            raise StudyError(
+                f"{output}: the study's database URL holds a password that was not saved; "
+                "pass it again with --storage-db"
+            )
         spec.study_storage = saved_url
     return spec, ray_storage or saved.get("ray_storage")
 
@@ -147,14 +157,29 @@ def make_scheduler(spec: StudySpec, storage: optuna.storages.BaseStorage):
     if spec.scheduler.type == "fifo":
         return FIFOScheduler()
     # The time axis is the engine's own epoch count, which survives trial relaunches.
-    return StudyASHA(spec.study_name, storage, metric=spec.metric, mode=spec.mode, max_t=spec.max_t,
-                     grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor)
+    return StudyASHA(
+        spec.study_name,
+        storage,
+        metric=spec.metric,
+        mode=spec.mode,
+        max_t=spec.max_t,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
 
 
 def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage) -> StudySearcher:
-    return StudySearcher(spec.space, spec.metric, spec.mode, spec.study_name, storage, make_sampler(spec.sampler),
-                         base_epochs=spec.base.optim.epochs, max_t=spec.max_t,
-                         points_to_evaluate=spec.points_to_evaluate)
+    return StudySearcher(
+        spec.space,
+        spec.metric,
+        spec.mode,
+        spec.study_name,
+        storage,
+        make_sampler(spec.sampler),
+        base_epochs=spec.base.optim.epochs,
+        max_t=spec.max_t,
+        points_to_evaluate=spec.points_to_evaluate,
+    )
 
 
 def trainable(spec: StudySpec, paths: StudyPaths):
@@ -169,14 +194,19 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.Bas
     return tune.Tuner(
         trainable(spec, paths),
         tune_config=tune.TuneConfig(
-            search_alg=make_searcher(spec, storage), scheduler=make_scheduler(spec, storage),
-            num_samples=spec.num_samples, max_concurrent_trials=concurrent, reuse_actors=False,
+            search_alg=make_searcher(spec, storage),
+            scheduler=make_scheduler(spec, storage),
+            num_samples=spec.num_samples,
+            max_concurrent_trials=concurrent,
+            reuse_actors=False,
             trial_dirname_creator=short_trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=EXPERIMENT_NAME, storage_path=paths.ray_storage,
+            name=EXPERIMENT_NAME,
+            storage_path=paths.ray_storage,
             callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback()],
-            failure_config=tune.FailureConfig(max_failures=0), verbose=1,
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=1,
         ),
     )
 
@@ -184,8 +214,13 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.Bas
 def restore_tuner(spec: StudySpec, paths: StudyPaths) -> tune.Tuner:
     # Unfinished trials continue (their Train runs resume from checkpoints); failed ones keep
     # their FAIL record: re-running them would need a second Optuna trial for one Tune trial.
-    return tune.Tuner.restore(paths.experiment, trainable=trainable(spec, paths), resume_unfinished=True,
-                              resume_errored=False, restart_errored=False)
+    return tune.Tuner.restore(
+        paths.experiment,
+        trainable=trainable(spec, paths),
+        resume_unfinished=True,
+        resume_errored=False,
+        restart_errored=False,
+    )
 
 
 # -- the whole run -----------------------------------------------------------------------------------
@@ -196,26 +231,41 @@ def prepare_study(spec: StudySpec, paths: StudyPaths, resume: bool) -> tuple[opt
     try:
         storage = open_storage(url)
     except Exception as err:
-        raise ConfigError(str(spec.path), "study_storage", f"a database Optuna can open ({redact(url)}: "
-                                                           f"{type(err).__name__}: {err})") from None
+        raise ConfigError(
+            str(spec.path), "study_storage", f"a database Optuna can open ({redact(url)}: {type(err).__name__}: {err})"
+        ) from None
     if resume:
         check_resume(spec, paths, url)
         if existing_study(storage, spec.study_name) is None:
             raise StudyError(f"{redact(url)} has no study {spec.study_name!r} to resume")
         return storage, url
     check_fresh(spec, paths, storage, url)
-    study = optuna.create_study(storage=storage, study_name=spec.study_name, load_if_exists=True,
-                                direction="maximize" if spec.mode == "max" else "minimize")
-    for key, value in {"output_dir": str(paths.output.resolve()), "spec_file": str(spec.path.resolve()),
-                       "metric": spec.metric, "ray_experiment": paths.experiment}.items():
+    study = optuna.create_study(
+        storage=storage,
+        study_name=spec.study_name,
+        load_if_exists=True,
+        direction="maximize" if spec.mode == "max" else "minimize",
+    )
+    for key, value in {
+        "output_dir": str(paths.output.resolve()),
+        "spec_file": str(spec.path.resolve()),
+        "metric": spec.metric,
+        "ray_experiment": paths.experiment,
+    }.items():
         study.set_user_attr(key, value)
     paths.spec_file.write_text(yaml.safe_dump(spec_record(spec, url, paths), sort_keys=False))
     write_experiment_summary(paths.output / "tensorboard", spec.space, spec.metric)
     return storage, url
 
 
-def run_study(spec: StudySpec, output: str | Path, address: str | None = None, ray_storage: str | None = None,
-              resume: bool = False, num_cpus: int | None = None) -> StudyOutcome:
+def run_study(
+    spec: StudySpec,
+    output: str | Path,
+    address: str | None = None,
+    ray_storage: str | None = None,
+    resume: bool = False,
+    num_cpus: int | None = None,
+) -> StudyOutcome:
     """Run (or resume) the study of `spec` into `output` and write its reports."""
     from contrastlab.raytrain import init_ray
 

@@ -235,8 +235,10 @@ class _Parser:
             raise self.error(f"{where}.type", f"one of {', '.join(KINDS)} (got {kind!r})")
         unknown = sorted(set(raw) - _KEYS[kind])
         if unknown:
-            raise self.error(f"{where}.{unknown[0]}", f"no such key for a {kind} parameter "
-                                                      f"(allowed: {', '.join(sorted(_KEYS[kind]))})")
+            raise self.error(
+                f"{where}.{unknown[0]}",
+                f"no such key for a {kind} parameter (allowed: {', '.join(sorted(_KEYS[kind]))})",
+            )
         condition = self.condition(raw["condition"], f"{where}.condition") if "condition" in raw else None
         if kind in ("float", "int"):
             return self.numeric(path, kind, raw, where, condition)
@@ -299,8 +301,9 @@ class _Parser:
         item = self.parameter(path, raw["item"], f"{where}.item")
         if item.kind == "list" or item.condition is not None:
             raise self.error(f"{where}.item", "a float, int or categorical parameter without a condition")
-        return Parameter(path, "list", item=item, length=self.length(raw.get("length"), f"{where}.length"),
-                         condition=condition)
+        return Parameter(
+            path, "list", item=item, length=self.length(raw.get("length"), f"{where}.length"), condition=condition
+        )
 
     def length(self, raw: Any, where: str) -> ListLength:
         if isinstance(raw, int) and not isinstance(raw, bool):
@@ -337,24 +340,29 @@ def _check_references(params: dict[str, Parameter], parser: _Parser) -> None:
         if param.condition:
             target = params.get(param.condition.param)
             if target is None:
-                raise parser.error(f"{where}.condition.param",
-                                   f"a parameter of this space (no parameter {param.condition.param!r})")
+                raise parser.error(
+                    f"{where}.condition.param", f"a parameter of this space (no parameter {param.condition.param!r})"
+                )
             if target.kind == "list":
-                raise parser.error(f"{where}.condition.param", "a scalar parameter (conditions on lists are not "
-                                                               "supported)")
+                raise parser.error(
+                    f"{where}.condition.param", "a scalar parameter (conditions on lists are not supported)"
+                )
             if target.kind == "categorical":
                 labels = [choice_label(c) for c in target.choices]
                 missing = [v for v in param.condition.values if choice_label(v) not in labels]
                 if missing:
-                    raise parser.error(f"{where}.condition", f"values among the choices of {target.path} "
-                                                             f"(never chosen: {missing})")
+                    raise parser.error(
+                        f"{where}.condition", f"values among the choices of {target.path} (never chosen: {missing})"
+                    )
         if param.length is not None and param.length.param:
             target = params.get(param.length.param)
             if target is None or target.kind not in ("int", "categorical"):
                 raise parser.error(f"{where}.length", f"an int parameter of this space (got {param.length.param!r})")
             lengths = [v + param.length.add for v in target.extreme_values()]
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in target.extreme_values()) or min(
-                    lengths) < 0:
+            if (
+                not all(isinstance(v, int) and not isinstance(v, bool) for v in target.extreme_values())
+                or min(lengths) < 0
+            ):
                 raise parser.error(f"{where}.length", f"non-negative integer lengths from {target.path}")
 
 
@@ -367,7 +375,7 @@ def _dependency_order(params: dict[str, Parameter], parser: _Parser) -> list[Par
         if state.get(path) == "done":
             return
         if state.get(path) == "visiting":
-            cycle = " -> ".join([*chain[chain.index(path):], path])
+            cycle = " -> ".join([*chain[chain.index(path) :], path])
             raise parser.error(f"space.{path}", f"no circular conditions ({cycle})")
         state[path] = "visiting"
         for name in params[path].depends_on():
@@ -389,9 +397,11 @@ def check_against_config(space: SearchSpace, base: ExperimentConfig, source: str
             try:
                 base.with_overrides({param.path: value}, source)
             except ConfigError as err:
-                raise ConfigError(source, f"space.{param.path}",
-                                  f"values the experiment accepts; {value!r} fails: {err.field}: {err.expected}"
-                                  ) from None
+                raise ConfigError(
+                    source,
+                    f"space.{param.path}",
+                    f"values the experiment accepts; {value!r} fails: {err.field}: {err.expected}",
+                ) from None
 
 
 def _probe_values(space: SearchSpace, param: Parameter) -> list[Any]:
@@ -416,6 +426,13 @@ def sample_defaults(space: SearchSpace) -> dict[str, Any]:
 
 
 __all__ = [
-    "Condition", "ListLength", "Parameter", "SearchSpace", "check_against_config", "choice_label", "element_name",
-    "parse_space", "sample_defaults",
+    "Condition",
+    "ListLength",
+    "Parameter",
+    "SearchSpace",
+    "check_against_config",
+    "choice_label",
+    "element_name",
+    "parse_space",
+    "sample_defaults",
 ]

@@ -22,8 +22,21 @@ from contrastlab.engine.evaluate import selection_metric
 from contrastlab.tuning.space import SearchSpace, check_against_config, parse_space
 
 SPEC_KEYS = {
-    "name", "description", "base_config", "base", "metric", "mode", "space", "resources", "num_samples",
-    "scheduler", "sampler", "max_concurrent_trials", "study_storage", "points_to_evaluate", "seed",
+    "name",
+    "description",
+    "base_config",
+    "base",
+    "metric",
+    "mode",
+    "space",
+    "resources",
+    "num_samples",
+    "scheduler",
+    "sampler",
+    "max_concurrent_trials",
+    "study_storage",
+    "points_to_evaluate",
+    "seed",
 }
 # Tuning trials run at seeds no ablation evaluates on: ablation seeds stay below this.
 TUNING_SEED_FLOOR = 1000
@@ -65,9 +78,12 @@ class _TopLevel(_Section):
     @classmethod
     def _tuning_seed(cls, value: int) -> int:
         if value < TUNING_SEED_FLOOR:
-            raise ValueError(f"a seed of at least {TUNING_SEED_FLOOR}: seeds below it are the ones ablations "
-                             "evaluate on, and selection must not share them")
+            raise ValueError(
+                f"a seed of at least {TUNING_SEED_FLOOR}: seeds below it are the ones ablations "
+                "evaluate on, and selection must not share them"
+            )
         return value
+
     num_samples: int = Field(20, ge=1)
     max_concurrent_trials: int | None = Field(None, ge=1)
     study_storage: str | None = None
@@ -100,8 +116,11 @@ class StudySpec:
     @property
     def study_name(self) -> str:
         """The spec's name plus a hash of what the trials measure (experiment, space, objective)."""
-        blob = json.dumps({"base": config_hash(self.base), "space": self.space.to_dict(), "metric": self.metric,
-                           "mode": self.mode}, sort_keys=True, default=str)
+        blob = json.dumps(
+            {"base": config_hash(self.base), "space": self.space.to_dict(), "metric": self.metric, "mode": self.mode},
+            sort_keys=True,
+            default=str,
+        )
         return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
     def resolved(self) -> dict[str, Any]:
@@ -181,9 +200,13 @@ def check_overrides_against_space(overrides: list[str], space: SearchSpace, sour
         key, _ = parse_override(text, f"{source} (--set {text})")
         for sampled in space.paths:
             if key == sampled or sampled.startswith(f"{key}.") or key.startswith(f"{sampled}."):
-                raise ConfigError(f"{source} (--set {text})", key, f"a field the search space does not sample "
-                                                                    f"(space.{sampled} sets it in every trial; "
-                                                                    "change the space instead)")
+                raise ConfigError(
+                    f"{source} (--set {text})",
+                    key,
+                    f"a field the search space does not sample "
+                    f"(space.{sampled} sets it in every trial; "
+                    "change the space instead)",
+                )
 
 
 def _top_level(raw: dict[str, Any], source: str) -> _TopLevel:
@@ -212,13 +235,18 @@ def _check_metric(top: _TopLevel, base: ExperimentConfig, source: str) -> None:
     if bare == "knn_top1" and base.eval.knn_every == 0:
         final_only = True
     if final_only:
-        raise ConfigError(source, "metric", f"a metric reported every epoch for ASHA ({top.metric!r} is computed only "
-                                            "after the last epoch): use val/knn_top1 with eval.knn_every >= 1, or "
-                                            "scheduler.type: fifo")
+        raise ConfigError(
+            source,
+            "metric",
+            f"a metric reported every epoch for ASHA ({top.metric!r} is computed only "
+            "after the last epoch): use val/knn_top1 with eval.knn_every >= 1, or "
+            "scheduler.type: fifo",
+        )
     max_t = top.scheduler.max_t or base.optim.epochs
     if top.scheduler.grace_period > max_t:
-        raise ConfigError(source, "scheduler.grace_period",
-                          f"at most max_t = {max_t} epochs (got {top.scheduler.grace_period})")
+        raise ConfigError(
+            source, "scheduler.grace_period", f"at most max_t = {max_t} epochs (got {top.scheduler.grace_period})"
+        )
 
 
 def _points(raw: Any, space: SearchSpace, base: ExperimentConfig, source: str) -> list[dict[str, Any]]:
@@ -230,22 +258,30 @@ def _points(raw: Any, space: SearchSpace, base: ExperimentConfig, source: str) -
     for index, point in enumerate(raw):
         unknown = sorted(set(point) - set(scalars))
         if unknown:
-            raise ConfigError(source, f"points_to_evaluate[{index}].{unknown[0]}",
-                              "a scalar parameter of the space")
+            raise ConfigError(source, f"points_to_evaluate[{index}].{unknown[0]}", "a scalar parameter of the space")
         for path, value in point.items():
             if not scalars[path].contains(value):
-                raise ConfigError(source, f"points_to_evaluate[{index}].{path}",
-                                  f"a value inside the parameter's range or choices (got {value!r})")
+                raise ConfigError(
+                    source,
+                    f"points_to_evaluate[{index}].{path}",
+                    f"a value inside the parameter's range or choices (got {value!r})",
+                )
         try:
             base.with_overrides(point, source)
         except ConfigError as err:
-            raise ConfigError(source, f"points_to_evaluate[{index}]", f"values the experiment accepts "
-                                                                       f"({err.field}: {err.expected})") from None
+            raise ConfigError(
+                source, f"points_to_evaluate[{index}]", f"values the experiment accepts ({err.field}: {err.expected})"
+            ) from None
     return raw
 
 
-def spec_from_dict(raw: Any, path: str | Path, overrides: list[str] | tuple[str, ...] = (),
-                   num_samples: int | None = None, study_storage: str | None = None) -> StudySpec:
+def spec_from_dict(
+    raw: Any,
+    path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    num_samples: int | None = None,
+    study_storage: str | None = None,
+) -> StudySpec:
     path = Path(path)
     source = str(path)
     check_spec_keys(raw, source, SPEC_KEYS, "a study spec")
@@ -263,16 +299,27 @@ def spec_from_dict(raw: Any, path: str | Path, overrides: list[str] | tuple[str,
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(source, "name", f"letters, digits, '-' and '_' only (got {name!r})")
     return StudySpec(
-        path=path, name=name, base=base, metric=top.metric, mode=top.mode, space=space,
-        num_samples=top.num_samples, scheduler=top.scheduler, sampler=top.sampler,
+        path=path,
+        name=name,
+        base=base,
+        metric=top.metric,
+        mode=top.mode,
+        space=space,
+        num_samples=top.num_samples,
+        scheduler=top.scheduler,
+        sampler=top.sampler,
         max_concurrent_trials=top.max_concurrent_trials,
         study_storage=study_storage or top.study_storage,
         points_to_evaluate=_points(raw.get("points_to_evaluate"), space, base, source),
     )
 
 
-def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), num_samples: int | None = None,
-              study_storage: str | None = None) -> StudySpec:
+def load_spec(
+    path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    num_samples: int | None = None,
+    study_storage: str | None = None,
+) -> StudySpec:
     """Read and validate a study spec; `overrides` (`a.b=value`) apply to the base experiment."""
     return spec_from_dict(read_yaml(path), path, overrides, num_samples, study_storage)
 
@@ -301,7 +348,15 @@ def diff_specs(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["ResourcesSpec", "SamplerSpec", "SchedulerSpec", "StudySpec", "base_experiment_dict", "check_spec_keys",
-           "deep_merge",
-           "diff_specs",
-           "load_spec", "spec_from_dict"]
+__all__ = [
+    "ResourcesSpec",
+    "SamplerSpec",
+    "SchedulerSpec",
+    "StudySpec",
+    "base_experiment_dict",
+    "check_spec_keys",
+    "deep_merge",
+    "diff_specs",
+    "load_spec",
+    "spec_from_dict",
+]

@@ -85,8 +85,14 @@ def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
 # -- per-trial decisions ----------------------------------------------------------------------
 def held_out_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The `val/…` and `test/…` numbers of a result."""
-    return {k: float(v) for k, v in result.items() if k.startswith(("val/", "test/"))
-            and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if k.startswith(("val/", "test/"))
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+    }
 
 
 def target_epochs(overrides: dict[str, Any], base_epochs: int, max_t: int) -> int:
@@ -130,12 +136,28 @@ def is_finished(study: optuna.Study, trial: optuna.Trial) -> bool:
 class StudySearcher(OptunaSearch):
     """OptunaSearch with honest trial states, per-epoch intermediate values and bookkeeping."""
 
-    def __init__(self, space: SearchSpace, metric: str, mode: str, study_name: str,
-                 storage: optuna.storages.BaseStorage, sampler: optuna.samplers.BaseSampler,
-                 base_epochs: int, max_t: int, points_to_evaluate: list[dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        space: SearchSpace,
+        metric: str,
+        mode: str,
+        study_name: str,
+        storage: optuna.storages.BaseStorage,
+        sampler: optuna.samplers.BaseSampler,
+        base_epochs: int,
+        max_t: int,
+        points_to_evaluate: list[dict[str, Any]] | None = None,
+    ):
         points = [{k: choice_label(v) for k, v in p.items()} for p in points_to_evaluate or []]
-        super().__init__(space=space, metric=metric, mode=mode, sampler=sampler, study_name=study_name,
-                         storage=storage, points_to_evaluate=points or None)
+        super().__init__(
+            space=space,
+            metric=metric,
+            mode=mode,
+            sampler=sampler,
+            study_name=study_name,
+            storage=storage,
+            points_to_evaluate=points or None,
+        )
         self._base_epochs = base_epochs
         self._max_t = max_t
         self._targets: dict[str, int] = {}
@@ -187,8 +209,13 @@ class StudySearcher(OptunaSearch):
         for key, item in attrs.items():
             ot_trial.set_user_attr(key, item)
         self._ot_study.tell(ot_trial, value, state=state)
-        log.info("trial %s (Optuna #%d): %s%s", trial_id, ot_trial.number, state.name,
-                 f" ({attrs[FAIL_REASON]})" if FAIL_REASON in attrs else "")
+        log.info(
+            "trial %s (Optuna #%d): %s%s",
+            trial_id,
+            ot_trial.number,
+            state.name,
+            f" ({attrs[FAIL_REASON]})" if FAIL_REASON in attrs else "",
+        )
 
     def decide(self, trial_id: str, result: dict, error: bool) -> tuple[TrialState, float | None, dict[str, Any]]:
         """The Optuna state, final value and extra user attributes of a finished Tune trial."""
@@ -220,15 +247,30 @@ class StudySearcher(OptunaSearch):
             if frozen._trial_id in known:
                 continue
             storage = self._ot_study._storage
-            storage.set_trial_user_attr(frozen._trial_id, FAIL_REASON,
-                                        "started just before the driver was interrupted, after Tune last saved its "
-                                        "state; not part of the resumed experiment")
+            storage.set_trial_user_attr(
+                frozen._trial_id,
+                FAIL_REASON,
+                "started just before the driver was interrupted, after Tune last saved its "
+                "state; not part of the resumed experiment",
+            )
             storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
             log.warning("Optuna trial #%d was orphaned by the interruption: recorded as FAIL", frozen.number)
 
 
 __all__ = [
-    "EPOCHS_TRAINED", "FAIL_REASON", "FINAL_METRICS", "OVERRIDES", "StudySearcher", "TARGET_EPOCHS", "TUNE_TRIAL_ID",
-    "default_storage_url", "existing_study", "failure_reason", "make_sampler", "open_storage", "redact",
-    "register_trials", "target_epochs",
+    "EPOCHS_TRAINED",
+    "FAIL_REASON",
+    "FINAL_METRICS",
+    "OVERRIDES",
+    "StudySearcher",
+    "TARGET_EPOCHS",
+    "TUNE_TRIAL_ID",
+    "default_storage_url",
+    "existing_study",
+    "failure_reason",
+    "make_sampler",
+    "open_storage",
+    "redact",
+    "register_trials",
+    "target_epochs",
 ]
