@@ -26,9 +26,8 @@ from typing import Any
 
 from contrastlab.ablation import report_render as render
 from contrastlab.ablation import report_text as text
+from contrastlab.ablation.analysis import Result, StudyAnalysis
 from contrastlab.ablation.stats import (
-    Result,
-    StudyAnalysis,
     analyse_results,
     auto_scale,
     index_results,

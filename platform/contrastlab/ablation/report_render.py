@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from contrastlab.ablation.stats import MetricAnalysis
+from contrastlab.ablation.analysis import MetricAnalysis
 
 Block = tuple
 Points = Iterable[tuple[float, float]]

@@ -7,12 +7,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from contrastlab.ablation.analysis import EffectStats, MetricAnalysis, PowerLine, StudyAnalysis, VariantStats
 from contrastlab.ablation.stats import (
-    EffectStats,
-    MetricAnalysis,
-    PowerLine,
-    StudyAnalysis,
-    VariantStats,
     format_p,
     split_key,
 )

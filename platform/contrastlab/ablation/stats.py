@@ -24,9 +24,16 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from contrastlab.ablation.analysis import (
+    EffectStats,
+    MetricAnalysis,
+    PowerLine,
+    Result,
+    StudyAnalysis,
+    VariantStats,
+)
 from contrastlab.ablation.factorial import IncompleteDesign, factorial_contrasts, per_seed
 from contrastlab.ablation.inference import (
     INTERVALS,
@@ -37,7 +44,6 @@ from contrastlab.ablation.inference import (
     can_reach,
     compare_differences,
     holm_correction,
-    min_attainable_p,
     minimum_detectable_effect,
     paired_difference,
     seeds_needed,
@@ -50,92 +56,6 @@ from contrastlab.config import ConfigError
 LOWER_IS_BETTER_HINTS = ("loss", "error", "alignment", "uniformity")
 TEST_SPLIT, VAL_SPLIT = "test", "val"
 DEFAULT_EFFECT = 0.01  # one point of an accuracy in [0, 1]
-
-
-# From a results table to per-metric statistics. The table's shape is described in
-# `contrastlab.ablation.report`; here a missing value becomes a listed absence, not a NaN.
-Result = Mapping[str, Any]
-
-
-@dataclass
-class VariantStats:
-    """One variant on one metric: test values per seed, what is missing, val for reference."""
-
-    variant: str
-    component: str
-    values: dict[int, float]
-    missing: dict[int, str]
-    mean: float
-    std: float
-    val_values: dict[int, float] = field(default_factory=dict)
-    val_mean: float = math.nan
-    val_std: float = math.nan
-    comparison: PairedComparison | None = None
-    p_adj: float = math.nan
-    family: bool = True
-    verdict: str = ""
-
-
-@dataclass
-class EffectStats:
-    """A factorial main effect or interaction, estimated per seed and tested over seeds."""
-
-    name: str
-    kind: str
-    values: dict[int, float]
-    comparison: PairedComparison | None = None
-    p_adj: float = math.nan
-    family: bool = True
-
-
-@dataclass(frozen=True)
-class PowerLine:
-    """What the seeds used could detect, from the pooled sd of the per-seed differences."""
-
-    sd: float
-    pooled_over: int
-    n: int
-    alpha: float
-    mde: float
-    effect: float
-    seeds_needed: int | None
-
-
-@dataclass
-class MetricAnalysis:
-    metric: str
-    scale: float
-    higher_is_better: bool
-    variants: list[VariantStats]
-    family: bool = True
-    power: PowerLine | None = None
-    effects: list[EffectStats] = field(default_factory=list)
-    factorial_note: str = ""
-
-
-@dataclass
-class StudyAnalysis:
-    """Every metric's analysis and the settings that apply to all of them."""
-
-    metrics: list[MetricAnalysis]
-    reference: str
-    design: str
-    test: str
-    interval: str
-    alpha: float
-    seeds: list[int]
-    family_metrics: list[str]
-    family_size: int
-    family_confidence: float
-    effect: float
-
-    def n_seeds(self) -> int:
-        """The most paired seeds any comparison had: the best case the floor refers to."""
-        counts = [r.comparison.n_pairs for a in self.metrics for r in a.variants[1:] if r.comparison]
-        return max(counts, default=len(self.seeds))
-
-    def min_p(self) -> float:
-        return min_attainable_p(self.test, self.n_seeds())
 
 
 def index_results(results: Sequence[Result]) -> dict[tuple[str, int], Result]:
