@@ -37,8 +37,8 @@ import torch
 from contrastlab.config import config_from_dict
 from contrastlab.data import TwoViewAugment
 from contrastlab.distributed import LocalDistributed
-from contrastlab.engine.optim import build_optimizer
 from contrastlab.methods import DataInfo, StepTools, TrainBatch, get_method_class
+from contrastlab.optim import build_optimizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

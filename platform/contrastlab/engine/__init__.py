@@ -1,4 +1,4 @@
-"""The training loop, optimisers, checkpoints and in-run evaluation."""
+"""The training loop, run assembly, checkpoints and in-run evaluation."""
 
 from contrastlab.engine.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from contrastlab.engine.loop import EpochContext, NonFiniteLossError, Reporter, Trainer, default_run_dir, train

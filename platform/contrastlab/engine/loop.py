@@ -28,8 +28,8 @@ from contrastlab.engine.checkpoint import (
     set_rng_state,
 )
 from contrastlab.engine.evaluate import Evaluator
-from contrastlab.engine.optim import build_optimizer, scaled_lr
 from contrastlab.methods import DataInfo, Method, StepTools, TrainBatch, get_method_class
+from contrastlab.optim import build_optimizer, scaled_lr
 from contrastlab.tracking import RunWriter, write_manifest
 
 log = logging.getLogger("contrastlab")

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from contrastlab.config import MethodConfig
 from contrastlab.losses import fifo_enqueue, nt_xent
 from contrastlab.methods.base import Component, DataInfo, LossOutput, Method, TrainBatch
+from contrastlab.methods.contract import BatchSampler, Distributed, EpochContext
 from contrastlab.methods.mcl_sampling import (
     ClusterBatches,
     batch_negative_mask,
@@ -39,6 +39,8 @@ from contrastlab.methods.mcl_sampling import (
 )
 from contrastlab.methods.moco import MoCoKeyConfig
 from contrastlab.methods.registry import get_method_class, register_method
+from contrastlab.optim import warmup_cosine
+from contrastlab.sections import MethodConfig
 
 PAPER = "Zhang et al., arXiv 2402.11816"
 
@@ -167,8 +169,6 @@ def base_method_config(mcfg: MCLConfig) -> MethodConfig:
 
 def stage_lr_factor(start_step: int, steps: int, warmup_steps: int) -> Callable[[int], float]:
     """The lr multiplier of one stage: warm-up + cosine over its own steps, zero elsewhere."""
-    from contrastlab.engine.optim import warmup_cosine  # the engine imports the methods
-
     inner = warmup_cosine(steps, warmup_steps)
 
     def factor(step: int) -> float:
@@ -182,7 +182,7 @@ def stage_lr_factor(start_step: int, steps: int, warmup_steps: int) -> Callable[
 class MCL(Method):
     config_class = MCLConfig
 
-    def __init__(self, cfg, info: DataInfo, dist):
+    def __init__(self, cfg, info: DataInfo, dist: Distributed):
         super().__init__(cfg, info, dist)
         mcfg: MCLConfig = self.mcfg
         if mcfg.stages and mcfg.clusters > info.num_train:
@@ -237,14 +237,14 @@ class MCL(Method):
             return False
         return self.mcfg.sampling == "mask_other_clusters" or self.mcfg.small_groups == "merge_masked"
 
-    def on_epoch_start(self, epoch: int, ctx) -> None:
+    def on_epoch_start(self, epoch: int, ctx: EpochContext) -> None:
         target = self.stage_of(epoch)
         # A resumed run restores `active_stage` and skips what its checkpoint already holds.
         for stage in range(self.active + 1, target + 1):
             self.enter_stage(stage, epoch, ctx)
         self._epoch_stats = {"mcl/stage": float(self.active)}
 
-    def enter_stage(self, stage: int, epoch: int, ctx) -> None:
+    def enter_stage(self, stage: int, epoch: int, ctx: EpochContext) -> None:
         mcfg = self.mcfg
         if mcfg.negatives == "cluster":
             assignment = self.cluster_stage(stage - 1, ctx)
@@ -262,7 +262,7 @@ class MCL(Method):
             self.log_groups(stage, epoch, ctx)
 
     @torch.no_grad()
-    def cluster_stage(self, stage: int, ctx) -> torch.Tensor:
+    def cluster_stage(self, stage: int, ctx: EpochContext) -> torch.Tensor:
         """k-means of stage `stage`'s backbone features, computed on the main worker and
         broadcast, so every worker samples from the same groups."""
         result = None
@@ -278,7 +278,7 @@ class MCL(Method):
             result = kmeans_assign(features, self.mcfg.clusters, seed, self.mcfg.kmeans_restarts)
         return torch.as_tensor(self.dist.broadcast_object(result), dtype=torch.long)
 
-    def log_groups(self, stage: int, epoch: int, ctx) -> None:
+    def log_groups(self, stage: int, epoch: int, ctx: EpochContext) -> None:
         sizes = torch.bincount(self.pseudo_labels.cpu()).tolist()
         clusters = torch.bincount(self.assignments[stage - 1].cpu(), minlength=self.mcfg.clusters).tolist()
         self.cluster_sizes.append(sizes)
@@ -294,7 +294,7 @@ class MCL(Method):
         ctx.writer.text(f"mcl/stage{stage}_groups", describe_groups(sizes, sampler), epoch)
 
     # -- sampling ---------------------------------------------------------------------
-    def batch_sampler(self, ctx):
+    def batch_sampler(self, ctx: EpochContext) -> BatchSampler:
         cfg = self.cfg
         if self.uses_clusters and self.mcfg.sampling == "cluster_batches":
             sampler = ClusterBatches(

@@ -9,8 +9,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from contrastlab.config import MethodConfig
 from contrastlab.methods.base import Component
+from contrastlab.sections import MethodConfig
 
 PAPER = "Li et al., ICML 2022"
 

@@ -13,12 +13,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from contrastlab.config import MethodConfig
 from contrastlab.distributed.shuffle_bn import shuffled_keys
 from contrastlab.losses import fifo_enqueue, moco_loss
 from contrastlab.losses.contrastive import f32 as at_least_float32
 from contrastlab.methods.base import Component, DataInfo, LossOutput, TrainBatch, TwoViewMethod
+from contrastlab.methods.contract import Distributed
 from contrastlab.methods.registry import register_method
+from contrastlab.sections import MethodConfig
 
 MOCO_V2 = "He et al., CVPR 2020; Chen et al., arXiv 2003.04297"
 
@@ -70,7 +71,7 @@ class MoCoBase(TwoViewMethod):
 
     published_projector_bn = False
 
-    def __init__(self, cfg, info: DataInfo, dist, projector_bn: bool | None = None):
+    def __init__(self, cfg, info: DataInfo, dist: Distributed, projector_bn: bool | None = None):
         if projector_bn is None:
             projector_bn = getattr(cfg.method, "projector_bn", None)
         super().__init__(cfg, info, dist, projector_bn)

@@ -30,6 +30,7 @@ from contrastlab.losses import (
     synthetic_similarities,
 )
 from contrastlab.methods.base import Component, DataInfo, LossOutput, TrainBatch, TwoViewMethod
+from contrastlab.methods.contract import Distributed
 from contrastlab.methods.moco import MoCoBase, MoCoKeyConfig
 from contrastlab.methods.registry import register_method
 
@@ -194,7 +195,7 @@ class SSCL(MoCoBase):
     config_class = SSCLConfig
     published_projector_bn = False
 
-    def __init__(self, cfg, info: DataInfo, dist):
+    def __init__(self, cfg, info: DataInfo, dist: Distributed):
         mcfg: SSCLConfig = cfg.method
         check_pool_size(mcfg, cfg.optim.batch_size)
         if mcfg.base == "moco":
