@@ -23,6 +23,8 @@ import torch
 from pydantic import Field, model_validator
 
 from contrastlab.losses import (
+    DEBIAS_COUNTS,
+    MIX_MODES,
     hard_pool,
     negative_candidate_index,
     positive_negative_similarities,
@@ -30,6 +32,8 @@ from contrastlab.losses import (
     synthesize_negatives,
     synthetic_similarities,
 )
+from contrastlab.losses.debiased import DebiasCount
+from contrastlab.losses.synthetic import MixMode
 from contrastlab.methods.base import Component, DataInfo, LossOutput, TrainBatch, TwoViewMethod
 from contrastlab.methods.contract import Distributed
 from contrastlab.methods.moco import MoCoKeyConfig, MomentumKeys
@@ -59,7 +63,7 @@ class SSCLConfig(MoCoKeyConfig):
         ge=1,
         description=f"s, size of each anchor's pool of hardest real negatives to mix from; s <= 2B-2 ({PAPER})",
     )
-    mix_mode: Literal["pair_mix", "duplicate", "anchor_mix"] = Field(
+    mix_mode: MixMode = Field(
         "pair_mix",
         description=(
             "how a synthetic negative is made from the pool: normalize(α·z_u + (1−α)·z_w), α ~ U(0,1) (pair_mix, "
@@ -82,7 +86,7 @@ class SSCLConfig(MoCoKeyConfig):
         lt=1,
         description=f"class prior τ+ of the debiasing term, keep below 1/#classes (paper default 0.1; {PAPER})",
     )
-    debias_count: Literal["all", "real_only"] = Field(
+    debias_count: DebiasCount = Field(
         "all",
         description=(
             "N in the debiasing term τ+·N·pos: real and synthetic negatives (all, as the released code) or "
@@ -104,10 +108,10 @@ class SSCLConfig(MoCoKeyConfig):
 
     components: ClassVar[tuple[Component, ...]] = (
         Component("synthesis", "synthesis", False, "synthetic hard negatives; off (k = 0) → HCL"),
-        Component("mix_mode", "mix_mode", None, "pair_mix | duplicate | anchor_mix"),
+        Component("mix_mode", "mix_mode", None, " | ".join(MIX_MODES)),
         Component("hard_sampling", "hard_sampling", False, "hardness weights; off (β = 0) → DCL, extended set"),
         Component("debias", "debias", False, "debiased estimator; off (τ+ = 0)"),
-        Component("debias_count", "debias_count", None, "all | real_only"),
+        Component("debias_count", "debias_count", None, " | ".join(DEBIAS_COUNTS)),
     )
 
     @property
