@@ -72,6 +72,7 @@ def _run_config(directory: Path, overrides: list[str]) -> tuple[ExperimentConfig
 def _evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
     from contrastlab.engine import build_run, find_checkpoint, load_checkpoint
     from contrastlab.engine.preflight import check_device
+    from contrastlab.engine.runfolder import claim_run_folder
 
     directory = find_checkpoint(args.checkpoint)
     saved, config_file = _run_config(directory, [])
@@ -86,10 +87,12 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         )
     cfg, _ = _run_config(directory, list(args.overrides))
     check_device(cfg, config_file)
-    run = build_run(cfg)
-    run.method.load_extra_state(state["extra"])
-    run.method.load_state_dict(state["method"])
-    return run.evaluator.final(run.method)
+    # The run's eval/ folder is held while evaluating: one evaluation of a run at a time.
+    with claim_run_folder(directory.parent.parent / "eval"):
+        run = build_run(cfg)
+        run.method.load_extra_state(state["extra"])
+        run.method.load_state_dict(state["method"])
+        return run.evaluator.final(run.method)
 
 
 def run(args: argparse.Namespace) -> int:
