@@ -35,10 +35,10 @@ from pathlib import Path
 import torch
 
 from contrastlab.config import config_from_dict
-from contrastlab.data import TwoViewAugment
+from contrastlab.data import DataBundle
 from contrastlab.distributed import LocalDistributed
-from contrastlab.engine.optim import build_optimizer
-from contrastlab.methods import DataInfo, StepTools, TrainBatch, get_method_class
+from contrastlab.engine import build_run
+from contrastlab.methods import StepTools, TrainBatch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -103,30 +103,36 @@ def build_config(args, method: dict):
     )
 
 
-class Setup:
-    """Everything a step needs, with a synthetic uint8 dataset resident on the device."""
+def synthetic_bundle(args, device: torch.device) -> DataBundle:
+    """A random uint8 dataset resident on the device (labels only feed the evaluator, unused here)."""
+    images = torch.randint(0, 256, (args.dataset_size, 3, args.size, args.size), dtype=torch.uint8, device=device)
+    labels = {"label": torch.zeros(args.dataset_size, dtype=torch.long)}
+    return DataBundle(
+        "synthetic",
+        images,
+        labels,
+        images[:1],
+        {"label": labels["label"][:1]},
+        {"label": 10},
+        mean=(0.49, 0.48, 0.45),
+        std=(0.25, 0.24, 0.26),
+    )
 
-    def __init__(self, args, method: dict, device: torch.device):
+
+class Setup:
+    """Everything a step needs, assembled as a training run is (`build_run`), on a synthetic
+    uint8 dataset resident on the device."""
+
+    def __init__(self, args, method: dict, device: torch.device, bundle: DataBundle):
         self.cfg = build_config(args, method)
         self.device = device
-        torch.manual_seed(0)
-        self.images = torch.randint(
-            0, 256, (args.dataset_size, 3, args.size, args.size), dtype=torch.uint8, device=device
-        )
-        info = DataInfo(3, args.size, args.dataset_size, {"label": 10})
-        mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
-        self.augment = TwoViewAugment(self.cfg.augment, 3, args.size, mean, std)
-        self.method = get_method_class(method["name"])(self.cfg, info, LocalDistributed(device)).to(device)
-        self.channels_last = device.type == "cuda"
-        if self.channels_last:
-            self.method = self.method.to(memory_format=torch.channels_last)
-        if args.compile:
-            self.method.encoder.compile()
-            self.method.projector.compile()
+        run = build_run(self.cfg, LocalDistributed(device), bundle=bundle)
+        self.images, self.augment, self.method = run.train_images, run.augment, run.method
+        self.channels_last = run.channels_last
         if method["name"] == "mcl":  # a later stage: pseudo-labels in place, as after a k-means
             self.method.active_stage.fill_(1)
             self.method.pseudo_labels.copy_(torch.randint(0, 10, (args.dataset_size,), device=device))
-        self.optimizers = [build_optimizer(g, self.cfg.optim) for g in self.method.optimizer_groups()]
+        self.optimizers = run.optimizers
         self.generator = torch.Generator(device=device).manual_seed(0)
         self.batch = args.batch
         self.step_index = 0
@@ -254,7 +260,9 @@ def run(args) -> dict:
         torch.backends.cudnn.benchmark = True
     timer = Timer(device)
     rows: dict[str, float] = {}
-    base = Setup(args, METHODS["simclr"][0], device)
+    torch.manual_seed(0)
+    bundle = synthetic_bundle(args, device)
+    base = Setup(args, METHODS["simclr"][0], device, bundle)
     fixed = base.views()
     rows["model_only"] = args.batch / timer.measure(
         lambda: base.model_only_step(fixed), args.steps, args.repeats, args.warmup
@@ -266,7 +274,7 @@ def run(args) -> dict:
     for name in args.methods:
         if name == "simclr":
             continue
-        setup = Setup(args, METHODS[name][0], device)
+        setup = Setup(args, METHODS[name][0], device, bundle)
         seconds = timer.measure(setup.full_step, args.steps, args.repeats, args.warmup)
         rows[f"{name}_step"] = args.batch / seconds
         if name == "mcl":

@@ -32,8 +32,8 @@ from torch import nn
 
 from contrastlab.distributed import LocalDistributed
 from contrastlab.distributed.torch_dist import TorchDistributed
-from contrastlab.engine.optim import build_optimizer
 from contrastlab.methods import DataInfo, StepTools, TrainBatch, available_methods, get_method_class
+from contrastlab.optim import build_optimizer
 from tests.conftest import tiny_config
 
 WORLD = 2

@@ -7,7 +7,7 @@ import torch
 
 from contrastlab.engine import NonFiniteLossError, Trainer, load_checkpoint, train
 from contrastlab.engine.checkpoint import CheckpointError
-from contrastlab.engine.optim import LARS, warmup_cosine
+from contrastlab.optim import LARS, warmup_cosine
 from tests.conftest import tiny_config
 
 

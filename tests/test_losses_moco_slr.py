@@ -30,15 +30,18 @@ def np_softmax(x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("tau", (0.1, 0.5, 1.0))
 @pytest.mark.parametrize("b", (2, 4, 7))
-def test_moco_loss_matches_numpy(tau, b):
+@pytest.mark.parametrize("masked", (False, True))
+def test_moco_loss_matches_numpy(tau, b, masked):
     q, k, queue = unit(b, seed=b), unit(b, seed=b + 1), unit(11, seed=b + 2)
+    keep = torch.rand(b, 11, generator=torch.Generator().manual_seed(b)) < 0.5 if masked else None
     logits = moco_logits(q, k, queue, tau)
     losses = []
     for i in range(b):
         row = np.array([q[i] @ k[i]] + [q[i] @ queue[j] for j in range(11)]) / tau
         np.testing.assert_allclose(logits[i].numpy(), row, rtol=1e-12)
-        losses.append(-math.log(math.exp(row[0]) / np.exp(row).sum()))
-    assert moco_loss(q, k, queue, tau).item() == pytest.approx(np.mean(losses), rel=1e-10)
+        kept = [0] + [1 + j for j in range(11) if keep is None or bool(keep[i, j])]
+        losses.append(-math.log(math.exp(row[0]) / np.exp(row[kept]).sum()))
+    assert moco_loss(q, k, queue, tau, negative_mask=keep).item() == pytest.approx(np.mean(losses), rel=1e-10)
 
 
 def test_moco_gradient_reaches_only_the_queries_and_autocast_is_float32():

@@ -19,7 +19,6 @@ from contrastlab.methods.mcl_sampling import (
     ClusterBatches,
     batch_negative_mask,
     cumulative_labels,
-    masked_moco_loss,
     queue_negative_mask,
     stage_pseudo_labels,
 )
@@ -258,7 +257,7 @@ def test_mask_other_clusters_in_the_method_and_on_a_queue():
     assert torch.equal(queue_negative_mask(torch.tensor([0, 1]), queue_labels), expected)
     q, k, queue = (torch.nn.functional.normalize(torch.randn(n, 4), dim=1) for n in (2, 2, 5))
     assert torch.equal(
-        masked_moco_loss(q, k, queue, 0.2, torch.ones(2, 5, dtype=torch.bool)), moco_loss(q, k, queue, 0.2)
+        moco_loss(q, k, queue, 0.2, negative_mask=torch.ones(2, 5, dtype=torch.bool)), moco_loss(q, k, queue, 0.2)
     )
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from contrastlab.config import DataConfig
-
-DATASET_NAMES = ("fashion_mnist", "cifar10", "cifar100", "stl10", "image_folder", "trifeature")
+from contrastlab.config import DATASET_NAMES, DataConfig
 
 HELP = "list the datasets, or prepare one (check files, download if allowed, generate synthetic data)"
 

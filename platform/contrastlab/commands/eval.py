@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, config_hash, load_config, parse_override
@@ -39,14 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_random_init(args: argparse.Namespace) -> dict[str, float]:
-    from contrastlab.engine import Trainer
+    from contrastlab.engine import build_run
     from contrastlab.engine.preflight import check_device
 
     cfg = load_config(args.checkpoint, args.overrides)
     check_device(cfg, args.checkpoint)
-    with tempfile.TemporaryDirectory() as scratch:
-        trainer = Trainer(cfg, Path(scratch))
-        return trainer.evaluator.final(trainer.method)
+    run = build_run(cfg)
+    return run.evaluator.final(run.method)
 
 
 def _evaluate_anchors(args: argparse.Namespace) -> dict[str, float]:
@@ -72,7 +70,7 @@ def _run_config(directory: Path, overrides: list[str]) -> tuple[ExperimentConfig
 
 
 def _evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
-    from contrastlab.engine import Trainer, find_checkpoint, load_checkpoint
+    from contrastlab.engine import build_run, find_checkpoint, load_checkpoint
     from contrastlab.engine.preflight import check_device
     from contrastlab.engine.runfolder import claim_run_folder
 
@@ -89,11 +87,12 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
         )
     cfg, _ = _run_config(directory, list(args.overrides))
     check_device(cfg, config_file)
-    with claim_run_folder(directory.parent.parent / "eval") as output:
-        trainer = Trainer(cfg, output)
-        trainer.method.load_extra_state(state["extra"])
-        trainer.method.load_state_dict(state["method"])
-        return trainer.evaluator.final(trainer.method)
+    # The run's eval/ folder is held while evaluating: one evaluation of a run at a time.
+    with claim_run_folder(directory.parent.parent / "eval"):
+        run = build_run(cfg)
+        run.method.load_extra_state(state["extra"])
+        run.method.load_state_dict(state["method"])
+        return run.evaluator.final(run.method)
 
 
 def run(args: argparse.Namespace) -> int:

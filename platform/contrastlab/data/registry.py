@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 import torch
 
-from contrastlab.config import ConfigError
 from contrastlab.data.datasets import (
     DataBundle,
     load_cifar,
@@ -19,6 +18,8 @@ from contrastlab.data.datasets import (
     val_count,
 )
 from contrastlab.data.trifeature import load_trifeature
+from contrastlab.errors import ConfigError
+from contrastlab.sections import DATASET_NAMES
 
 DATASETS: dict[str, Callable[..., DataBundle]] = {
     "fashion_mnist": load_fashion_mnist,
@@ -37,6 +38,11 @@ DESCRIPTIONS = {
     "image_folder": "your images: data.root/<class>/*.png|jpg, or root/train and root/test",
     "trifeature": "synthetic shape x colour x texture (10 each), 32x32 by default (generated once, cached)",
 }
+
+# The names come from `contrastlab.sections.DATASET_NAMES` (what the config accepts and the
+# CLI offers); every name needs a loader and a description here, and nothing else may be.
+if not set(DATASETS) == set(DESCRIPTIONS) == set(DATASET_NAMES):
+    raise ImportError(f"the data registry must cover exactly the dataset names {DATASET_NAMES}")
 
 # The test subset is drawn with a fixed seed, so every run (every seed and variant) is
 # evaluated on the same test images and differences between runs come from training.

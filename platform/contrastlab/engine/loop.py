@@ -16,8 +16,9 @@ from typing import Any, Protocol
 import torch
 
 from contrastlab.config import ExperimentConfig, config_hash
-from contrastlab.data import DataBundle, RandomBatches, TwoViewAugment, load_dataset
+from contrastlab.data import DataBundle
 from contrastlab.distributed import LocalDistributed
+from contrastlab.engine.build import EpochContext, build_run, resolve_device
 from contrastlab.engine.checkpoint import (
     STATE_FILE,
     CheckpointError,
@@ -27,9 +28,8 @@ from contrastlab.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from contrastlab.engine.evaluate import Evaluator
-from contrastlab.engine.optim import build_optimizer, scaled_lr
-from contrastlab.methods import DataInfo, Method, StepTools, TrainBatch, get_method_class
+from contrastlab.methods import StepTools, TrainBatch
+from contrastlab.optim import scaled_lr
 from contrastlab.tracking import RunWriter, write_manifest
 
 log = logging.getLogger("contrastlab")
@@ -48,49 +48,8 @@ class NullReporter:
         return None
 
 
-def resolve_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("resources.device is 'cuda' but no CUDA device is visible")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
 def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + step * 101 + rank) % (2**62)
-
-
-class EpochContext:
-    """What a method's hooks may use from the engine (sampling, embedding, logging)."""
-
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
-        self.cfg = trainer.cfg
-        self.dist = trainer.dist
-        self.device = trainer.device
-        self.writer = trainer.writer
-
-    @property
-    def train_images(self) -> torch.Tensor:
-        return self.trainer.train_images
-
-    def random_batches(self) -> RandomBatches:
-        return RandomBatches(
-            self.trainer.train_images.shape[0],
-            self.cfg.optim.batch_size,
-            self.cfg.seed,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-        )
-
-    @torch.no_grad()
-    def embed_train_set(self, fn) -> torch.Tensor:
-        """`fn` on every training image (no augmentation), in eval mode: [N, D] float."""
-        return self.trainer.evaluator.embed(fn, self.trainer.train_images)
-
-    def log(self, message: str) -> None:
-        if self.dist.is_main:
-            log.info("%s", message)
 
 
 class Trainer:
@@ -104,44 +63,15 @@ class Trainer:
     ):
         self.cfg = cfg
         self.run_dir = Path(run_dir).resolve()
-        self.dist = dist or LocalDistributed(resolve_device(cfg.resources.device))
-        self.device = self.dist.device
         self.reporter = reporter or NullReporter()
-        self.bundle = bundle or load_dataset(cfg.data, cfg.seed, source=f"<run {cfg.name}>")
-        is_main = self.dist.is_main
-        self.writer = RunWriter(self.run_dir / "tensorboard", enabled=is_main and cfg.output.tensorboard)
-        images = self.bundle.pretraining_images
-        on_gpu = self.device.type == "cuda"
-        self.train_images = images.to(self.device) if on_gpu else images
-        size = cfg.data.image_size or self.bundle.image_size
-        self.augment = TwoViewAugment(cfg.augment, self.bundle.channels, size, self.bundle.mean, self.bundle.std)
-        self.evaluator = Evaluator(cfg, self.bundle, self.augment, self.device)
-        info = DataInfo(
-            self.bundle.channels,
-            size,
-            self.train_images.shape[0],
-            dict(self.bundle.num_classes),
-            tuple(self.bundle.mean),
-            tuple(self.bundle.std),
-        )
-        torch.manual_seed(cfg.seed)
-        method_cls = get_method_class(cfg.method.name)
-        self.method: Method = method_cls(cfg, info, self.dist).to(self.device)
-        self.channels_last = on_gpu and cfg.model.channels_last
-        if self.channels_last:
-            self.method = self.method.to(memory_format=torch.channels_last)
-        if cfg.model.compile:
-            for module in (self.method.encoder, getattr(self.method, "projector", None)):
-                if module is not None:
-                    module.compile()
-        self.model = self.dist.wrap(self.method)
-        self.ctx = EpochContext(self)
-        steps = len(self.method.batch_sampler(self.ctx))
-        self.steps_per_epoch = max(1, steps)
-        self.optimizers = [build_optimizer(group, cfg.optim) for group in self.method.optimizer_groups()]
-        self.schedules = [
-            self.method.lr_schedule(opt, index, self.steps_per_epoch) for index, opt in enumerate(self.optimizers)
-        ]
+        dist = dist or LocalDistributed(resolve_device(cfg.resources.device))
+        self.writer = RunWriter(self.run_dir / "tensorboard", enabled=dist.is_main and cfg.output.tensorboard)
+        # Assembly is `build_run`'s (the same model eval and the benchmarks get); this class runs it.
+        self.parts = run = build_run(cfg, dist, bundle=bundle, writer=self.writer)
+        self.dist, self.device, self.bundle = run.dist, run.device, run.bundle
+        self.train_images, self.augment, self.evaluator = run.train_images, run.augment, run.evaluator
+        self.method, self.model, self.channels_last, self.ctx = run.method, run.model, run.channels_last, run.ctx
+        self.steps_per_epoch, self.optimizers, self.schedules = run.steps_per_epoch, run.optimizers, run.schedules
         self.start_epoch = 0
         self.global_step = 0
         self.history: list[dict[str, float]] = []
@@ -320,4 +250,4 @@ def train(
         return trainer.run(Path(resume_from) if resume_from else None)
 
 
-__all__ = ["EpochContext", "NonFiniteLossError", "Reporter", "Trainer", "train", "scaled_lr"]
+__all__ = ["EpochContext", "NonFiniteLossError", "Reporter", "Trainer", "resolve_device", "train", "scaled_lr"]

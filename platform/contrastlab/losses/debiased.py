@@ -14,11 +14,15 @@ and nothing overflows or underflows to 0/0 at small τ or large β.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from contrastlab.losses.contrastive import f32, float32_math, positive_negative_similarities
 
-DEBIAS_COUNTS = ("all", "real_only")
+# What N counts in the debiasing term, once: SSCL's config uses the type, checks the tuple.
+DebiasCount = Literal["all", "real_only"]
+DEBIAS_COUNTS: tuple[str, ...] = get_args(DebiasCount)
 
 
 def hardness_weights(

@@ -21,11 +21,25 @@ def moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperatu
         return torch.cat([positive, q @ queue.T], dim=1) / temperature
 
 
-def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+def moco_loss(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    queue: torch.Tensor,
+    temperature: float,
+    negative_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """MoCo v2 InfoNCE: mean_i −log( e^{q_i·k_i/τ} / (e^{q_i·k_i/τ} + Σ_j e^{q_i·Q_j/τ}) ),
-    i.e. cross-entropy of `moco_logits` with target 0."""
+    i.e. cross-entropy of `moco_logits` with target 0.
+
+    `negative_mask` [b, K] (True = keep) removes queue negatives from query i's sum, as MCL's
+    `mask_other_clusters` sampling does on a queue; a removed negative contributes nothing,
+    and with every negative kept (or no mask) the loss is the plain one.
+    """
     logits = moco_logits(q, k, queue, temperature)
     with float32_math(logits.device):
+        if negative_mask is not None:
+            negatives = logits[:, 1:].masked_fill(~negative_mask, float("-inf"))
+            logits = torch.cat([logits[:, :1], negatives], dim=1)
         target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         return F.cross_entropy(logits, target)
 

@@ -6,14 +6,20 @@ Scores are cosine similarities rescaled by the caller to (s + 1)/2 ∈ [0, 1].
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 
 from contrastlab.losses.contrastive import f32, float32_math, positive_negative_similarities
 
-MARGIN_TYPES = ("large", "small", "mean")
-CIRCLE_MODES = ("off", "full", "delta_only")
-MARGIN_GRADS = ("keep", "detach")
+# The choices by name, once: MetAug's config fields use the types, checks and docs the tuples.
+MarginType = Literal["large", "small", "mean"]
+CircleMode = Literal["off", "full", "delta_only"]
+MarginGrad = Literal["keep", "detach"]
+MARGIN_TYPES: tuple[str, ...] = get_args(MarginType)
+CIRCLE_MODES: tuple[str, ...] = get_args(CircleMode)
+MARGIN_GRADS: tuple[str, ...] = get_args(MarginGrad)
 
 
 def circle_mode(circle: bool | str) -> str:

@@ -10,12 +10,16 @@ gathers over index tensors.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 
 from contrastlab.losses.contrastive import f32, float32_math
 
-MIX_MODES = ("pair_mix", "duplicate", "anchor_mix")
+# The mix modes, once: SSCL's config uses the type, checks and docs the tuple.
+MixMode = Literal["pair_mix", "duplicate", "anchor_mix"]
+MIX_MODES: tuple[str, ...] = get_args(MixMode)
 
 
 @torch.no_grad()

@@ -9,9 +9,14 @@ from contrastlab.methods.base import (
     TrainBatch,
     TwoViewMethod,
 )
+from contrastlab.methods.contract import BatchSampler, Distributed, EpochContext, ScalarWriter
 from contrastlab.methods.registry import available_methods, get_method_class, register_method
 
 __all__ = [
+    "BatchSampler",
+    "Distributed",
+    "EpochContext",
+    "ScalarWriter",
     "Component",
     "DataInfo",
     "LossOutput",

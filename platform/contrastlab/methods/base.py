@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrastlab.config import ExperimentConfig, MethodConfig
 from contrastlab.losses.contrastive import f32
+from contrastlab.methods.contract import BatchSampler, Distributed, EpochContext
 from contrastlab.models import build_encoder, build_projector, resolve_projector_bn
+from contrastlab.optim import build_schedule
+from contrastlab.sections import MethodConfig
+
+if TYPE_CHECKING:  # annotations only: the methods never import contrastlab.config
+    from contrastlab.config import ExperimentConfig
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ class Method(nn.Module):
     config_class: ClassVar[type[MethodConfig]]
     method_name: ClassVar[str] = ""
 
-    def __init__(self, cfg: ExperimentConfig, info: DataInfo, dist):
+    def __init__(self, cfg: ExperimentConfig, info: DataInfo, dist: Distributed):
         super().__init__()
         self.cfg = cfg
         self.mcfg = cfg.method
@@ -128,18 +133,18 @@ class Method(nn.Module):
     def after_optimizer_step(self) -> None:
         """Updates that follow each step (EMA encoders, queues)."""
 
-    def lr_schedule(self, optimizer: torch.optim.Optimizer, index: int, steps_per_epoch: int):
+    def lr_schedule(
+        self, optimizer: torch.optim.Optimizer, index: int, steps_per_epoch: int
+    ) -> torch.optim.lr_scheduler.LRScheduler:
         """The lr schedule of the `index`-th optimiser, stepped once per training step.
         Default: warm-up + cosine over the whole run (MCL gives each stage its own)."""
-        from contrastlab.engine.optim import build_schedule  # the engine imports the methods
-
         return build_schedule(optimizer, self.cfg.optim, steps_per_epoch)
 
     # -- schedule hooks ---------------------------------------------------------------
-    def on_epoch_start(self, epoch: int, ctx) -> None:
+    def on_epoch_start(self, epoch: int, ctx: EpochContext) -> None:
         """Called before each epoch; `ctx` gives access to the engine's helpers."""
 
-    def batch_sampler(self, ctx):
+    def batch_sampler(self, ctx: EpochContext) -> BatchSampler:
         """The sampler of index batches; default: seeded random batches."""
         return ctx.random_batches()
 
@@ -164,7 +169,7 @@ class TwoViewMethod(Method):
 
     published_projector_bn: ClassVar[bool] = True
 
-    def __init__(self, cfg: ExperimentConfig, info: DataInfo, dist, projector_bn: bool | None = None):
+    def __init__(self, cfg: ExperimentConfig, info: DataInfo, dist: Distributed, projector_bn: bool | None = None):
         super().__init__(cfg, info, dist)
         self.encoder, self.feature_dim = build_encoder(cfg.model, info.channels)
         self.projector_bn = resolve_projector_bn(cfg.model, projector_bn, self.published_projector_bn)

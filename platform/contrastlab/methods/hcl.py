@@ -16,10 +16,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from contrastlab.config import MethodConfig
 from contrastlab.losses import dcl_loss, hcl_loss
 from contrastlab.methods.base import Component, LossOutput, TrainBatch, TwoViewMethod
 from contrastlab.methods.registry import register_method
+from contrastlab.sections import MethodConfig
 
 DCL_PAPER = "Chuang et al., NeurIPS 2020"
 HCL_PAPER = "Robinson et al., ICLR 2021"

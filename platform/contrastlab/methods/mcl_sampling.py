@@ -7,7 +7,8 @@
 - `ClusterBatches`: index batches that each come from one pseudo-label group, so every
   in-batch negative shares the anchor's group.
 - `batch_negative_mask` / `queue_negative_mask`: which negatives share the anchor's group,
-  for masking the NT-Xent negatives or a MoCo queue.
+  for masking the NT-Xent negatives (`nt_xent`) or a MoCo queue (`moco_loss`), both
+  through their `negative_mask` argument.
 
 Small groups (the choice the paper leaves open): per epoch, each group is shuffled and cut
 into full batches; what is left of every group (fewer than a batch) goes into a pool,
@@ -28,8 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from contrastlab.data.sampling import epoch_seed
-from contrastlab.losses import moco_logits, negative_candidate_index
-from contrastlab.losses.contrastive import float32_math
+from contrastlab.losses import negative_candidate_index
 
 
 # -- clustering and pseudo-labels ---------------------------------------------------------
@@ -175,16 +175,3 @@ def queue_negative_mask(anchor_labels: torch.Tensor, queue_labels: torch.Tensor)
     """[b, K] True where a queue key is kept as a negative: same pseudo-label as the anchor,
     or no label (-1: the random initial keys, which belong to no group)."""
     return (queue_labels[None, :] == anchor_labels[:, None]) | (queue_labels[None, :] < 0)
-
-
-def masked_moco_loss(
-    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float, keep: torch.Tensor
-) -> torch.Tensor:
-    """MoCo v2's InfoNCE with the queue negatives outside `keep` [b, K] removed; with every
-    negative kept it is `moco_loss` on the same tensors."""
-    logits = moco_logits(q, k, queue, temperature)
-    with float32_math(logits.device):
-        negatives = logits[:, 1:].masked_fill(~keep, float("-inf"))
-        logits = torch.cat([logits[:, :1], negatives], dim=1)
-        target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-        return F.cross_entropy(logits, target)

@@ -36,9 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrastlab.config import ConfigError
+from contrastlab.errors import ConfigError
 from contrastlab.losses import info_nce_from_similarities, margin_injected_loss, nt_xent, oucl_loss, two_view_scores
 from contrastlab.methods.base import DataInfo, LossOutput, StepTools, TrainBatch, TwoViewMethod
+from contrastlab.methods.contract import Distributed
 from contrastlab.methods.metaug_config import MetAugConfig
 from contrastlab.methods.metaug_generators import (
     FeatureGenerator,
@@ -71,7 +72,7 @@ def rescaled(scores: torch.Tensor) -> torch.Tensor:
 class MetAug(TwoViewMethod):
     config_class = MetAugConfig
 
-    def __init__(self, cfg, info: DataInfo, dist):
+    def __init__(self, cfg, info: DataInfo, dist: Distributed):
         super().__init__(cfg, info, dist)
         m = self.mcfg
         self.generators: nn.ModuleList | None = None

@@ -9,8 +9,16 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from contrastlab.config import MethodConfig
+from contrastlab.losses.oucl import (
+    CIRCLE_MODES,
+    MARGIN_GRADS,
+    MARGIN_TYPES,
+    CircleMode,
+    MarginGrad,
+    MarginType,
+)
 from contrastlab.methods.base import Component
+from contrastlab.sections import MethodConfig
 
 PAPER = "Li et al., ICML 2022"
 
@@ -21,7 +29,7 @@ class MetAugConfig(MethodConfig):
         "oucl", description=f"contrastive loss: OUCL, the paper's unified loss, or InfoNCE/NT-Xent ({PAPER})"
     )
     gamma: float = Field(16.0, gt=0, description=f"OUCL scale γ; the loss is multiplied by 16/γ ({PAPER})")
-    circle: Literal["off", "full", "delta_only"] = Field(
+    circle: CircleMode = Field(
         "off",
         description=(
             "Circle-style OUCL: full weights α and margins Δ (full), or the margins Δ alone with α = 1 "
@@ -68,7 +76,7 @@ class MetAugConfig(MethodConfig):
         ge=0,
         description=f"λ on the augmented losses L_aug (released 1e-5; tune on a log range 1e-6–1) ({PAPER})",
     )
-    margin_type: Literal["off", "large", "small", "mean"] = Field(
+    margin_type: Literal["off", MarginType] = Field(
         "large", description=f"margin-injected regularisation: which margins, or off ({PAPER})"
     )
     margin_weight: float = Field(
@@ -86,7 +94,7 @@ class MetAugConfig(MethodConfig):
             f"(margin_injection=2) ({PAPER})"
         ),
     )
-    margin_grad: Literal["keep", "detach"] = Field(
+    margin_grad: MarginGrad = Field(
         "keep",
         description=(
             "margins m± of L_MI inside the graph (keep, as the released code) or constants (detach); "
@@ -118,11 +126,11 @@ class MetAugConfig(MethodConfig):
     components: ClassVar[tuple[Component, ...]] = (
         Component("generator", "generator", False, "meta feature generators; off → OUCL/InfoNCE baseline"),
         Component("meta_update", "meta_update", None, "second_order | first_order | frozen"),
-        Component("margin", "margin_type", "off", "margin-injected regularisation (large | small | mean)"),
+        Component("margin", "margin_type", "off", f"margin-injected regularisation ({' | '.join(MARGIN_TYPES)})"),
         Component("loss", "loss", None, "oucl | infonce"),
         # A choice, not an on/off switch: the default (off) is itself one of the forms compared.
-        Component("circle", "circle", None, "off | full | delta_only"),
-        Component("margin_grad", "margin_grad", None, "keep | detach"),
+        Component("circle", "circle", None, " | ".join(CIRCLE_MODES)),
+        Component("margin_grad", "margin_grad", None, " | ".join(MARGIN_GRADS)),
         Component("views", "views", None, "two_crops | cmc_lab"),
         Component("negatives", "negatives", None, "batch | memory_bank"),
     )

@@ -13,12 +13,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from contrastlab.config import MethodConfig
 from contrastlab.distributed.shuffle_bn import shuffled_keys
 from contrastlab.losses import fifo_enqueue, moco_loss
 from contrastlab.losses.contrastive import f32 as at_least_float32
 from contrastlab.methods.base import Component, DataInfo, LossOutput, TrainBatch, TwoViewMethod
+from contrastlab.methods.contract import Distributed
 from contrastlab.methods.registry import register_method
+from contrastlab.sections import MethodConfig
 
 MOCO_V2 = "He et al., CVPR 2020; Chen et al., arXiv 2003.04297"
 
@@ -60,33 +61,34 @@ class MoCoConfig(MoCoKeyConfig):
     )
 
 
-class MoCoBase(TwoViewMethod):
-    """Query encoder f (encoder + projector), key encoder g as its EMA, and the key queue.
+class MomentumKeys:
+    """MoCo v2's key side, composed into a two-view method: the key encoder and head (EMA
+    copies of the method's own, without gradient), the FIFO queue of past keys, and the
+    queries and keys of a step.
 
-    Shared by MoCo v2 and the methods built on it (SLR, MoCHi, SSCL and MCL on a queue).
-    Keys from all workers are gathered before enqueueing, so every worker holds the same
-    queue. The head has no BN unless the config asks (MoCo v2's published head).
+    The host's config supplies `queue_size`, `momentum`, `shuffle_bn` and `shuffle_bn_groups`.
+    Its modules and buffers are registered on the host method under MoCo v2's names
+    (`key_encoder`, `key_projector`, `queue`, `queue_ptr`), so every method that composes
+    it checkpoints the same layout. Keys from all workers are gathered before enqueueing,
+    so every worker holds the same queue.
     """
 
-    published_projector_bn = False
-
-    def __init__(self, cfg, info: DataInfo, dist, projector_bn: bool | None = None):
-        if projector_bn is None:
-            projector_bn = getattr(cfg.method, "projector_bn", None)
-        super().__init__(cfg, info, dist, projector_bn)
-        self.key_encoder = copy.deepcopy(self.encoder)
-        self.key_projector = copy.deepcopy(self.projector)
-        for p in [*self.key_encoder.parameters(), *self.key_projector.parameters()]:
+    def __init__(self, host: TwoViewMethod):
+        self.host = host
+        host.key_encoder = copy.deepcopy(host.encoder)
+        host.key_projector = copy.deepcopy(host.projector)
+        for p in [*host.key_encoder.parameters(), *host.key_projector.parameters()]:
             p.requires_grad_(False)
-        dim = cfg.model.projector_out
-        seed_gen = torch.Generator().manual_seed(cfg.seed + 7919)
-        queue = F.normalize(torch.randn(self.mcfg.queue_size, dim, generator=seed_gen), dim=1)
-        self.register_buffer("queue", queue)
-        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        dim = host.cfg.model.projector_out
+        seed_gen = torch.Generator().manual_seed(host.cfg.seed + 7919)
+        queue = F.normalize(torch.randn(host.mcfg.queue_size, dim, generator=seed_gen), dim=1)
+        host.register_buffer("queue", queue)
+        host.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self._pending_keys: torch.Tensor | None = None
 
     def query(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(at_least_float32(self.projector(self.encoder(images))), dim=1)
+        host = self.host
+        return F.normalize(at_least_float32(host.projector(host.encoder(images))), dim=1)
 
     @torch.no_grad()
     def keys(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -94,33 +96,68 @@ class MoCoBase(TwoViewMethod):
 
         `generator` draws the shuffle (the step's generator, so a run is reproducible).
         """
-        self.key_encoder.train(self.training)
-        self.key_projector.train(self.training)
-        if not (self.training and self.mcfg.shuffle_bn):
+        host = self.host
+        host.key_encoder.train(host.training)
+        host.key_projector.train(host.training)
+        if not (host.training and host.mcfg.shuffle_bn):
             return self.encode_keys(images)
-        return shuffled_keys(self.encode_keys, images, self.dist, self.mcfg.shuffle_bn_groups, generator)
+        return shuffled_keys(self.encode_keys, images, host.dist, host.mcfg.shuffle_bn_groups, generator)
 
     def encode_keys(self, images: torch.Tensor) -> torch.Tensor:
         """The key encoder on one batch, as it is (BN statistics from exactly these rows)."""
-        return F.normalize(at_least_float32(self.key_projector(self.key_encoder(images))), dim=1)
+        host = self.host
+        return F.normalize(at_least_float32(host.key_projector(host.key_encoder(images))), dim=1)
 
-    def remember_keys(self, keys: torch.Tensor) -> None:
+    def remember(self, keys: torch.Tensor) -> None:
         """Keys to enqueue after the optimiser step (the queue must not change mid-step)."""
         self._pending_keys = keys.detach()
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
-        m = self.mcfg.momentum
-        online = [*self.encoder.parameters(), *self.projector.parameters()]
-        target = [*self.key_encoder.parameters(), *self.key_projector.parameters()]
+        """The EMA update of the key encoder and head, then the enqueue of the step's keys."""
+        host = self.host
+        m = host.mcfg.momentum
+        online = [*host.encoder.parameters(), *host.projector.parameters()]
+        target = [*host.key_encoder.parameters(), *host.key_projector.parameters()]
         torch._foreach_mul_(target, m)
         torch._foreach_add_(target, online, alpha=1 - m)
         if self._pending_keys is not None:
-            keys = self.dist.all_gather(self._pending_keys)
-            queue, ptr = fifo_enqueue(self.queue, self.queue_ptr, keys.to(self.queue.dtype))
-            self.queue.copy_(queue)
-            self.queue_ptr.copy_(ptr)
+            keys = host.dist.all_gather(self._pending_keys)
+            queue, ptr = fifo_enqueue(host.queue, host.queue_ptr, keys.to(host.queue.dtype))
+            host.queue.copy_(queue)
+            host.queue_ptr.copy_(ptr)
             self._pending_keys = None
+
+
+class MoCoBase(TwoViewMethod):
+    """Query encoder f (encoder + projector), key encoder g as its EMA, and the key queue.
+
+    Shared by MoCo v2 and the methods built on it (SLR, MoCHi, MCL on a queue); the key side
+    is a `MomentumKeys` (which SSCL composes directly). The head has no BN unless the config
+    asks (MoCo v2's published head).
+    """
+
+    published_projector_bn = False
+
+    def __init__(self, cfg, info: DataInfo, dist: Distributed, projector_bn: bool | None = None):
+        if projector_bn is None:
+            projector_bn = getattr(cfg.method, "projector_bn", None)
+        super().__init__(cfg, info, dist, projector_bn)
+        self.momentum_keys = MomentumKeys(self)
+
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        return self.momentum_keys.query(images)
+
+    def keys(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Normalised keys of `images` (Shuffle-BN in train mode when the config asks)."""
+        return self.momentum_keys.keys(images, generator)
+
+    def remember_keys(self, keys: torch.Tensor) -> None:
+        """Keys to enqueue after the optimiser step (the queue must not change mid-step)."""
+        self.momentum_keys.remember(keys)
+
+    def after_optimizer_step(self) -> None:
+        self.momentum_keys.after_optimizer_step()
 
 
 @register_method("moco")

@@ -6,10 +6,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from contrastlab.config import MethodConfig
 from contrastlab.losses import nt_xent
 from contrastlab.methods.base import Component, LossOutput, TrainBatch, TwoViewMethod
 from contrastlab.methods.registry import register_method
+from contrastlab.sections import MethodConfig
 
 
 class SimCLRConfig(MethodConfig):

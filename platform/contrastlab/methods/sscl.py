@@ -16,12 +16,15 @@ loss is NT-Xent (simclr) or MoCo v2's InfoNCE (moco) on the same tensors.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from contrastlab.losses import (
+    DEBIAS_COUNTS,
+    MIX_MODES,
     hard_pool,
     negative_candidate_index,
     positive_negative_similarities,
@@ -29,8 +32,11 @@ from contrastlab.losses import (
     synthesize_negatives,
     synthetic_similarities,
 )
+from contrastlab.losses.debiased import DebiasCount
+from contrastlab.losses.synthetic import MixMode
 from contrastlab.methods.base import Component, DataInfo, LossOutput, TrainBatch, TwoViewMethod
-from contrastlab.methods.moco import MoCoBase, MoCoKeyConfig
+from contrastlab.methods.contract import Distributed
+from contrastlab.methods.moco import MoCoKeyConfig, MomentumKeys
 from contrastlab.methods.registry import register_method
 
 PAPER = "Dong et al., arXiv 2304.02971"
@@ -57,7 +63,7 @@ class SSCLConfig(MoCoKeyConfig):
         ge=1,
         description=f"s, size of each anchor's pool of hardest real negatives to mix from; s <= 2B-2 ({PAPER})",
     )
-    mix_mode: Literal["pair_mix", "duplicate", "anchor_mix"] = Field(
+    mix_mode: MixMode = Field(
         "pair_mix",
         description=(
             "how a synthetic negative is made from the pool: normalize(α·z_u + (1−α)·z_w), α ~ U(0,1) (pair_mix, "
@@ -80,7 +86,7 @@ class SSCLConfig(MoCoKeyConfig):
         lt=1,
         description=f"class prior τ+ of the debiasing term, keep below 1/#classes (paper default 0.1; {PAPER})",
     )
-    debias_count: Literal["all", "real_only"] = Field(
+    debias_count: DebiasCount = Field(
         "all",
         description=(
             "N in the debiasing term τ+·N·pos: real and synthetic negatives (all, as the released code) or "
@@ -102,10 +108,10 @@ class SSCLConfig(MoCoKeyConfig):
 
     components: ClassVar[tuple[Component, ...]] = (
         Component("synthesis", "synthesis", False, "synthetic hard negatives; off (k = 0) → HCL"),
-        Component("mix_mode", "mix_mode", None, "pair_mix | duplicate | anchor_mix"),
+        Component("mix_mode", "mix_mode", None, " | ".join(MIX_MODES)),
         Component("hard_sampling", "hard_sampling", False, "hardness weights; off (β = 0) → DCL, extended set"),
         Component("debias", "debias", False, "debiased estimator; off (τ+ = 0)"),
-        Component("debias_count", "debias_count", None, "all | real_only"),
+        Component("debias_count", "debias_count", None, " | ".join(DEBIAS_COUNTS)),
     )
 
     @property
@@ -189,49 +195,75 @@ def sscl_objective(
     return LossOutput(loss, scalars)
 
 
+@dataclass
+class Contrasts:
+    """One step's anchors [n, d], their positive similarities [n] and real negatives [n, N],
+    and where the negatives come from (see `synthetic_points`)."""
+
+    anchors: torch.Tensor
+    pos: torch.Tensor
+    neg: torch.Tensor
+    candidates: torch.Tensor
+    candidate_index: torch.Tensor | None
+
+
+class BatchNegatives:
+    """Base simclr: every local view is an anchor, the other view of its image the positive,
+    and the 2B−2 other views of the global batch its real negatives and hard pool."""
+
+    def __init__(self, host: TwoViewMethod):
+        self.host = host
+
+    def contrasts(self, batch: TrainBatch) -> Contrasts:
+        host = self.host
+        z1, z2 = host.project(batch.views)
+        z1_all, z2_all, offset = host.gather(z1, z2)
+        pos, neg = positive_negative_similarities(z1, z2, z1_all, z2_all, offset)
+        index = None
+        if host.mcfg.effective_synthetic_count:
+            index = negative_candidate_index(z1.shape[0], z1_all.shape[0], offset, z1.device)
+        return Contrasts(torch.cat([z1, z2]), pos, neg, torch.cat([z1_all, z2_all]), index)
+
+    def after_optimizer_step(self) -> None:
+        return None
+
+
+class QueueNegatives:
+    """Base moco: the queries of view 1 are the anchors, the EMA keys of view 2 their
+    positives, and MoCo v2's queue (`MomentumKeys`) the real negatives and hard pool."""
+
+    def __init__(self, host: TwoViewMethod):
+        self.keys = MomentumKeys(host)
+
+    def contrasts(self, batch: TrainBatch) -> Contrasts:
+        x1, x2 = batch.views
+        queue = self.keys.host.queue.clone().detach()
+        q = self.keys.query(x1)
+        k = self.keys.keys(x2, batch.generator)
+        self.keys.remember(k)  # enqueued after the optimiser step
+        return Contrasts(q, (q * k).sum(1), q @ queue.T, queue, None)
+
+    def after_optimizer_step(self) -> None:
+        self.keys.after_optimizer_step()
+
+
 @register_method("sscl")
-class SSCL(MoCoBase):
+class SSCL(TwoViewMethod):
+    """SSCL on a source of real negatives, chosen by `base`: `BatchNegatives` (simclr) or
+    `QueueNegatives` (moco, whose key encoder and queue then belong to this method)."""
+
     config_class = SSCLConfig
     published_projector_bn = False
 
-    def __init__(self, cfg, info: DataInfo, dist):
+    def __init__(self, cfg, info: DataInfo, dist: Distributed):
         mcfg: SSCLConfig = cfg.method
         check_pool_size(mcfg, cfg.optim.batch_size)
-        if mcfg.base == "moco":
-            super().__init__(cfg, info, dist, mcfg.projector_bn)
-        else:
-            # The SimCLR base has no key encoder and no queue: only the two-view setup.
-            TwoViewMethod.__init__(self, cfg, info, dist, mcfg.projector_bn)
-
-    @property
-    def uses_queue(self) -> bool:
-        return self.mcfg.base == "moco"
+        super().__init__(cfg, info, dist, mcfg.projector_bn)
+        self.negatives = QueueNegatives(self) if mcfg.base == "moco" else BatchNegatives(self)
 
     def compute_loss(self, batch: TrainBatch) -> LossOutput:
-        if self.uses_queue:
-            return self._queue_loss(batch)
-        return self._batch_loss(batch)
-
-    def _batch_loss(self, batch: TrainBatch) -> LossOutput:
-        z1, z2 = self.project(batch.views)
-        z1_all, z2_all, offset = self.gather(z1, z2)
-        pos, neg = positive_negative_similarities(z1, z2, z1_all, z2_all, offset)
-        index = None
-        if self.mcfg.effective_synthetic_count:
-            index = negative_candidate_index(z1.shape[0], z1_all.shape[0], offset, z1.device)
-        candidates = torch.cat([z1_all, z2_all])
-        return sscl_objective(torch.cat([z1, z2]), pos, neg, candidates, index, self.mcfg, batch.generator)
-
-    def _queue_loss(self, batch: TrainBatch) -> LossOutput:
-        x1, x2 = batch.views
-        queue = self.queue.clone().detach()
-        q = self.query(x1)
-        k = self.keys(x2, batch.generator)
-        pos, neg = (q * k).sum(1), q @ queue.T
-        out = sscl_objective(q, pos, neg, queue, None, self.mcfg, batch.generator)
-        self.remember_keys(k)
-        return out
+        c = self.negatives.contrasts(batch)
+        return sscl_objective(c.anchors, c.pos, c.neg, c.candidates, c.candidate_index, self.mcfg, batch.generator)
 
     def after_optimizer_step(self) -> None:
-        if self.uses_queue:
-            super().after_optimizer_step()
+        self.negatives.after_optimizer_step()

@@ -1,4 +1,9 @@
-"""Optimisers (SGD, LARS, AdamW) and the warm-up + cosine schedule."""
+"""Optimisers (SGD, LARS, AdamW) and the warm-up + cosine schedule.
+
+Below the methods and the engine (it imports neither): the engine builds a run's
+optimisers here, and a method that schedules its own learning rate (MCL's stages) uses
+the same schedule.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from contrastlab.config import OptimConfig
+from contrastlab.sections import OptimConfig
 
 
 class LARS(torch.optim.Optimizer):
@@ -50,8 +55,9 @@ def scaled_lr(cfg: OptimConfig) -> float:
     return cfg.lr * cfg.batch_size / 256
 
 
-def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig, lr: float | None = None) -> torch.optim.Optimizer:
-    lr = scaled_lr(cfg) if lr is None else lr
+def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The configured optimiser over `params`, at the batch-scaled learning rate."""
+    lr = scaled_lr(cfg)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "lars":
@@ -75,3 +81,6 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per
     total = cfg.epochs * steps_per_epoch
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup))
+
+
+__all__ = ["LARS", "build_optimizer", "build_schedule", "scaled_lr", "warmup_cosine"]
