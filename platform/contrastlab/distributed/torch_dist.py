@@ -17,6 +17,7 @@ update as one worker × batch W·B:
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -26,6 +27,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.nn.functional import all_gather as differentiable_all_gather
 from torch.nn.parallel import DistributedDataParallel
+
+# No buffer sync in forward. Recent torch names this `forward_sync_buffers` and deprecates
+# `broadcast_buffers`; torch 2.4 has only the latter, with the same meaning for forward.
+NO_FORWARD_BUFFER_SYNC: dict[str, bool] = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 # torch marks this gather deprecated in favour of the private functional collectives; it is
 # the documented differentiable gather (also twice differentiable, which MetAug's meta step
@@ -119,10 +128,7 @@ class TorchDistributed:
         device_ids = [self.device.index or 0] if self.device.type == "cuda" else None
         # Buffers are synced once at construction, never in forward (see the module docstring).
         return DistributedDataParallel(
-            module,
-            device_ids=device_ids,
-            forward_sync_buffers=False,
-            find_unused_parameters=find_unused,
+            module, device_ids=device_ids, find_unused_parameters=find_unused, **NO_FORWARD_BUFFER_SYNC
         )
 
     def convert_sync_batchnorm(self, module: nn.Module) -> nn.Module:
