@@ -39,9 +39,6 @@ def state_of(*modules: nn.Module) -> dict[str, torch.Tensor]:
     return {f"{i}.{k}": v.detach().clone() for i, m in enumerate(modules) for k, v in m.state_dict().items()}
 
 
-# -- NumPy references ------------------------------------------------------------------
-
-
 # -- identities with the baselines ---------------------------------------------------------
 def test_generator_off_infonce_is_simclr_exactly():
     cfg = tiny_config({"name": "simclr", "temperature": 0.3})

@@ -74,7 +74,7 @@ def test_mm_weight_zero_is_mm_off():
     torch.testing.assert_close(ours, baseline, rtol=1e-6, atol=1e-7)
 
 
-# -- NumPy references ----------------------------------------------------------------------------
+# -- against the NumPy references ----------------------------------------------------------------
 
 
 def as_np(t: torch.Tensor) -> np.ndarray:
