@@ -1,69 +1,19 @@
-"""Shared test fixtures: tiny configs, one torch thread, and a lock that keeps Ray clusters one at a time."""
+"""Fixtures only, and the lock that keeps Ray clusters one at a time; builders live in tests/helpers.py."""
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
 
-from contrastlab.config import ExperimentConfig, config_from_dict
+from contrastlab.config import ExperimentConfig
+from tests.helpers import tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
 RAY_LOCK = Path(os.environ.get("CONTRASTLAB_RAY_LOCK", "/tmp/contrastlab-ray-tests.lock"))
-
-
-def tiny_config_dict(method: dict | None = None, **sections) -> dict:
-    """A config that trains in seconds on CPU: synthetic Trifeature images, a narrow CNN."""
-    data = {
-        "name": "trifeature",
-        "trifeature_train": 256,
-        "trifeature_test": 128,
-        "image_size": 16,
-    }
-    cfg = {
-        "name": "tiny",
-        "seed": 0,
-        "data": data,
-        "augment": {"crop_scale": [0.5, 1.0]},
-        "model": {"encoder": "small_cnn", "width": 8, "projector_hidden": 32, "projector_out": 16},
-        "method": method or {"name": "simclr", "temperature": 0.5},
-        "optim": {"batch_size": 32, "epochs": 2, "warmup_epochs": 0, "lr": 0.1},
-        "eval": {"knn_every": 1, "knn_k": 20, "probe_epochs": 5},
-        "output": {"progress_every": 0},
-        "resources": {"device": "cpu"},
-    }
-    for section, values in sections.items():
-        cfg.setdefault(section, {}).update(values)
-    return cfg
-
-
-def tiny_config(method: dict | None = None, **sections) -> ExperimentConfig:
-    return config_from_dict(tiny_config_dict(method, **sections), "<test>")
-
-
-def colour_knn(trainer) -> float:
-    """kNN top-1 on Trifeature's colour: the attribute a short contrastive run learns first
-    (shape, the primary label, is the one it suppresses), so a few CPU epochs show learning."""
-    from contrastlab.evaluation import knn_top1
-
-    bundle, method = trainer.bundle, trainer.method
-    method.eval()
-    train_feats = trainer.evaluator.embed(method.features, bundle.train_images)
-    test_feats = trainer.evaluator.embed(method.features, bundle.test_images)
-    method.train()
-    return knn_top1(
-        train_feats,
-        bundle.train_labels["colour"],
-        test_feats,
-        bundle.test_labels["colour"],
-        k=20,
-        temperature=0.1,
-        num_classes=bundle.num_classes["colour"],
-    )
 
 
 @pytest.fixture
@@ -103,9 +53,15 @@ def ray_host_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@pytest.fixture(scope="session")
+def host_lock() -> Callable[[], AbstractContextManager[None]]:
+    """`ray_host_lock` itself, for fixtures wider than one test: `with host_lock(): ...`."""
+    return ray_host_lock
+
+
 @pytest.fixture
 def ray_lock():
-    """The host's Ray lock for one test; wider fixtures use `ray_host_lock()` directly."""
+    """The host's Ray lock for one test; wider fixtures take `host_lock`."""
     with ray_host_lock():
         yield
 

@@ -13,7 +13,6 @@ on each other, as a user would run them:
 from __future__ import annotations
 
 import csv
-import fcntl
 import json
 import os
 from pathlib import Path
@@ -25,7 +24,7 @@ from contrastlab.ablation.cache import CACHE_FILE, RunCache
 from contrastlab.ablation.runner import plan_runs, run_ablation
 from contrastlab.ablation.spec import load_spec
 from contrastlab.raytrain.worker import FAIL_ONCE_ENV
-from tests.conftest import RAY_LOCK, tiny_config_dict
+from tests.helpers import tiny_config_dict
 
 pytestmark = pytest.mark.ray
 CODE = "e2e-code-1"
@@ -35,21 +34,18 @@ FAIL_STEP = 12
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
+def ray_cluster(tmp_path_factory, host_lock):
     import ray
 
     saved = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S")
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = "180"
     os.environ.setdefault("CONTRASTLAB_CACHE", str(tmp_path_factory.mktemp("data-cache")))
-    RAY_LOCK.touch(exist_ok=True)
-    with RAY_LOCK.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with host_lock():
         ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1")
         try:
             yield
         finally:
             ray.shutdown()
-            fcntl.flock(handle, fcntl.LOCK_UN)
             if saved is None:
                 os.environ.pop("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", None)
             else:

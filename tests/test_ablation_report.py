@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import html
-import itertools
 import json
 import math
 import re
@@ -26,6 +25,7 @@ from contrastlab.ablation import (
 from contrastlab.ablation.inference import seeds_needed
 from contrastlab.ablation.spec import _report_settings
 from contrastlab.config import ConfigError
+from tests.reference import enumerated_p, holm_by_hand
 
 SEEDS = (0, 1, 2)
 # Test split. full: 0.70, 0.72, 0.74. no_a drops by 0.10, 0.09, 0.11; no_b has seed 1 failed and
@@ -97,23 +97,6 @@ def report(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def enumerated_p(diffs: list[float]) -> float:
-    observed = abs(sum(diffs))
-    patterns = list(itertools.product((1, -1), repeat=len(diffs)))
-    return sum(abs(sum(s * d for s, d in zip(p, diffs, strict=True))) >= observed - 1e-12 for p in patterns) / len(
-        patterns
-    )
-
-
-def holm_by_hand(p_values: list[float]) -> list[float]:
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    adjusted, running = [0.0] * len(p_values), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
 
 
 def test_all_files_are_written(report):

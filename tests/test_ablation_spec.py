@@ -18,7 +18,7 @@ from contrastlab.ablation.spec import load_spec, spec_from_dict
 from contrastlab.cli import main
 from contrastlab.config import ConfigError
 from contrastlab.engine.loop import Trainer, step_seed
-from tests.conftest import ROOT, tiny_config_dict
+from tests.helpers import ROOT, tiny_config_dict
 
 SSCL = {"name": "sscl", "synthetic_count": 8, "hard_pool_size": 16}
 

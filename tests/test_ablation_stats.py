@@ -3,7 +3,6 @@ formulas, Monte Carlo, and simulated studies under the null."""
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -31,26 +30,9 @@ from contrastlab.ablation.stats import (
     verdict,
 )
 from contrastlab.config import ConfigError
+from tests.reference import enumerated_p, holm_by_hand
 
 ALPHA = 0.05
-
-
-def enumerated_p(diffs: list[float]) -> float:
-    """Two-sided sign-flip p by listing every sign pattern with itertools."""
-    observed = abs(sum(diffs))
-    patterns = list(itertools.product((1, -1), repeat=len(diffs)))
-    hits = sum(abs(sum(s * d for s, d in zip(signs, diffs, strict=True))) >= observed - 1e-12 for signs in patterns)
-    return hits / len(patterns)
-
-
-def holm_by_hand(p_values: list[float]) -> list[float]:
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted, running = [0.0] * m, 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
 
 
 # -- summaries --------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import torchvision.transforms.v2.functional as TF
 from contrastlab.config import AugmentConfig
 from contrastlab.data import TwoViewAugment
 from contrastlab.data import augment as aug_module
+from tests.reference import reference_jitter
 
 MEAN, STD = 0.5, 0.25
 NO_CROP = {"crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0), "hflip_prob": 0.0}
@@ -115,29 +116,6 @@ def test_crops_respect_the_scale_range():
     bright = (raw(aug(batch, gen(0))) > 0.5).float().sum((1, 2, 3))
     # The square covers 1/16 of the image; in a crop of 1/4 of the area it fills up to 1/4.
     assert bright.max() <= 0.25 * 32 * 32 + 40 and bright.max() > 0.25 * 32 * 32 - 40
-
-
-def reference_jitter(batch: torch.Tensor, u: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
-    """Colour jitter done one image at a time with torchvision's functional ops."""
-    ops = {"brightness": TF.adjust_brightness, "contrast": TF.adjust_contrast, "saturation": TF.adjust_saturation}
-    columns = {
-        "brightness": aug_module._BRIGHTNESS,
-        "contrast": aug_module._CONTRAST,
-        "saturation": aug_module._SATURATION,
-    }
-    names = list(ops)
-    out = []
-    for image, draws in zip(batch.float() / 255, u):
-        if draws[aug_module._JITTER] < cfg.jitter_prob:
-            keys = torch.stack([draws[aug_module._ORDER.start + aug_module.JITTER_OPS.index(n)] for n in names])
-            order = keys.argsort()
-            for index in order.tolist():
-                name = names[index]
-                strength = getattr(cfg, name)
-                low, high = max(0.0, 1 - strength), 1 + strength
-                image = ops[name](image, low + (high - low) * draws[columns[name]].item())
-        out.append(image)
-    return torch.stack(out)
 
 
 def test_jitter_matches_torchvision_in_a_random_order_per_sample():

@@ -25,8 +25,7 @@ import yaml
 
 from contrastlab.cli import main
 from contrastlab.config import config_from_dict, config_hash
-from tests.conftest import tiny_config_dict
-from tests.files import Evil, put, snapshot, state_bytes, valid_state, write
+from tests.helpers import Evil, put, snapshot, state_bytes, tiny_config_dict, valid_state, write
 
 # -- building the inputs ----------------------------------------------------------------------
 TINY = tiny_config_dict()

@@ -14,7 +14,7 @@ import torch
 from contrastlab.engine import Trainer, build_run
 from contrastlab.engine.loop import step_seed
 from contrastlab.methods import StepTools, TrainBatch
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 PACKAGE = Path(__file__).resolve().parents[1] / "platform" / "contrastlab"
 LAYERED = ("engine", "methods", "config", "sections", "optim", "data", "distributed")

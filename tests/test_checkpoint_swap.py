@@ -18,8 +18,7 @@ from contrastlab.cli import main
 from contrastlab.engine import checkpoint as ck
 from contrastlab.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from contrastlab.engine.loop import Trainer, train
-from tests.conftest import tiny_config
-from tests.files import write
+from tests.helpers import tiny_config, write
 
 
 def state(epoch: int) -> dict:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from contrastlab.config import ConfigError, config_hash, load_config
-from tests.conftest import ROOT, tiny_config_dict
+from tests.helpers import ROOT, tiny_config_dict
 
 
 def write(tmp_path, data) -> str:

@@ -19,9 +19,7 @@ from contrastlab.data import (
     prepare_dataset,
     read_idx,
 )
-from contrastlab.data.datasets import FASHION_MNIST_SYSTEM_DIR
-
-HAS_FASHION = (FASHION_MNIST_SYSTEM_DIR / "train-images-idx3-ubyte.gz").is_file()
+from tests.helpers import needs_fashion
 
 
 def write_idx(path, array: np.ndarray, compress: bool = True) -> None:
@@ -106,7 +104,7 @@ def test_resize_to_image_size(tmp_path):
     assert bundle.test_images.shape == (4, 1, 16, 16) and bundle.image_size == 16
 
 
-@pytest.mark.skipif(not HAS_FASHION, reason="Debian package dataset-fashion-mnist not installed")
+@needs_fashion
 def test_fashion_mnist_system_package():
     bundle = load_dataset(DataConfig(val_size=0, name="fashion_mnist"))
     assert bundle.train_images.shape == (60000, 1, 28, 28) and bundle.test_images.shape == (10000, 1, 28, 28)
@@ -334,7 +332,7 @@ def test_stl10_val_never_reaches_the_pretraining_pool(monkeypatch, tmp_path):
     assert bundle.pretrain_images.shape[0] == 6 + 30
 
 
-@pytest.mark.skipif(not HAS_FASHION, reason="Debian package dataset-fashion-mnist not installed")
+@needs_fashion
 def test_fashion_mnist_default_split_is_5000_balanced_val_images():
     bundle = load_dataset(DataConfig(name="fashion_mnist"))
     assert bundle.train_images.shape[0] == 55000 and bundle.val_images.shape[0] == 5000

@@ -34,7 +34,7 @@ from contrastlab.distributed import LocalDistributed
 from contrastlab.distributed.torch_dist import TorchDistributed
 from contrastlab.methods import DataInfo, StepTools, TrainBatch, available_methods, get_method_class
 from contrastlab.optim import build_optimizer
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 WORLD = 2
 BROKEN_CASE = "simclr_constant_gather"

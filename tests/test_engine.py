@@ -8,7 +8,7 @@ import torch
 from contrastlab.engine import NonFiniteLossError, Trainer, load_checkpoint, train
 from contrastlab.engine.checkpoint import CheckpointError
 from contrastlab.optim import LARS, warmup_cosine
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def params_of(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -132,7 +132,7 @@ def test_eval_command_matches_the_run_and_random_init(tmp_path, capsys):
     import yaml
 
     from contrastlab.cli import main
-    from tests.conftest import tiny_config_dict
+    from tests.helpers import tiny_config_dict
 
     data = tiny_config_dict(optim={"epochs": 1}, eval={"linear_probe": False, "align_uniform": False})
     config_file = tmp_path / "tiny.yaml"

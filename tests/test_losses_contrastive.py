@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -14,37 +12,14 @@ from contrastlab.losses import (
     nt_xent,
     positive_negative_similarities,
 )
-from tests.reference import unit
+from tests.helpers import unit
+from tests.reference import np_nt_xent, np_two_view
 
 TAUS = (0.1, 0.5, 1.0)
 BATCHES = (2, 4, 7)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def np_two_view(z1_all: np.ndarray, z2_all: np.ndarray, offset: int, b: int) -> list[tuple[float, np.ndarray]]:
-    """(positive similarity, negatives in candidate order) for each local anchor, by a plain loop."""
-    B = z1_all.shape[0]
-    candidates = np.concatenate([z1_all, z2_all])
-    rows = []
-    for view in range(2):
-        for i in range(b):
-            own = offset + i + view * B
-            partner = offset + i + (1 - view) * B
-            anchor = candidates[own]
-            negatives = [float(anchor @ candidates[j]) for j in range(2 * B) if j not in (own, partner)]
-            rows.append((float(anchor @ candidates[partner]), np.array(negatives)))
-    return rows
-
-
-def np_nt_xent(rows: list[tuple[float, np.ndarray]], tau: float, keep: np.ndarray | None = None) -> float:
-    losses = []
-    for r, (pos, negs) in enumerate(rows):
-        if keep is not None:
-            negs = negs[keep[r]]
-        losses.append(-math.log(math.exp(pos / tau) / (math.exp(pos / tau) + np.exp(negs / tau).sum())))
-    return float(np.mean(losses))
 
 
 @pytest.mark.parametrize("b, B, offset", [(1, 1, 0), (2, 2, 0), (2, 5, 3), (3, 7, 2), (7, 7, 0)])

@@ -18,7 +18,8 @@ from contrastlab.losses import (
     nt_xent,
     positive_negative_similarities,
 )
-from tests.reference import unit
+from tests.helpers import unit
+from tests.reference import np_debiased, np_ng, np_two_view
 
 GRID = list(itertools.product((0.1, 0.5, 1.0), (0.0, 0.05, 0.1), (0.0, 0.5, 1.0, 2.0)))
 BATCHES = (2, 4, 7)
@@ -27,39 +28,11 @@ BATCHES = (2, 4, 7)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def np_rows(z1: np.ndarray, z2: np.ndarray) -> list[tuple[float, np.ndarray]]:
-    """(positive similarity, negative similarities) per anchor of a single-process batch."""
-    z = np.concatenate([z1, z2])
-    n = z.shape[0]
-    rows = []
-    for i in range(n):
-        partner = (i + n // 2) % n
-        rows.append((float(z[i] @ z[partner]), np.array([z[i] @ z[j] for j in range(n) if j not in (i, partner)])))
-    return rows
-
-
-def np_ng(pos_s: float, neg_s: np.ndarray, tau: float, tau_plus: float, beta: float) -> float:
-    """The HCL estimator written out as in the paper's code, with exponentials."""
-    pos, neg = math.exp(pos_s / tau), np.exp(neg_s / tau)
-    n = len(neg_s)
-    importance = np.exp(beta * neg_s / tau)
-    reweighted = (importance * neg).sum() / importance.mean()
-    return max((reweighted - tau_plus * n * pos) / (1 - tau_plus), n * math.exp(-1 / tau))
-
-
-def np_debiased(rows: list[tuple[float, np.ndarray]], tau: float, tau_plus: float, beta: float) -> float:
-    losses = []
-    for pos_s, neg_s in rows:
-        pos = math.exp(pos_s / tau)
-        losses.append(-math.log(pos / (pos + np_ng(pos_s, neg_s, tau, tau_plus, beta))))
-    return float(np.mean(losses))
-
-
 @pytest.mark.parametrize("tau, tau_plus, beta", GRID)
 def test_hcl_and_dcl_match_numpy(tau, tau_plus, beta):
     for b in BATCHES:
         z1, z2 = unit(b, seed=b), unit(b, seed=b + 100)
-        expected = np_debiased(np_rows(z1.numpy(), z2.numpy()), tau, tau_plus, beta)
+        expected = np_debiased(np_two_view(z1.numpy(), z2.numpy()), tau, tau_plus, beta)
         assert hcl_loss(z1, z2, tau, tau_plus, beta).item() == pytest.approx(expected, rel=1e-9)
         if beta == 0:
             assert dcl_loss(z1, z2, tau, tau_plus).item() == pytest.approx(expected, rel=1e-9)
@@ -144,7 +117,7 @@ def test_masked_negatives_are_dropped_from_sum_weights_and_count(tau, tau_plus, 
     z1, z2 = unit(b, seed=11), unit(b, seed=12)
     keep = torch.rand(2 * b, 2 * b - 2, generator=torch.Generator().manual_seed(2)) > 0.3
     keep[:, 0] = True
-    rows = [(p, n[keep[i].numpy()]) for i, (p, n) in enumerate(np_rows(z1.numpy(), z2.numpy()))]
+    rows = [(p, n[keep[i].numpy()]) for i, (p, n) in enumerate(np_two_view(z1.numpy(), z2.numpy()))]
     expected = np_debiased(rows, tau, tau_plus, beta)
     assert hcl_loss(z1, z2, tau, tau_plus, beta, negative_mask=keep).item() == pytest.approx(expected, rel=1e-9)
 
@@ -166,7 +139,7 @@ def test_local_slices_with_global_tensors_sum_to_the_full_batch_loss():
 def test_extreme_temperature_and_concentration_stay_finite_and_exact():
     z1, z2 = unit(5, seed=31), unit(5, seed=32)
     tau, tau_plus, beta = 0.01, 0.1, 4.0
-    expected = np_debiased(np_rows(z1.numpy(), z2.numpy()), tau, tau_plus, beta)  # float64: e^{400} fits
+    expected = np_debiased(np_two_view(z1.numpy(), z2.numpy()), tau, tau_plus, beta)  # float64: e^{400} fits
     loss = hcl_loss(z1.float().requires_grad_(True), z2.float(), tau, tau_plus, beta)
     assert torch.isfinite(loss) and loss.item() == pytest.approx(expected, rel=1e-4)
 

@@ -18,14 +18,10 @@ from contrastlab.losses import (
     slr_soft_labels,
     soft_cross_entropy,
 )
-from tests.reference import unit
+from tests.helpers import unit
+from tests.reference import np_softmax
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def np_softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
 
 
 @pytest.mark.parametrize("tau", (0.1, 0.5, 1.0))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from contrastlab.losses import margin_injected_loss, margins, oucl_loss, two_view_scores
+from tests.reference import np_oucl
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -17,18 +18,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def scores(rows: int, cols: int, seed: int) -> torch.Tensor:
     """Random rescaled scores in [0, 1], as (cos + 1)/2 would give."""
     return torch.rand(rows, cols, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-
-
-def np_oucl(pos: np.ndarray, neg: np.ndarray, gamma: float, pos_keep=None, neg_keep=None) -> float:
-    terms = []
-    for i in range(pos.shape[0]):
-        total = 0.0
-        for a, p in enumerate(pos[i]):
-            for c, n in enumerate(neg[i]):
-                if (pos_keep is None or pos_keep[i, a]) and (neg_keep is None or neg_keep[i, c]):
-                    total += math.exp(gamma * (n - p))
-        terms.append(math.log(1 + total))
-    return float(np.mean(terms))
 
 
 @pytest.mark.parametrize("gamma", (1.0, 4.0, 16.0, 64.0))

@@ -7,18 +7,13 @@ from typing import Callable
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from contrastlab import losses as L
 from contrastlab.methods import slr as slr_module
 from contrastlab.methods import sscl as sscl_module
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config, unit
 
 B, D, K = 6, 8, 20
-
-
-def unit(*shape: int, seed: int) -> torch.Tensor:
-    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
 
 
 def tensors() -> dict[str, torch.Tensor]:

@@ -22,26 +22,13 @@ from contrastlab.losses import (
     synthesize_negatives,
     synthetic_similarities,
 )
-from tests import reference
+from tests import helpers
+from tests.reference import np_sscl
 
 D = 8
-unit = partial(reference.unit, d=D)
+unit = partial(helpers.unit, d=D)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def np_sscl(pos, real, synth, tau, beta, tau_plus, debias_count) -> float:
-    """SSCL loss by a loop over anchors: HCL weights over real + synthetic, DCL debiasing."""
-    losses = []
-    for p_s, r_s, s_s in zip(pos, real, synth):
-        s = np.concatenate([r_s, s_s])
-        p = math.exp(p_s / tau)
-        importance = np.exp(beta * s / tau)
-        reweighted = (importance * np.exp(s / tau)).sum() / importance.mean()
-        n = len(s) if debias_count == "all" else len(r_s)
-        ng = max((reweighted - tau_plus * n * p) / (1 - tau_plus), len(s) * math.exp(-1 / tau))
-        losses.append(-math.log(p / (p + ng)))
-    return float(np.mean(losses))
 
 
 def reconstruct_mix(h: np.ndarray, a: np.ndarray, c: np.ndarray) -> tuple[float, float]:

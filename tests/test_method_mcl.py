@@ -22,7 +22,8 @@ from contrastlab.methods.mcl_sampling import (
     queue_negative_mask,
     stage_pseudo_labels,
 )
-from tests.conftest import colour_knn, tiny_config
+from tests.helpers import colour_knn, tiny_config
+from tests.reference import hand_mask
 
 N = 64
 INFO = DataInfo(channels=3, image_size=16, num_train=N)
@@ -211,16 +212,6 @@ def test_random_negatives_ignore_the_cluster_labels():
 
 
 # -- masks of other clusters ----------------------------------------------------------------
-def hand_mask(labels_all: list[int], offset: int, b: int) -> torch.Tensor:
-    B = len(labels_all)
-    rows = []
-    for view in range(2):
-        for i in range(b):
-            own = offset + i + view * B
-            positive = offset + i + (1 - view) * B
-            anchor = labels_all[offset + i]
-            rows.append([labels_all[c % B] == anchor for c in range(2 * B) if c not in (own, positive)])
-    return torch.tensor(rows)
 
 
 def test_mask_keeps_exactly_the_same_cluster_negatives():

@@ -13,7 +13,8 @@ from contrastlab.config import load_config
 from contrastlab.distributed import LocalDistributed
 from contrastlab.engine import Trainer, train
 from contrastlab.methods import DataInfo, StepTools, TrainBatch, get_method_class
-from tests.conftest import ROOT, colour_knn, tiny_config
+from tests.helpers import ROOT, colour_knn, tiny_config
+from tests.reference import delta_only_reference, margin_reference, oucl_reference, score_rows
 
 INFO = DataInfo(channels=3, image_size=16, num_train=64)
 
@@ -36,50 +37,6 @@ def sgd_tools(method, lr: float = 0.1) -> StepTools:
 
 def state_of(*modules: nn.Module) -> dict[str, torch.Tensor]:
     return {f"{i}.{k}": v.detach().clone() for i, m in enumerate(modules) for k, v in m.state_dict().items()}
-
-
-# -- NumPy references ------------------------------------------------------------------
-def score_rows(a: np.ndarray, b: np.ndarray, rows: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Rescaled (s+1)/2 positives and negatives per OUCL row, from first principles."""
-    n = a.shape[0]
-    z = np.concatenate([a, b])
-    s = (z @ z.T + 1) / 2
-    pos, neg = [], []
-    for i in range(2 * n):
-        partner = (i + n) % (2 * n)
-        pos.append(np.array([s[i, partner]]))
-        neg.append(np.array([s[i, j] for j in range(2 * n) if j not in (i, partner)]))
-    if rows == "sample":
-        pos = [np.concatenate([pos[i], pos[i + n]]) for i in range(n)]
-        neg = [np.concatenate([neg[i], neg[i + n]]) for i in range(n)]
-    return pos, neg
-
-
-def oucl_reference(a: np.ndarray, b: np.ndarray, gamma: float, rows: str = "sample", circle: float | None = None):
-    """(16/γ)·mean log(1 + Σ_p Σ_n exp(γ(n − p))); with `circle` = m, Circle-loss weights and margins."""
-    pos, neg = score_rows(a, b, rows)
-    terms = []
-    for p, n in zip(pos, neg):
-        if circle is None:
-            exponents = gamma * (n[None, :] - p[:, None])
-        else:
-            alpha_p, alpha_n = np.maximum(1 + circle - p, 0), np.maximum(n + circle, 0)
-            exponents = gamma * (alpha_n * (n - circle))[None, :] - gamma * (alpha_p * (p - 1 + circle))[:, None]
-        terms.append(np.log1p(np.exp(exponents).sum()))
-    return 16.0 / gamma * float(np.mean(terms))
-
-
-def margin_reference(orig, aug_a, aug_b, margin_type: str, c: float) -> float:
-    """c·mean[p̃ − m+]_+ + mean[m− − ñ]_+, margins from each row's original scores."""
-    (pos, neg), (pa, na), (pb, nb) = orig, aug_a, aug_b
-    pos_hinge, neg_hinge = [], []
-    for r in range(len(pos)):
-        p_min, n_max = pos[r].min(), neg[r].max()
-        low, high = min(p_min, n_max), max(p_min, n_max)
-        m_pos, m_neg = {"large": (low, high), "small": (high, low)}.get(margin_type, ((low + high) / 2,) * 2)
-        pos_hinge.append(np.maximum(np.concatenate([pa[r], pb[r]]) - m_pos, 0))
-        neg_hinge.append(np.maximum(m_neg - np.concatenate([na[r], nb[r]]), 0))
-    return c * float(np.mean(pos_hinge)) + float(np.mean(neg_hinge))
 
 
 # -- identities with the baselines ---------------------------------------------------------
@@ -121,16 +78,6 @@ def test_margin_grad_keep_changes_the_meta_gradient_and_detach_does_not_touch_th
         torch.cat([g.reshape(-1) for g in m.generator_meta_gradients(batch.views)]) for m in (keep, detach)
     )
     assert not torch.allclose(g_keep, g_detach, rtol=1e-6, atol=1e-12)
-
-
-def delta_only_reference(a: np.ndarray, b: np.ndarray, gamma: float, margin: float) -> float:
-    """The released circle switch, written out: α = 1, margins Δ_p = 1 − m, Δ_n = m."""
-    pos, neg = score_rows(a, b, "sample")
-    terms = [
-        np.log1p(sum(np.exp(gamma * ((n - margin) - (p - (1 - margin)))) for p in ps for n in ns))
-        for ps, ns in zip(pos, neg)
-    ]
-    return 16.0 / gamma * float(np.mean(terms))
 
 
 @pytest.mark.parametrize("margin", [0.25, 0.4])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -15,7 +13,8 @@ from contrastlab.distributed import LocalDistributed
 from contrastlab.methods import DataInfo, StepTools, TrainBatch, get_method_class
 from contrastlab.methods.metaug_views import LAB_MEAN, LAB_STD, lab_views, rgb_to_lab
 from contrastlab.models import build_encoder
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
+from tests.reference import lab_of_pixel, np_oucl, score_rows
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 INFO = DataInfo(channels=3, image_size=16, num_train=40, mean=MEAN, std=STD)
@@ -36,22 +35,6 @@ def views_batch(seed: int = 1) -> TrainBatch:
 
 
 # -- Lab conversion ----------------------------------------------------------------------------------
-def lab_of_pixel(r: float, g: float, b: float) -> tuple[float, float, float]:
-    """sRGB (D65) → CIE Lab for one pixel, written from the definitions."""
-
-    def linear(c: float) -> float:
-        return ((c + 0.055) / 1.055) ** 2.4 if c > 0.04045 else c / 12.92
-
-    rl, gl, bl = linear(r), linear(g), linear(b)
-    x = (0.412453 * rl + 0.357580 * gl + 0.180423 * bl) / 0.950456
-    y = 0.212671 * rl + 0.715160 * gl + 0.072169 * bl
-    z = (0.019334 * rl + 0.119193 * gl + 0.950227 * bl) / 1.088754
-
-    def f(t: float) -> float:
-        return t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116
-
-    lightness = 116 * y ** (1 / 3) - 16 if y > 0.008856 else 903.3 * y
-    return lightness, 500 * (f(x) - f(y)), 200 * (f(y) - f(z))
 
 
 def test_rgb_to_lab_known_colours_and_per_pixel_reference():
@@ -82,22 +65,6 @@ def test_lab_views_undo_the_data_normalisation_and_scale_like_cmc():
 
 
 # -- cmc_lab views ---------------------------------------------------------------------------------------
-def oucl_sample_rows(pos_rows: list[np.ndarray], neg_rows: list[np.ndarray], gamma: float) -> float:
-    terms = [np.log1p(sum(math.exp(gamma * (n - p)) for p in ps for n in ns)) for ps, ns in zip(pos_rows, neg_rows)]
-    return 16.0 / gamma * float(np.mean(terms))
-
-
-def batch_rows(a: np.ndarray, b: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per sample: both views' positives and their 2B−2 negatives each, rescaled (s+1)/2."""
-    n = a.shape[0]
-    z = np.concatenate([a, b])
-    s = (z @ z.T + 1) / 2
-    pos, neg = [], []
-    for i in range(n):
-        rows = [(i, i + n), (i + n, i)]
-        pos.append(np.array([s[r, c] for r, c in rows]))
-        neg.append(np.concatenate([[s[r, j] for j in range(2 * n) if j not in (r, c)] for r, c in rows]))
-    return pos, neg
 
 
 def test_cmc_lab_views_one_encoder_per_channel_group_and_the_oucl_reference():
@@ -109,7 +76,7 @@ def test_cmc_lab_views_one_encoder_per_channel_group_and_the_oucl_reference():
         lightness, colour = lab_views(batch.views[0], MEAN, STD)
         z1 = F.normalize(method.projector(method.encoder(lightness)), dim=1).double().numpy()
         z2 = F.normalize(method.projector_ab(method.encoder_ab(colour)), dim=1).double().numpy()
-    assert loss.item() == pytest.approx(oucl_sample_rows(*batch_rows(z1, z2), 8.0), rel=1e-5)
+    assert loss.item() == pytest.approx(np_oucl(*score_rows(z1, z2, "sample"), 8.0, scaled=True), rel=1e-5)
     method.eval()
     assert method.features(batch.views[0]).shape == (ROWS, 2 * method.feature_dim)
 
@@ -157,7 +124,7 @@ def test_memory_bank_loss_matches_the_reference(loss):
     pos = [np.array([z1[i] @ banks[1, own[i]], z2[i] @ banks[0, own[i]]]) for i in range(ROWS)]
     neg = [np.concatenate([banks[1, negatives[i]] @ z1[i], banks[0, negatives[i]] @ z2[i]]) for i in range(ROWS)]
     if loss == "oucl":
-        expected = oucl_sample_rows([(p + 1) / 2 for p in pos], [(n + 1) / 2 for n in neg], 8.0)
+        expected = np_oucl([(p + 1) / 2 for p in pos], [(n + 1) / 2 for n in neg], 8.0, scaled=True)
     else:
         terms = []
         for i in range(ROWS):

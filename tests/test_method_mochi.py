@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,8 +11,8 @@ from contrastlab.distributed import LocalDistributed
 from contrastlab.losses import mochi_loss, moco_loss
 from contrastlab.methods import DataInfo, TrainBatch, get_method_class
 from contrastlab.methods import mochi as mochi_module
-from tests.conftest import ROOT, tiny_config
-from tests.test_method_sscl import recording
+from tests.helpers import ROOT, recording, tiny_config, unit
+from tests.reference import mochi_reference
 
 INFO = DataInfo(channels=3, image_size=16, num_train=64)
 ROWS, QUEUE = 8, 64
@@ -62,16 +61,6 @@ def test_before_mix_start_epoch_is_moco_v2():
 
 
 # -- the loss against NumPy ----------------------------------------------------------------------
-def reference(q: np.ndarray, k: np.ndarray, queue: np.ndarray, synthetic: np.ndarray, tau: float) -> float:
-    losses = []
-    for i in range(q.shape[0]):
-        logits = np.concatenate([[q[i] @ k[i]], queue @ q[i], synthetic[i] @ q[i]]) / tau
-        losses.append(np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[0])
-    return float(np.mean(losses))
-
-
-def unit(*shape: int, seed: int, dtype=torch.float64) -> torch.Tensor:
-    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype), dim=-1)
 
 
 @pytest.mark.parametrize("extra", [0, 1, 7])
@@ -79,7 +68,7 @@ def test_mochi_loss_matches_numpy_in_float64(extra):
     q, k, queue, synthetic = unit(5, 8, seed=0), unit(5, 8, seed=1), unit(20, 8, seed=2), unit(5, extra, 8, seed=3)
     got = mochi_loss(q, k, queue, synthetic, 0.2)
     assert got.dtype == torch.float64
-    expected = reference(*(t.numpy() for t in (q, k, queue, synthetic)), 0.2)
+    expected = mochi_reference(*(t.numpy() for t in (q, k, queue, synthetic)), 0.2)
     assert got.item() == pytest.approx(expected, rel=1e-12)
     if extra == 0:
         assert torch.equal(got, moco_loss(q, k, queue, 0.2))
@@ -96,7 +85,7 @@ def test_method_loss_matches_numpy_with_its_own_synthetic_negatives(monkeypatch)
     synthetic = made[0]
     assert synthetic.shape == (ROWS, 18, 16) and not synthetic.requires_grad
     torch.testing.assert_close(synthetic.norm(dim=2), torch.ones(ROWS, 18))
-    expected = reference(
+    expected = mochi_reference(
         queries[0].detach().double().numpy(), keys[0].double().numpy(), queue, synthetic.double().numpy(), 0.3
     )
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)

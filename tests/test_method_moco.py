@@ -17,7 +17,7 @@ from contrastlab.distributed import LocalDistributed
 from contrastlab.distributed.shuffle_bn import group_count
 from contrastlab.distributed.torch_dist import TorchDistributed
 from contrastlab.methods import DataInfo, StepTools, TrainBatch, get_method_class
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 INFO = DataInfo(channels=3, image_size=16, num_train=64)
 ROWS, QUEUE, WORLD = 8, 32, 2

@@ -12,8 +12,8 @@ from contrastlab.config import load_config
 from contrastlab.distributed import LocalDistributed
 from contrastlab.methods import DataInfo, StepTools, TrainBatch, get_method_class
 from contrastlab.methods import slr as slr_module
-from tests.conftest import ROOT, tiny_config
-from tests.test_method_sscl import learns_beyond_random_init, needs_fashion, one_epoch_run, recording
+from tests.helpers import ROOT, learns_beyond_random_init, needs_fashion, one_epoch_run, recording, tiny_config
+from tests.reference import mixed_input, moco_v2_mm_reference, refined_labels, soft_ce
 
 INFO = DataInfo(channels=3, image_size=16, num_train=64)
 ROWS, QUEUE = 8, 64
@@ -74,26 +74,7 @@ def test_mm_weight_zero_is_mm_off():
     torch.testing.assert_close(ours, baseline, rtol=1e-6, atol=1e-7)
 
 
-# -- NumPy references ----------------------------------------------------------------------------
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def refined_labels(k: np.ndarray, candidates: np.ndarray, alpha: float, tau_prime: float, top_k) -> np.ndarray:
-    p = softmax(k @ candidates.T / tau_prime)
-    if top_k is not None:
-        for row in p:
-            row[np.argsort(row)[:-top_k]] = 0.0
-        p = p / p.sum(axis=1, keepdims=True)
-    onehot = np.eye(candidates.shape[0])[: k.shape[0]]
-    return (1 - alpha) * onehot + alpha * p
-
-
-def soft_ce(logits: np.ndarray, labels: np.ndarray) -> float:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-(labels * log_probs).sum(axis=1).mean())
+# -- against the NumPy references ----------------------------------------------------------------
 
 
 def as_np(t: torch.Tensor) -> np.ndarray:
@@ -112,11 +93,6 @@ def test_slr_loss_matches_numpy(monkeypatch, top_k):
     assert out.loss.item() == pytest.approx(soft_ce(q @ candidates.T / 0.2, labels), rel=1e-5)
     entropy = -(labels * np.log(np.clip(labels, 1e-12, None))).sum(axis=1).mean()
     assert out.scalars["mean_label_entropy"].item() == pytest.approx(entropy, rel=1e-4)
-
-
-def mixed_input(theta, x1: np.ndarray, partner: np.ndarray) -> np.ndarray:
-    weight = np.asarray(theta, dtype=np.float64).reshape(-1, *[1] * (x1.ndim - 1)) if np.ndim(theta) else theta
-    return weight * x1 + (1 - weight) * partner
 
 
 @pytest.mark.parametrize(("partner", "theta_mode"), [("key_crop", "per_sample"), ("query_crop", "per_batch")])
@@ -149,25 +125,6 @@ def test_momentum_mixup_matches_numpy(monkeypatch, partner, theta_mode):
     expected = soft_ce(q @ candidates.T / 0.2, labels) + 1.5 * soft_ce(q_mix @ candidates.T / 0.2, mixed_labels)
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
     assert out.scalars["loss_mm"].item() == pytest.approx(soft_ce(q_mix @ candidates.T / 0.2, mixed_labels), rel=1e-5)
-
-
-def moco_v2_mm_reference(
-    q: np.ndarray, q_mix: np.ndarray, k: np.ndarray, queue: np.ndarray, perm: np.ndarray, theta, tau: float
-) -> tuple[float, float]:
-    """MoCo v2's InfoNCE and the MM loss over [own key, partner key, queue], written per query."""
-    theta = np.broadcast_to(np.asarray(theta, dtype=np.float64), (q.shape[0],))
-    moco, mm = [], []
-    for i in range(q.shape[0]):
-        logits = np.concatenate([[q[i] @ k[i]], queue @ q[i]]) / tau
-        moco.append(np.log(np.exp(logits).sum()) - logits[0])
-        own, other = q_mix[i] @ k[i] / tau, q_mix[i] @ k[perm[i]] / tau
-        rest = queue @ q_mix[i] / tau
-        if perm[i] == i:
-            mm.append(np.log(np.exp(np.concatenate([[own], rest])).sum()) - own)
-        else:
-            log_norm = np.log(np.exp(np.concatenate([[own, other], rest])).sum())
-            mm.append(log_norm - theta[i] * own - (1 - theta[i]) * other)
-    return float(np.mean(moco)), float(np.mean(mm))
 
 
 @pytest.mark.parametrize("theta_mode", ["per_sample", "per_batch"])

@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from contrastlab.config import ConfigError, load_config
-from contrastlab.data.datasets import FASHION_MNIST_SYSTEM_DIR
 from contrastlab.distributed import LocalDistributed
-from contrastlab.engine import Trainer, train
 from contrastlab.methods import DataInfo, TrainBatch, get_method_class
 from contrastlab.methods import sscl as sscl_module
-from tests.conftest import ROOT, tiny_config
+from tests.helpers import ROOT, learns_beyond_random_init, needs_fashion, one_epoch_run, recording, tiny_config
+from tests.reference import hard_pool_reference, sscl_torch_reference
 
 INFO = DataInfo(channels=3, image_size=16, num_train=64)
 ROWS = 8
@@ -37,59 +36,6 @@ def paired_losses(first: dict, second: dict, **sections) -> tuple[torch.Tensor, 
     b.load_state_dict(a.state_dict())
     # A fresh batch each: the step generator also draws Shuffle-BN's permutation.
     return a(views_batch()).loss, b(views_batch()).loss
-
-
-def recording(fn, store: list):
-    def wrapper(*args, **kwargs):
-        out = fn(*args, **kwargs)
-        store.append(out)
-        return out
-
-    return wrapper
-
-
-def tensorboard_tags(folder) -> set[str]:
-    """Scalar tags written to a run's TensorBoard event files."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags: set[str] = set()
-    for events in folder.glob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(events))
-        accumulator.Reload()
-        tags |= set(accumulator.Tags()["scalars"])
-    return tags
-
-
-def one_epoch_run(cfg, run_dir) -> tuple[dict, set[str]]:
-    """Train `cfg` for its one epoch: the final metrics and the TensorBoard scalar tags."""
-    metrics = train(cfg, run_dir)
-    return metrics, tensorboard_tags(run_dir / "tensorboard")
-
-
-HAS_FASHION = (FASHION_MNIST_SYSTEM_DIR / "train-images-idx3-ubyte.gz").is_file()
-needs_fashion = pytest.mark.skipif(not HAS_FASHION, reason="Debian package dataset-fashion-mnist not installed")
-
-
-def learns_beyond_random_init(config: str, run_dir, **overrides) -> tuple[float, float]:
-    """kNN top-1 of a shipped Fashion-MNIST config's encoder at initialisation and after a
-    short CPU run (2048 images, 8 epochs, a narrow CNN)."""
-    cfg = load_config(ROOT / "configs" / f"{config}_fashion_mnist.yaml").with_overrides(
-        {
-            "data.subset": 2048,
-            "data.test_subset": 1000,
-            "optim.epochs": 8,
-            "model.width": 16,
-            "eval.knn_every": 0,
-            "eval.linear_probe": False,
-            "eval.align_uniform": False,
-            "resources.device": "cpu",
-            "output.progress_every": 0,
-            **overrides,
-        }
-    )
-    trainer = Trainer(cfg, run_dir)
-    before = trainer.evaluator.knn(trainer.method)["val/knn_top1"]
-    return before, trainer.run()["val/knn_top1"]
 
 
 # -- identities with the baselines ---------------------------------------------------------
@@ -148,27 +94,6 @@ def test_queue_base_everything_off_is_moco():
 
 
 # -- the full loss against a loop reference --------------------------------------------------
-def sscl_reference(z1, z2, synth, tau, beta, tau_plus, count, z1_all=None, z2_all=None, offset=0):
-    """Per-anchor loop over the extended negatives, from the paper's formulas, in float64."""
-    z1_all = z1 if z1_all is None else z1_all
-    z2_all = z2 if z2_all is None else z2_all
-    anchors = torch.cat([z1, z2]).double()
-    candidates = torch.cat([z1_all, z2_all]).double()
-    b, B = z1.shape[0], z1_all.shape[0]
-    losses = []
-    for a in range(2 * b):
-        own = offset + a % b + (0 if a < b else B)
-        partner = offset + a % b + (B if a < b else 0)
-        pos = torch.exp(anchors[a] @ candidates[partner] / tau)
-        real = [torch.exp(anchors[a] @ candidates[j] / tau) for j in range(2 * B) if j not in (own, partner)]
-        fake = [torch.exp(anchors[a] @ synth[a, t].double() / tau) for t in range(synth.shape[1])]
-        neg = torch.stack(real + fake)
-        importance = neg**beta
-        weighted = (importance * neg).sum() / importance.mean()
-        n = len(neg) if count == "all" else len(real)
-        ng = torch.clamp((weighted - tau_plus * n * pos) / (1 - tau_plus), min=len(neg) * math.exp(-1 / tau))
-        losses.append(-torch.log(pos / (pos + ng)))
-    return torch.stack(losses).mean()
 
 
 SYNTH = {"name": "sscl", "synthetic_count": 4, "hard_pool_size": 3, "temperature": 0.4, "beta": 1.5, "tau_plus": 0.1}
@@ -186,21 +111,9 @@ def test_loss_matches_loop_reference(monkeypatch, mix_mode, count):
     (z1, z2), (synth,) = projections[0], points
     assert synth.shape == (2 * ROWS, 4, 16)
     torch.testing.assert_close(synth.norm(dim=2), torch.ones(2 * ROWS, 4))
-    expected = sscl_reference(z1.detach(), z2.detach(), synth, 0.4, 1.5, 0.1, count)
+    expected = sscl_torch_reference(z1.detach(), z2.detach(), synth, 0.4, 1.5, 0.1, count)
     torch.testing.assert_close(out.loss.double(), expected, rtol=1e-5, atol=1e-6)
     assert set(out.scalars) == {"mean_hardness_weight", "synthetic_similarity", "max_hardness_weight"}
-
-
-def hard_pool_reference(z1: torch.Tensor, z2: torch.Tensor, size: int) -> list[torch.Tensor]:
-    """Each anchor's `size` most similar other views, excluding itself and its positive."""
-    z = torch.cat([z1, z2])
-    b = z1.shape[0]
-    pools = []
-    for a in range(2 * b):
-        sims = z @ z[a]
-        sims[[a, (a + b) % (2 * b)]] = -math.inf
-        pools.append(z[sims.topk(size).indices])
-    return pools
 
 
 def test_synthetic_negatives_come_from_the_hard_pool(monkeypatch):
@@ -265,7 +178,7 @@ def test_gradient_reaches_anchors_and_real_negatives_not_synthetic_ones(monkeypa
     assert all(g.abs().sum() > 0 for g in grads)
     # The reference treats the synthetic negatives as constants; equal gradients mean the
     # method's loss reaches the real views only through their own similarities.
-    expected = sscl_reference(
+    expected = sscl_torch_reference(
         z1, z2, synth, 0.4, 1.5, 0.1, "all", torch.cat([z1, remote[0]]), torch.cat([z2, remote[1]])
     )
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)

@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 from contrastlab.cli import main
-from tests.conftest import tiny_config_dict
-from tests.test_method_sscl import needs_fashion
+from tests.helpers import needs_fashion, tiny_config_dict
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

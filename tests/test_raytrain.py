@@ -27,7 +27,7 @@ from contrastlab.config import ConfigError
 from contrastlab.raytrain import init_ray, make_trainer, run_ray_training
 from contrastlab.raytrain.cluster import check_distributed_config, resolve_storage, shared_storage_problem
 from contrastlab.raytrain.worker import FAIL_ONCE_ENV, InjectedFailure, RayReporter, arm_fail_once
-from tests.conftest import ray_host_lock, tiny_config, tiny_config_dict
+from tests.helpers import tiny_config, tiny_config_dict
 
 START_TIMEOUT = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "180"}
 EVALUATED = ("knn_top1", "linear_top1", "probe_colour", "probe_texture", "alignment", "uniformity")
@@ -183,7 +183,7 @@ class ReportLog(UserCallback):
 class TestSimulatedTwoNodeCluster:
     @pytest.fixture(scope="class")
     @classmethod
-    def cluster(cls, tmp_path_factory):
+    def cluster(cls, tmp_path_factory, host_lock):
         import ray
         from ray.cluster_utils import Cluster
 
@@ -192,7 +192,7 @@ class TestSimulatedTwoNodeCluster:
         environment = {**START_TIMEOUT, "CONTRASTLAB_CACHE": str(cache)}
         saved = {k: os.environ.get(k) for k in environment}
         os.environ.update(environment)
-        with ray_host_lock():
+        with host_lock():
             cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
             cluster.add_node(num_cpus=1)
             cluster.wait_for_nodes()

@@ -15,8 +15,7 @@ from contrastlab.cli import main
 from contrastlab.config import config_from_dict
 from contrastlab.engine.checkpoint import load_checkpoint
 from contrastlab.engine.runfolder import claim_run_folder
-from tests.conftest import tiny_config_dict
-from tests.files import snapshot, write
+from tests.helpers import snapshot, tiny_config_dict, write
 
 QUIET_EVAL = {"knn_every": 0, "linear_probe": False, "align_uniform": False}
 

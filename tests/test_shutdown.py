@@ -24,8 +24,7 @@ import psutil
 # isort: on
 
 from contrastlab.raytrain.cluster import secure_token_file
-from tests.conftest import ROOT, tiny_config_dict
-from tests.files import write
+from tests.helpers import ROOT, tiny_config_dict, write
 
 GRACE = 2.0
 

@@ -25,7 +25,7 @@ import yaml
 
 from contrastlab.cli import main
 from contrastlab.config import load_config
-from tests.conftest import ROOT, tiny_config_dict
+from tests.helpers import ROOT, tiny_config_dict
 
 pytestmark = pytest.mark.ray
 GOOD, SLOW, NAN = 0.5, 1.0e-6, 1.0e30

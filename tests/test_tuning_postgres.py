@@ -31,7 +31,7 @@ from contrastlab.tuning.study import (
     open_storage,
     redact,
 )
-from tests.conftest import tiny_config_dict
+from tests.helpers import tiny_config_dict
 
 BIN_DIRS = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
 PG_BIN = next((Path(d) for d in BIN_DIRS if (Path(d) / "pg_ctl").is_file()), None)

@@ -13,7 +13,7 @@ from contrastlab.cli import main
 from contrastlab.config import ConfigError, load_config
 from contrastlab.tuning.space import parse_space
 from contrastlab.tuning.spec import diff_specs, load_spec, spec_from_dict
-from tests.conftest import ROOT, tiny_config_dict
+from tests.helpers import ROOT, tiny_config_dict
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

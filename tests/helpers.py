@@ -1,0 +1,212 @@
+"""Builders the test modules share: tiny configs, seeded tensors, input files, short runs.
+
+Fixtures live in conftest.py and the NumPy oracles in reference.py; everything a test module
+imports besides those comes from here.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from contrastlab.config import ExperimentConfig, config_from_dict
+
+if TYPE_CHECKING:
+    import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- configs -------------------------------------------------------------------------------------------------
+def tiny_config_dict(method: dict | None = None, **sections) -> dict:
+    """A config that trains in seconds on CPU: synthetic Trifeature images, a narrow CNN."""
+    data = {
+        "name": "trifeature",
+        "trifeature_train": 256,
+        "trifeature_test": 128,
+        "image_size": 16,
+    }
+    cfg = {
+        "name": "tiny",
+        "seed": 0,
+        "data": data,
+        "augment": {"crop_scale": [0.5, 1.0]},
+        "model": {"encoder": "small_cnn", "width": 8, "projector_hidden": 32, "projector_out": 16},
+        "method": method or {"name": "simclr", "temperature": 0.5},
+        "optim": {"batch_size": 32, "epochs": 2, "warmup_epochs": 0, "lr": 0.1},
+        "eval": {"knn_every": 1, "knn_k": 20, "probe_epochs": 5},
+        "output": {"progress_every": 0},
+        "resources": {"device": "cpu"},
+    }
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    return cfg
+
+
+def tiny_config(method: dict | None = None, **sections) -> ExperimentConfig:
+    return config_from_dict(tiny_config_dict(method, **sections), "<test>")
+
+
+# -- tensors -------------------------------------------------------------------------------------------------
+def unit(*shape: int, d: int | None = None, seed: int = 0, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Seeded random unit vectors along the last axis, float64 unless `dtype` says otherwise:
+    `unit(n)` is n rows in R^6, `unit(n, d=8)` and `unit(n, 8)` n rows in R^8, `unit(n, k, 8)`
+    an (n, k, 8) tensor."""
+    import torch
+    import torch.nn.functional as F
+
+    dtype = torch.float64 if dtype is None else dtype
+    if d is not None:
+        shape = (*shape, d)
+    elif len(shape) == 1:
+        shape = (shape[0], 6)
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype), dim=-1)
+
+
+def recording(fn, store: list):
+    """`fn`, appending each return value to `store` (to monkeypatch over a library call)."""
+
+    def wrapper(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        store.append(out)
+        return out
+
+    return wrapper
+
+
+# -- runs ----------------------------------------------------------------------------------------------------
+def colour_knn(trainer) -> float:
+    """kNN top-1 on Trifeature's colour: the attribute a short contrastive run learns first
+    (shape, the primary label, is the one it suppresses), so a few CPU epochs show learning."""
+    from contrastlab.evaluation import knn_top1
+
+    bundle, method = trainer.bundle, trainer.method
+    method.eval()
+    train_feats = trainer.evaluator.embed(method.features, bundle.train_images)
+    test_feats = trainer.evaluator.embed(method.features, bundle.test_images)
+    method.train()
+    return knn_top1(
+        train_feats,
+        bundle.train_labels["colour"],
+        test_feats,
+        bundle.test_labels["colour"],
+        k=20,
+        temperature=0.1,
+        num_classes=bundle.num_classes["colour"],
+    )
+
+
+def tensorboard_tags(folder) -> set[str]:
+    """Scalar tags written to a run's TensorBoard event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: set[str] = set()
+    for events in folder.glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    return tags
+
+
+def one_epoch_run(cfg, run_dir) -> tuple[dict, set[str]]:
+    """Train `cfg` for its one epoch: the final metrics and the TensorBoard scalar tags."""
+    from contrastlab.engine import train
+
+    metrics = train(cfg, run_dir)
+    return metrics, tensorboard_tags(run_dir / "tensorboard")
+
+
+def __getattr__(name: str) -> Any:
+    """`needs_fashion`: skips a test when the Debian package's Fashion-MNIST files are absent.
+    Built on first use, as it imports the data package (and with it torch)."""
+    if name != "needs_fashion":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from contrastlab.data.datasets import FASHION_MNIST_SYSTEM_DIR
+
+    found = (FASHION_MNIST_SYSTEM_DIR / "train-images-idx3-ubyte.gz").is_file()
+    return pytest.mark.skipif(not found, reason="Debian package dataset-fashion-mnist not installed")
+
+
+def learns_beyond_random_init(config: str, run_dir, **overrides) -> tuple[float, float]:
+    """kNN top-1 of a shipped Fashion-MNIST config's encoder at initialisation and after a
+    short CPU run (2048 images, 8 epochs, a narrow CNN)."""
+    from contrastlab.config import load_config
+    from contrastlab.engine import Trainer
+
+    cfg = load_config(ROOT / "configs" / f"{config}_fashion_mnist.yaml").with_overrides(
+        {
+            "data.subset": 2048,
+            "data.test_subset": 1000,
+            "optim.epochs": 8,
+            "model.width": 16,
+            "eval.knn_every": 0,
+            "eval.linear_probe": False,
+            "eval.align_uniform": False,
+            "resources.device": "cpu",
+            "output.progress_every": 0,
+            **overrides,
+        }
+    )
+    trainer = Trainer(cfg, run_dir)
+    before = trainer.evaluator.knn(trainer.method)["val/knn_top1"]
+    return before, trainer.run()["val/knn_top1"]
+
+
+# -- files: writing test inputs, comparing folders before and after a command ------------------------------------
+def put(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """A copy of `data` with `dotted` set (sections created as needed)."""
+    data = copy.deepcopy(data)
+    node = data
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return data
+
+
+def write(path: Path, content: str | bytes | dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, dict):
+        content = yaml.safe_dump(content, sort_keys=False)
+    if isinstance(content, str):
+        content = content.encode()
+    path.write_bytes(content)
+    return path
+
+
+def valid_state(cfg_hash: str) -> dict[str, Any]:
+    return {"method": {}, "epoch": 1, "step": 8, "config_hash": cfg_hash, "extra": {}}
+
+
+def state_bytes(tmp: Path, state: Any) -> bytes:
+    import torch
+
+    scratch = tmp / "scratch.pt"
+    torch.save(state, scratch)
+    data = scratch.read_bytes()
+    scratch.unlink()
+    return data
+
+
+class Evil:
+    """Pickles to a call of os.system: what a malicious checkpoint carries."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def snapshot(path: Path) -> dict[str, bytes] | None:
+    """Every file below `path` with its bytes (None: the path does not exist)."""
+    if not path.exists():
+        return None
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(path.rglob("*"))}
