@@ -14,7 +14,10 @@ prints, at INFO, at most one line every `EVERY_S` seconds once the work has run 
 `THRESHOLD_S` seconds, and a final line with the total time:
 
     extracting features (val): 3072/5000 images, 2100 img/s, eta 1 s
-    extracting features (val): 5000 images in 2.4 s, 2083 img/s
+    extracting features (val): done, 5000 images in 2.4 s, 2083 img/s
+
+A `Progress` that counts nothing times a step as a whole (`with Progress("loading cifar10"):`
+logs `loading cifar10: done in 3.1 s`).
 
 Work that ends within `THRESHOLD_S` prints only the final line, at DEBUG, so short steps
 stay quiet (`contrastlab --debug` shows them). The lines are plain log records: they go
@@ -170,6 +173,8 @@ class Progress:
 
     def final_line(self, now: float, failed: bool = False) -> str:
         elapsed = now - self.started
+        if not self.done and self.total is None:  # a step timed as a whole
+            return f"{self.what}: {'stopped after' if failed else 'done in'} {format_duration(elapsed)}"
         count = f"{self.done}/{self.total}" if failed and self.total is not None else f"{self.done}"
         verb = "stopped after" if failed else "done,"
         text = f"{self.what}: {verb} {count} {self.unit} in {format_duration(elapsed)}"
