@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+import torch
 
 from contrastlab import progress as progress_module
 from contrastlab.progress import Progress, format_duration, quiet_progress, track
@@ -112,3 +113,107 @@ def every_line(monkeypatch, caplog):
     monkeypatch.setattr(progress_module, "EVERY_S", 0.0)
     caplog.set_level(logging.INFO, logger=NAME)
     return caplog
+
+
+def messages(caplog) -> str:
+    return "\n".join(records(caplog))
+
+
+def test_trifeature_generation_and_loading_show_progress(every_line, tmp_path):
+    from contrastlab.config import DataConfig
+    from contrastlab.data import load_dataset
+
+    cfg = DataConfig(name="trifeature", trifeature_train=30, trifeature_test=12, image_size=16, cache_dir=str(tmp_path))
+    load_dataset(cfg)
+    text = messages(every_line)
+    assert "generating Trifeature (train): 30/30 images" in text
+    assert "generating Trifeature (test): done, 12 images in" in text
+    assert "loading trifeature: done in" in text
+    every_line.clear()
+    load_dataset(cfg)  # from the cache: nothing generated
+    assert "generating" not in messages(every_line) and "loading trifeature: done in" in messages(every_line)
+
+
+def test_data_prepare_shows_progress(every_line, tmp_path):
+    from contrastlab.config import DataConfig
+    from contrastlab.data import prepare_dataset
+
+    prepare_dataset(DataConfig(name="trifeature", trifeature_train=20, trifeature_test=10, cache_dir=str(tmp_path)))
+    text = messages(every_line)
+    assert "generating Trifeature (train): done, 20 images" in text and "preparing trifeature: done in" in text
+
+
+def test_image_decoding_and_resizing_show_progress(every_line, tmp_path):
+    from PIL import Image
+
+    from contrastlab.config import DataConfig
+    from contrastlab.data import load_dataset
+    from contrastlab.data.datasets import resize
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            Image.new("RGB", (12, 12), (40 * i, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    load_dataset(DataConfig(name="image_folder", root=str(tmp_path), image_size=8, val_size=2))
+    assert f"decoding images in {tmp_path}: 10/10 images" in messages(every_line)
+    resized = resize(torch.zeros(7, 1, 12, 12, dtype=torch.uint8), 6, chunk=3, what="resizing test images")
+    assert resized.shape == (7, 1, 6, 6)
+    lines = [line for line in records(every_line) if line.startswith("resizing test images")]
+    assert [line.split(",")[0] for line in lines[:3]] == [f"resizing test images: {n}/7 images" for n in (3, 6, 7)]
+
+
+def test_feature_extraction_and_linear_probe_show_progress(every_line, tmp_path):
+    from contrastlab.engine.build import build_run
+    from tests.conftest import tiny_config
+
+    run = build_run(tiny_config(data={"cache_dir": str(tmp_path), "val_size": 32}, eval={"probe_epochs": 3}))
+    every_line.clear()
+    run.evaluator.final(run.method)
+    text = messages(every_line)
+    for split, count in (("train", 224), ("val", 32), ("test", 128)):
+        assert f"extracting features ({split}): {count}/{count} images" in text
+        assert f"extracting features ({split}): done, {count} images in" in text
+    assert "linear probe (shape): 3/3 epochs" in text
+    for attribute in ("colour", "texture"):
+        assert f"linear probe ({attribute}): done, 3 epochs in" in text
+
+
+def test_a_second_worker_logs_progress_at_debug_only(every_line):
+    from contrastlab.evaluation import extract_features
+
+    images = torch.zeros(10, 1, 4, 4)
+    extract_features(lambda x: x.flatten(1), images, lambda x: x, 4, torch.device("cpu"), "extracting features (x)")
+    assert "extracting features (x): 4/10 images" in messages(every_line)
+    every_line.clear()
+    extract_features(lambda x: x.flatten(1), images, lambda x: x, 4, torch.device("cpu"), "features", False)
+    assert records(every_line) == []
+
+
+def test_mcl_kmeans_between_stages_shows_progress(every_line, tmp_path):
+    from contrastlab.engine.build import build_run
+    from tests.conftest import tiny_config
+
+    method = {"name": "mcl", "stages": 1, "clusters": 4, "stage_epochs": [1, 1], "kmeans_restarts": 2}
+    run = build_run(tiny_config(method, data={"cache_dir": str(tmp_path)}, eval={"linear_probe": False}))
+    run.method.on_epoch_start(0, run.ctx)
+    every_line.clear()
+    run.method.on_epoch_start(1, run.ctx)  # stage 1 starts: stage 0 embeds the training set, k-means clusters it
+    text = messages(every_line)
+    train = run.train_images.shape[0]
+    assert f"extracting features (train): done, {train} images in" in text
+    assert f"MCL k-means of stage 0: {train} points into 4 clusters: 1/2 restarts" in text
+    assert f"MCL k-means of stage 0: {train} points into 4 clusters: done, 2 restarts in" in text
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kmeans_restarts_one_at_a_time_match_scikit_learn(seed):
+    from sklearn.cluster import KMeans
+
+    from contrastlab.methods.mcl_sampling import kmeans_assign
+
+    gen = torch.Generator().manual_seed(seed)
+    points = torch.randn(200, 6, generator=gen)  # no clear clusters: the restarts disagree
+    expected = KMeans(n_clusters=5, n_init=4, random_state=seed).fit_predict(
+        torch.nn.functional.normalize(points, dim=1).numpy()
+    )
+    assert kmeans_assign(points, 5, seed, n_init=4).tolist() == expected.tolist()
