@@ -217,3 +217,17 @@ def test_kmeans_restarts_one_at_a_time_match_scikit_learn(seed):
         torch.nn.functional.normalize(points, dim=1).numpy()
     )
     assert kmeans_assign(points, 5, seed, n_init=4).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("flags, level", [(["--debug"], logging.DEBUG), ([], logging.NOTSET)])
+def test_debug_flag_shows_the_debug_lines(flags, level, capsys):
+    from contrastlab.cli import main
+
+    logger = logging.getLogger("contrastlab")
+    before = logger.level
+    try:
+        logger.setLevel(logging.NOTSET)
+        assert main([*flags, "data", "list"]) == 0
+        assert logger.level == level
+    finally:
+        logger.setLevel(before)
