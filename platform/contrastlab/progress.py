@@ -125,6 +125,8 @@ class Progress:
     def update(self, n: int = 1) -> None:
         """`n` more units are done; logs a line when one is due."""
         self.done += n
+        if self.total is not None and self.done >= self.total:
+            return  # the final line says it
         now = self.clock()
         if now - self.started >= self.threshold and now - self._last_line >= self.every:
             self._last_line = now
