@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pretrain, tune and ablate contrastive self-supervised methods on Ray.",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of every error")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of every error, and contrastlab's debug log lines"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"contrastlab.commands.{name}")
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if args.debug and not args.quiet:  # e.g. the timing of short steps (`contrastlab.progress`)
+        logging.getLogger("contrastlab").setLevel(logging.DEBUG)
     with handle_termination():
         try:
             return run_command(args)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from contrastlab.progress import Progress, track
+
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -153,7 +155,9 @@ def load_fashion_mnist(data_cfg) -> DataBundle:
             "folder with the IDX files, or set data.download: true (or run `contrastlab data prepare "
             "fashion_mnist --download`) on a machine that is online"
         )
-    arrays = {name: read_idx(_idx_file(folder, name)) for name in FASHION_FILES}
+    arrays = {
+        name: read_idx(_idx_file(folder, name)) for name in track(FASHION_FILES, "reading fashion_mnist", unit="files")
+    }
     return DataBundle(
         "fashion_mnist",
         torch.from_numpy(arrays["train_images"].copy()).unsqueeze(1),
@@ -193,8 +197,11 @@ def load_cifar(data_cfg, classes: int) -> DataBundle:
     else:
         cls, name = CIFAR100, "cifar100"
         mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-    train = _torchvision(data_cfg, name, lambda r, d: cls(r, train=True, download=d))
-    test = _torchvision(data_cfg, name, lambda r, d: cls(r, train=False, download=d))
+    with Progress(f"loading {name}", 2, "splits") as progress:
+        train = _torchvision(data_cfg, name, lambda r, d: cls(r, train=True, download=d))
+        progress.update()
+        test = _torchvision(data_cfg, name, lambda r, d: cls(r, train=False, download=d))
+        progress.update()
     return DataBundle(
         name,
         _nhwc_to_nchw(train.data),
@@ -213,9 +220,10 @@ def load_stl10(data_cfg) -> DataBundle:
     the validation images carved from the labelled 5k and on the 8k test images."""
     from torchvision.datasets import STL10
 
-    train = _torchvision(data_cfg, "stl10", lambda r, d: STL10(r, split="train", download=d))
-    test = _torchvision(data_cfg, "stl10", lambda r, d: STL10(r, split="test", download=d))
-    unlabeled = _torchvision(data_cfg, "stl10", lambda r, d: STL10(r, split="unlabeled", download=d))
+    splits = {}
+    for split in track(("train", "test", "unlabeled"), "loading stl10", unit="splits"):
+        splits[split] = _torchvision(data_cfg, "stl10", lambda r, d, s=split: STL10(r, split=s, download=d))
+    train, test, unlabeled = splits["train"], splits["test"], splits["unlabeled"]
     train_images = torch.from_numpy(train.data)  # torchvision keeps STL-10 as NCHW uint8 already
     # The pretraining pool (train part + unlabelled) is assembled by load_dataset once the
     # validation images are carved out, so pretraining never sees them.
@@ -236,14 +244,18 @@ def load_stl10(data_cfg) -> DataBundle:
 def _read_folder(folder: Path, classes: list[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
     from PIL import Image
 
+    files = [
+        (file, index)
+        for index, cls in enumerate(classes)
+        for file in (sorted((folder / cls).iterdir()) if (folder / cls).is_dir() else [])
+        if file.suffix.lower() in IMAGE_SUFFIXES
+    ]
     images, labels = [], []
-    for index, cls in enumerate(classes):
-        for file in sorted((folder / cls).iterdir()) if (folder / cls).is_dir() else []:
-            if file.suffix.lower() in IMAGE_SUFFIXES:
-                # Decoding is per file anyway; resizing here keeps memory at the final size.
-                with Image.open(file) as image:
-                    images.append(np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR)))
-                labels.append(index)
+    for file, index in track(files, f"decoding images in {folder}", unit="images", rate_unit="img"):
+        # Decoding is per file anyway; resizing here keeps memory at the final size.
+        with Image.open(file) as image:
+            images.append(np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR)))
+        labels.append(index)
     if not images:
         raise DatasetNotFound(f"image_folder: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}/<class>/")
     return _nhwc_to_nchw(np.stack(images)), torch.tensor(labels)
@@ -327,15 +339,17 @@ def subset_indices(total: int, count: int | None, seed: int) -> torch.Tensor | N
     return order.sort().values
 
 
-def resize(images: torch.Tensor, size: int | None, chunk: int = 4096) -> torch.Tensor:
+def resize(images: torch.Tensor, size: int | None, chunk: int = 4096, what: str = "resizing images") -> torch.Tensor:
     """Antialiased bilinear resize of uint8 images, in chunks to bound the float copy."""
     if size is None or images.shape[-2:] == (size, size):
         return images
     if images.shape[0] == 0:
         return images.new_empty((0, images.shape[1], size, size))
     out = []
-    for start in range(0, images.shape[0], chunk):
-        part = images[start : start + chunk].float()
-        part = F.interpolate(part, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out.append(part.round_().clamp_(0, 255).to(torch.uint8))
+    with Progress(what, images.shape[0], "images", rate_unit="img") as progress:
+        for start in range(0, images.shape[0], chunk):
+            part = images[start : start + chunk].float()
+            part = F.interpolate(part, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            out.append(part.round_().clamp_(0, 255).to(torch.uint8))
+            progress.update(part.shape[0])
     return torch.cat(out)

@@ -19,6 +19,7 @@ from contrastlab.data.datasets import (
 )
 from contrastlab.data.trifeature import load_trifeature
 from contrastlab.errors import ConfigError
+from contrastlab.progress import Progress
 from contrastlab.sections import DATASET_NAMES
 
 DATASETS: dict[str, Callable[..., DataBundle]] = {
@@ -126,6 +127,11 @@ def load_dataset(data_cfg, seed: int = 0, source: str = "data") -> DataBundle:
     """
     if data_cfg.name not in DATASETS:
         raise ValueError(f"unknown dataset {data_cfg.name!r}; expected one of {', '.join(DATASETS)}")
+    with Progress(f"loading {data_cfg.name}"):  # the whole step, timed; its parts log their own progress
+        return _load(data_cfg, seed, source)
+
+
+def _load(data_cfg, seed: int, source: str) -> DataBundle:
     bundle = DATASETS[data_cfg.name](data_cfg)
     _carve_val(bundle, data_cfg, source)
     if bundle.unlabeled_images is not None:
@@ -146,11 +152,12 @@ def load_dataset(data_cfg, seed: int = 0, source: str = "data") -> DataBundle:
         bundle.test_labels = {k: v[index] for k, v in bundle.test_labels.items()}
     # Resizing after subsetting touches only the images that are kept (Trifeature and image
     # folders are made at the requested size already, so this is a no-op for them).
-    bundle.train_images = resize(bundle.train_images, data_cfg.image_size)
-    bundle.val_images = resize(bundle.val_images, data_cfg.image_size)
-    bundle.test_images = resize(bundle.test_images, data_cfg.image_size)
+    size = data_cfg.image_size
+    bundle.train_images = resize(bundle.train_images, size, what="resizing train images")
+    bundle.val_images = resize(bundle.val_images, size, what="resizing val images")
+    bundle.test_images = resize(bundle.test_images, size, what="resizing test images")
     if bundle.pretrain_images is not None:
-        bundle.pretrain_images = resize(bundle.pretrain_images, data_cfg.image_size)
+        bundle.pretrain_images = resize(bundle.pretrain_images, size, what="resizing pretraining images")
     return bundle
 
 
@@ -163,7 +170,8 @@ def describe_datasets() -> str:
 def prepare_dataset(data_cfg) -> str:
     """Make a dataset available (check the files, download where allowed, generate and cache
     synthetic data); return one status line. Raises `DatasetNotFound` when it cannot."""
-    bundle = DATASETS[data_cfg.name](data_cfg)
+    with Progress(f"preparing {data_cfg.name}"):
+        bundle = DATASETS[data_cfg.name](data_cfg)
     total = bundle.train_images.shape[0]
     val = val_count(data_cfg.val_size, total)
     pool = "" if bundle.unlabeled_images is None else f" (+{bundle.unlabeled_images.shape[0]} unlabelled)"

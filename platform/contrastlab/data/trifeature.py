@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from contrastlab.data.datasets import DataBundle, cache_dir, channel_stats
+from contrastlab.progress import Progress
 
 GENERATOR_SEED = 20200601
 VERSION = 2
@@ -149,23 +150,24 @@ def render(
     return torch.where(mask[:, None], fill, torch.tensor(BACKGROUND, dtype=torch.uint8))
 
 
-def generate(count: int, size: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """`count` images with independent uniform attributes, rendered in memory-bounded chunks."""
+def generate(
+    count: int, size: int, seed: int, what: str = "generating Trifeature images"
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`count` images with independent uniform attributes, rendered in memory-bounded chunks
+    (long generation logs progress lines headed `what`)."""
     generator = torch.Generator().manual_seed(seed)
     labels = {name: torch.randint(0, 10, (count,), generator=generator) for name in ATTRIBUTES}
     # ~2M pixels per chunk; the chunk size is part of the random stream, so it depends only
     # on `size` (never on the machine).
     chunk = max(1, 2_000_000 // (size * size))
-    images = [
-        render(
-            labels["shape"][s : s + chunk],
-            labels["colour"][s : s + chunk],
-            labels["texture"][s : s + chunk],
-            size,
-            generator,
-        )
-        for s in range(0, count, chunk)
-    ]
+    images = []
+    with Progress(what, count, "images", rate_unit="img") as progress:
+        for s in range(0, count, chunk):
+            part = slice(s, s + chunk)
+            images.append(
+                render(labels["shape"][part], labels["colour"][part], labels["texture"][part], size, generator)
+            )
+            progress.update(images[-1].shape[0])
     return torch.cat(images), labels
 
 
@@ -191,8 +193,8 @@ def load_trifeature(data_cfg) -> DataBundle:
         stored = torch.load(path, weights_only=True)
     else:
         size = data_cfg.image_size or 32
-        train, train_labels = generate(data_cfg.trifeature_train, size, GENERATOR_SEED)
-        test, test_labels = generate(data_cfg.trifeature_test, size, GENERATOR_SEED + 1)
+        train, train_labels = generate(data_cfg.trifeature_train, size, GENERATOR_SEED, "generating Trifeature (train)")
+        test, test_labels = generate(data_cfg.trifeature_test, size, GENERATOR_SEED + 1, "generating Trifeature (test)")
         stored = {"train": train, "test": test, "train_labels": train_labels, "test_labels": test_labels}
         # Write then rename: parallel trials that generate the same file never read half of it.
         staging = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")

@@ -21,6 +21,7 @@ from contrastlab.distributed import LocalDistributed
 from contrastlab.engine.evaluate import Evaluator
 from contrastlab.methods import DataInfo, Distributed, Method, ScalarWriter, get_method_class
 from contrastlab.optim import build_optimizer
+from contrastlab.progress import quiet_progress
 from contrastlab.tracking import RunWriter
 
 log = logging.getLogger("contrastlab")
@@ -68,7 +69,7 @@ class EpochContext:
     @torch.no_grad()
     def embed_train_set(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """`fn` on every training image (no augmentation), in eval mode: [N, D] float."""
-        return self._evaluator.embed(fn, self._train_images)
+        return self._evaluator.embed(fn, self._train_images, "extracting features (train)")
 
     def log(self, message: str) -> None:
         if self.dist.is_main:
@@ -117,14 +118,17 @@ def build_run(
     """
     dist = dist or LocalDistributed(resolve_device(cfg.resources.device))
     device = dist.device
-    bundle = bundle or load_dataset(cfg.data, cfg.seed, source=f"<run {cfg.name}>")
+    if bundle is None:
+        # Every worker loads the data; the first one shows how long that takes.
+        with quiet_progress(not dist.is_main):
+            bundle = load_dataset(cfg.data, cfg.seed, source=f"<run {cfg.name}>")
     writer = writer or RunWriter(None, enabled=False)
     images = bundle.pretraining_images
     on_gpu = device.type == "cuda"
     train_images = images.to(device) if on_gpu else images
     size = cfg.data.image_size or bundle.image_size
     augment = TwoViewAugment(cfg.augment, bundle.channels, size, bundle.mean, bundle.std)
-    evaluator = Evaluator(cfg, bundle, augment, device)
+    evaluator = Evaluator(cfg, bundle, augment, device, show_progress=dist.is_main)
     info = DataInfo(
         bundle.channels,
         size,

@@ -99,9 +99,13 @@ class Evaluator:
     measures val and test with the same probes. Selection reads the `val/` names only.
     """
 
-    def __init__(self, cfg: ExperimentConfig, bundle: DataBundle, augment, device: torch.device):
+    def __init__(
+        self, cfg: ExperimentConfig, bundle: DataBundle, augment, device: torch.device, show_progress: bool = True
+    ):
         self.cfg, self.bundle, self.augment, self.device = cfg, bundle, augment, device
         self.ecfg = cfg.eval
+        # Progress lines at INFO (on one worker of a multi-worker run; the others log them at DEBUG).
+        self.show_progress = show_progress
 
     @property
     def held_out(self) -> tuple[str, ...]:
@@ -113,15 +117,24 @@ class Evaluator:
         return nullcontext()
 
     @torch.no_grad()
-    def embed(self, fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    def embed(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, what: str = "extracting features"
+    ) -> torch.Tensor:
         with self._autocast():
-            return extract_features(fn, images, self.augment.normalize, self.ecfg.batch_size, self.device)
+            return extract_features(
+                fn, images, self.augment.normalize, self.ecfg.batch_size, self.device, what, self.show_progress
+            )
 
-    def split_features(self, module: torch.nn.Module | None, fn, splits: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    def split_features(
+        self, module: torch.nn.Module | None, fn, splits: tuple[str, ...], prefix: str = ""
+    ) -> dict[str, torch.Tensor]:
         """Features of the train part and of `splits`, in eval mode when `module` is given."""
         scope = _eval_mode(module) if module is not None else nullcontext()
         with scope:
-            return {name: self.embed(fn, self.bundle.split(name)[0]) for name in ("train", *splits)}
+            return {
+                name: self.embed(fn, self.bundle.split(name)[0], f"extracting features ({prefix}{name})")
+                for name in ("train", *splits)
+            }
 
     def _knn(self, features: dict[str, torch.Tensor], split: str) -> float:
         label = self.bundle.primary_label
@@ -154,6 +167,8 @@ class Evaluator:
                 epochs=self.ecfg.probe_epochs,
                 lr=self.ecfg.probe_lr,
                 seed=self.cfg.seed,
+                what=f"linear probe ({prefix}{attribute})",
+                show_progress=self.show_progress,
             )
             names = [f"probe_{attribute}"] if len(attributes) > 1 else []
             if attribute == self.bundle.primary_label:
@@ -182,7 +197,7 @@ class Evaluator:
     ) -> dict[str, float]:
         """kNN (and linear probes) of one representation on val and test."""
         splits = self.held_out
-        features = self.split_features(module, fn, splits)
+        features = self.split_features(module, fn, splits, prefix)
         results = {split_metric(split, prefix + "knn_top1"): self._knn(features, split) for split in splits}
         if self.ecfg.linear_probe if probes is None else probes:
             results.update(self._probes(features, splits, prefix))

@@ -7,6 +7,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from contrastlab.progress import Progress
+
 
 @torch.no_grad()
 def extract_features(
@@ -15,12 +17,19 @@ def extract_features(
     prepare: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int,
     device: torch.device,
+    what: str = "extracting features",
+    show_progress: bool = True,
 ) -> torch.Tensor:
-    """Apply `fn` to `prepare(images[batch])` batch by batch; float32 features on `device`."""
+    """Apply `fn` to `prepare(images[batch])` batch by batch; float32 features on `device`.
+
+    Long extractions log progress lines headed `what` (see `contrastlab.progress`)."""
     outputs = []
-    for start in range(0, images.shape[0], batch_size):
-        batch = images[start : start + batch_size].to(device, non_blocking=True)
-        outputs.append(fn(prepare(batch)).float())
+    total = images.shape[0]
+    with Progress(what, total, "images", rate_unit="img", show=show_progress) as progress:
+        for start in range(0, total, batch_size):
+            batch = images[start : start + batch_size].to(device, non_blocking=True)
+            outputs.append(fn(prepare(batch)).float())
+            progress.update(batch.shape[0])
     return torch.cat(outputs)
 
 
@@ -55,7 +64,8 @@ def knn_top1(
 
 class LinearProbe:
     """A linear classifier on frozen, standardised features (SGD, cosine lr), trained once and
-    then scored on any number of held-out sets (val and test share one probe)."""
+    then scored on any number of held-out sets (val and test share one probe). Long training
+    logs progress lines over the epochs, headed `what`."""
 
     def __init__(
         self,
@@ -67,6 +77,8 @@ class LinearProbe:
         batch_size: int = 512,
         weight_decay: float = 0.0,
         seed: int = 0,
+        what: str = "linear probe",
+        show_progress: bool = True,
     ):
         device = train_features.device
         self.mean = train_features.mean(0, keepdim=True)
@@ -82,15 +94,17 @@ class LinearProbe:
         optimizer = torch.optim.SGD(self.head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
         steps_per_epoch = max(1, (x_train.shape[0] + batch_size - 1) // batch_size)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
-        for _ in range(epochs):
-            order = torch.randperm(x_train.shape[0], generator=generator).to(device)
-            for start in range(0, x_train.shape[0], batch_size):
-                idx = order[start : start + batch_size]
-                loss = F.cross_entropy(self.head(x_train[idx]), y_train[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
+        with Progress(what, epochs, "epochs", show=show_progress) as progress:
+            for _ in range(epochs):
+                order = torch.randperm(x_train.shape[0], generator=generator).to(device)
+                for start in range(0, x_train.shape[0], batch_size):
+                    idx = order[start : start + batch_size]
+                    loss = F.cross_entropy(self.head(x_train[idx]), y_train[idx])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    schedule.step()
+                progress.update()
 
     def _standardise(self, features: torch.Tensor) -> torch.Tensor:
         return ((features - self.mean) / self.std).float()

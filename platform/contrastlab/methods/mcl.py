@@ -136,7 +136,9 @@ class MCL(Method):
             finally:
                 module.train(was_training)
             seed = self.cfg.seed * 1000 + stage
-            result = kmeans_assign(features, self.mcfg.clusters, seed, self.mcfg.kmeans_restarts)
+            result = kmeans_assign(
+                features, self.mcfg.clusters, seed, self.mcfg.kmeans_restarts, f"MCL k-means of stage {stage}"
+            )
         return torch.as_tensor(self.dist.broadcast_object(result), dtype=torch.long)
 
     def log_groups(self, stage: int, epoch: int, ctx: EpochContext) -> None:

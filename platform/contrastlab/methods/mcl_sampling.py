@@ -30,18 +30,42 @@ import torch.nn.functional as F
 
 from contrastlab.data.sampling import epoch_seed
 from contrastlab.losses import negative_candidate_index
+from contrastlab.progress import Progress
 
 
 # -- clustering and pseudo-labels ---------------------------------------------------------
-def kmeans_assign(features: torch.Tensor, clusters: int, seed: int, n_init: int = 3) -> torch.Tensor:
-    """k-means (scikit-learn, k-means++ init) on L2-normalised rows; [N] cluster ids on CPU."""
+def kmeans_assign(
+    features: torch.Tensor, clusters: int, seed: int, n_init: int = 3, what: str = "k-means"
+) -> torch.Tensor:
+    """k-means (scikit-learn, k-means++ init) on L2-normalised rows; [N] cluster ids on CPU.
+
+    The `n_init` restarts run one at a time, so long clusterings log progress lines (headed
+    `what`) between them. They draw from one random stream and keep the best inertia the way
+    `KMeans(n_init=n_init, random_state=seed)` does, which gives the same clustering.
+    """
     from sklearn.cluster import KMeans
 
     if features.shape[0] < clusters:
         raise ValueError(f"k-means with {clusters} clusters needs at least as many samples (got {features.shape[0]})")
     points = F.normalize(features.detach().float(), dim=1).cpu().numpy()
-    model = KMeans(n_clusters=clusters, n_init=n_init, random_state=seed)
-    return torch.from_numpy(model.fit_predict(points).astype(np.int64))
+    stream = np.random.RandomState(seed)
+    best_labels, best_inertia = None, None
+    with Progress(f"{what}: {points.shape[0]} points into {clusters} clusters", n_init, "restarts") as progress:
+        for _ in range(n_init):
+            model = KMeans(n_clusters=clusters, n_init=1, random_state=stream).fit(points)
+            # A lower inertia wins unless it is the same partition (rounding), as in scikit-learn.
+            if best_inertia is None or (
+                model.inertia_ < best_inertia and not same_partition(model.labels_, best_labels)
+            ):
+                best_labels, best_inertia = model.labels_, model.inertia_
+            progress.update()
+    return torch.from_numpy(best_labels.astype(np.int64))
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two labellings group the samples alike (up to renaming the labels)."""
+    pairs = np.unique(np.stack([a, b]), axis=1).shape[1]
+    return pairs == np.unique(a).size == np.unique(b).size
 
 
 def consecutive_ids(codes: torch.Tensor) -> torch.Tensor:
