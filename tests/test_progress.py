@@ -171,7 +171,7 @@ def test_image_decoding_and_resizing_show_progress(every_line, tmp_path):
 
 def test_feature_extraction_and_linear_probe_show_progress(every_line, tmp_path):
     from contrastlab.engine.build import build_run
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     run = build_run(tiny_config(data={"cache_dir": str(tmp_path), "val_size": 32}, eval={"probe_epochs": 3}))
     every_line.clear()
@@ -197,7 +197,7 @@ def test_a_second_worker_logs_progress_at_debug_only(every_line):
 
 def test_mcl_kmeans_between_stages_shows_progress(every_line, tmp_path):
     from contrastlab.engine.build import build_run
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     method = {"name": "mcl", "stages": 1, "clusters": 4, "stage_epochs": [1, 1], "kmeans_restarts": 2}
     run = build_run(tiny_config(method, data={"cache_dir": str(tmp_path)}, eval={"linear_probe": False}))
