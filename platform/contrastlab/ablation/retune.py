@@ -20,11 +20,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from contrastlab.ablation.variants import Levels, Variant, same
+from contrastlab.ablation.variants import Levels, Variant
 from contrastlab.config import ConfigError, ExperimentConfig, config_hash
 from contrastlab.engine.evaluate import selection_metric
+from contrastlab.study.experiment import TUNING_SEED_FLOOR
+from contrastlab.study.values import same
 from contrastlab.tuning.space import SearchSpace, check_against_config, parse_space
-from contrastlab.tuning.spec import TUNING_SEED_FLOOR
 
 RETUNE_KEYS = {"parameters", "samples", "metric", "mode", "overrides", "sampler", "seed"}
 DEFAULT_SEARCH_SEED = 10_000

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from contrastlab.ablation.retune import RetuneSpec, parse_retune
-from contrastlab.ablation.variants import BASELINE, DESIGNS, FULL, Levels, Variant, expand, method_components, same
+from contrastlab.ablation.variants import BASELINE, DESIGNS, FULL, Levels, Variant, expand, method_components
 from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, parse_override, read_yaml
 from contrastlab.data.registry import check_split_sizes
 from contrastlab.engine.evaluate import check_eval_metric
-from contrastlab.tuning.spec import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys
+from contrastlab.study.experiment import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys
+from contrastlab.study.values import same
 
 SPEC_KEYS = {
     "name",

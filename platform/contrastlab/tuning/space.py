@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contrastlab.config import ConfigError, ExperimentConfig
+from contrastlab.study.values import same
 
 KINDS = ("float", "int", "categorical", "list")
 SCALAR_TYPES = (type(None), bool, int, float, str)
@@ -36,7 +37,7 @@ class Condition:
     values: tuple[Any, ...]
 
     def holds(self, chosen: dict[str, Any]) -> bool:
-        return self.param in chosen and any(_same(chosen[self.param], v) for v in self.values)
+        return self.param in chosen and any(same(chosen[self.param], v) for v in self.values)
 
     def to_dict(self) -> dict[str, Any]:
         if len(self.values) == 1:
@@ -139,13 +140,6 @@ def choice_label(choice: Any) -> Any:
 
 def element_name(path: str, index: int) -> str:
     return f"{path}[{index}]"
-
-
-def _same(a: Any, b: Any) -> bool:
-    # YAML `true` must not match 1, and 1 must match 1.0.
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    return a == b
 
 
 @dataclass

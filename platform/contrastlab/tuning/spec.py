@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, config_hash, parse_override, read_yaml
 from contrastlab.engine.evaluate import selection_metric
+from contrastlab.study.experiment import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys
 from contrastlab.tuning.space import SearchSpace, check_against_config, parse_space
 
 SPEC_KEYS = {
@@ -38,8 +39,6 @@ SPEC_KEYS = {
     "points_to_evaluate",
     "seed",
 }
-# Tuning trials run at seeds no ablation evaluates on: ablation seeds stay below this.
-TUNING_SEED_FLOOR = 1000
 # Metrics the engine computes only after the last epoch: ASHA would never see them early.
 FINAL_ONLY_METRICS = ("linear_top1", "alignment", "uniformity")
 
@@ -138,48 +137,6 @@ class StudySpec:
             "space": self.space.to_dict(),
             "base": self.base.to_dict(),
         }
-
-
-def check_spec_keys(raw: Any, source: str, allowed: set[str] | frozenset[str], what: str) -> None:
-    """A spec file is a mapping of known top-level fields (tune and ablation specs alike)."""
-    if not isinstance(raw, dict):
-        raise ConfigError(source, "", f"a YAML mapping ({what})")
-    unknown = sorted(set(raw) - set(allowed))
-    if unknown:
-        raise ConfigError(source, unknown[0], f"no such field (allowed: {', '.join(sorted(allowed))})")
-
-
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def base_experiment_dict(raw: dict[str, Any], path: Path) -> dict[str, Any]:
-    """A spec's experiment: `base_config` (a YAML path relative to the spec) merged with the
-    inline `base` mapping, or the inline mapping alone. Tune and ablation specs share it."""
-    source = str(path)
-    inline = raw.get("base", {})
-    if not isinstance(inline, dict):
-        raise ConfigError(source, "base", "a mapping (the experiment, or changes to base_config)")
-    if "base_config" not in raw:
-        if not inline:
-            raise ConfigError(source, "base", "an experiment: an inline mapping, or base_config: PATH")
-        return inline
-    ref = raw["base_config"]
-    if not isinstance(ref, str) or not ref:
-        raise ConfigError(source, "base_config", "a path to an experiment YAML, relative to the spec file")
-    target = (path.parent / ref).resolve()
-    if not target.is_file():
-        raise ConfigError(source, "base_config", f"an existing experiment file (not found: {target})")
-    loaded = read_yaml(target)
-    if not isinstance(loaded, dict):
-        raise ConfigError(str(target), "", "a YAML mapping of config sections")
-    return deep_merge(loaded, inline)
 
 
 def _build_base(raw: dict[str, Any], path: Path, overrides: list[str], resources: ResourcesSpec) -> ExperimentConfig:
@@ -353,9 +310,6 @@ __all__ = [
     "SamplerSpec",
     "SchedulerSpec",
     "StudySpec",
-    "base_experiment_dict",
-    "check_spec_keys",
-    "deep_merge",
     "diff_specs",
     "load_spec",
     "spec_from_dict",
