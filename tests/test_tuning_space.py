@@ -306,6 +306,7 @@ def test_asha_rungs_are_rebuilt_from_the_study(tmp_path, rebuilt):
 
     from ray.tune.schedulers import TrialScheduler
 
+    from contrastlab.study.internals import asha_bracket
     from contrastlab.tuning.scheduler import StudyASHA
     from contrastlab.tuning.study import TUNE_TRIAL_ID
 
@@ -322,7 +323,7 @@ def test_asha_rungs_are_rebuilt_from_the_study(tmp_path, rebuilt):
     scheduler = StudyASHA("s", storage, metric="loss", mode="min", max_t=4, grace_period=1, reduction_factor=2)
     if rebuilt:
         assert scheduler.rebuild_rungs() == 4
-    bracket = scheduler._brackets[0]
+    bracket = asha_bracket(scheduler)
     # Loss 10 at the first rung: worse than the median of 1..4, stopped only if the rungs know them.
     action = bracket.on_result(SimpleNamespace(trial_id="late"), 1, -10.0)
     assert action == (TrialScheduler.STOP if rebuilt else TrialScheduler.CONTINUE)
