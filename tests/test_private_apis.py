@@ -16,7 +16,7 @@ import pytest
 import ray
 
 from contrastlab.study import internals
-from contrastlab.tuning.space import parse_space
+from contrastlab.tuning.space_spec import parse_space
 
 INTERNALS = "platform/contrastlab/study/internals.py"
 

@@ -25,7 +25,8 @@ from contrastlab.config import ConfigError, ExperimentConfig, config_hash
 from contrastlab.engine.evaluate import selection_metric
 from contrastlab.study.experiment import TUNING_SEED_FLOOR
 from contrastlab.study.values import same
-from contrastlab.tuning.space import SearchSpace, check_against_config, parse_space
+from contrastlab.tuning.space import SearchSpace, check_against_config
+from contrastlab.tuning.space_spec import parse_space
 
 RETUNE_KEYS = {"parameters", "samples", "metric", "mode", "overrides", "sampler", "seed"}
 DEFAULT_SEARCH_SEED = 10_000

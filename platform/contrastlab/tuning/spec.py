@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, config_hash, parse_override, read_yaml
 from contrastlab.engine.evaluate import selection_metric
 from contrastlab.study.experiment import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys
-from contrastlab.tuning.space import SearchSpace, check_against_config, parse_space
+from contrastlab.tuning.space import SearchSpace, check_against_config
+from contrastlab.tuning.space_spec import parse_space
 
 SPEC_KEYS = {
     "name",
