@@ -10,9 +10,9 @@ expected, on one line.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from contrastlab.errors import ConfigError
@@ -23,6 +23,34 @@ ISSUE = "spec"
 def issue(expected: str, at: str | int | None = None) -> PydanticCustomError:
     """A validation error with the project's wording; `at` is a key below the validated value."""
     return PydanticCustomError(ISSUE, "{expected}", {"expected": expected, "at": at})
+
+
+class Section(BaseModel):
+    """A spec section: a mapping of known keys. `_shape` says what a value that is no such
+    mapping should have been; `_unknown` what to say of a key the section does not have."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    _shape: ClassVar[str] = "a mapping"
+    _unknown_names_key: ClassVar[bool] = True  # the error's field is the unknown key (else the section)
+
+    @classmethod
+    def _unknown(cls, allowed: list[str]) -> str:
+        return f"no such key (allowed: {', '.join(allowed)})"
+
+    @classmethod
+    def _check_shape(cls, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise issue(cls._shape)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        cls._check_shape(data)
+        allowed = sorted(f.alias or name for name, f in cls.model_fields.items())
+        unknown = sorted(set(data) - set(allowed), key=str)
+        if unknown:
+            raise issue(cls._unknown(allowed), at=unknown[0] if cls._unknown_names_key else None)
+        return data
 
 
 def join(prefix: str, parts: Collection[Any]) -> str:
@@ -63,4 +91,4 @@ def validate(schema: Any, data: Any, source: str, prefix: str = "", hidden: Coll
         raise config_error(err, source, prefix, hidden) from None
 
 
-__all__ = ["config_error", "issue", "join", "validate"]
+__all__ = ["Section", "config_error", "issue", "join", "validate"]

@@ -11,40 +11,14 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import BeforeValidator, Field, TypeAdapter, field_validator, model_validator
 
 from contrastlab.errors import ConfigError
-from contrastlab.study.validation import issue, validate
+from contrastlab.study.validation import Section, issue, validate
 from contrastlab.tuning.space import KINDS, Condition, ListLength, Parameter, SearchSpace, choice_label
 
 
-class _Definition(BaseModel):
-    """A mapping of known keys; `_shape` is what a value that is no mapping should have been."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-    _shape: ClassVar[str] = "a mapping"
-
-    @classmethod
-    def _unknown(cls, allowed: list[str]) -> str:
-        return f"no such key (allowed: {', '.join(allowed)})"
-
-    @classmethod
-    def _check_shape(cls, data: Any) -> None:
-        if not isinstance(data, dict):
-            raise issue(cls._shape)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        cls._check_shape(data)
-        allowed = sorted(f.alias or name for name, f in cls.model_fields.items())
-        unknown = sorted(set(data) - set(allowed), key=str)
-        if unknown:
-            raise issue(cls._unknown(allowed), at=unknown[0])
-        return data
-
-
-class ConditionDef(_Definition):
+class ConditionDef(Section):
     """`{param: PATH, equals: VALUE}` or `{param: PATH, in: [VALUES]}`."""
 
     _shape: ClassVar[str] = "a mapping {param: PATH, equals: VALUE} or {param: PATH, in: [VALUES]}"
@@ -73,7 +47,7 @@ class ConditionDef(_Definition):
         return Condition(self.param, tuple(self.in_) if "in_" in self.model_fields_set else (self.equals,))
 
 
-class _ParameterDef(_Definition):
+class _ParameterDef(Section):
     kind: ClassVar[str]
     _required_keys: ClassVar[dict[str, str]] = {}
     condition: ConditionDef | None = None

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, config_hash, parse_override, read_yaml
 from contrastlab.engine.evaluate import selection_metric
 from contrastlab.study.experiment import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys
+from contrastlab.study.validation import validate
 from contrastlab.tuning.space import SearchSpace, check_against_config
 from contrastlab.tuning.space_spec import parse_space
 
@@ -168,18 +169,7 @@ def check_overrides_against_space(overrides: list[str], space: SearchSpace, sour
 
 
 def _top_level(raw: dict[str, Any], source: str) -> _TopLevel:
-    fields = {k: raw[k] for k in _TopLevel.model_fields if k in raw}
-    try:
-        return _TopLevel.model_validate(fields)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        if first["type"] == "missing":
-            raise ConfigError(source, where, "a value (required)") from None
-        if first["type"] == "extra_forbidden":
-            raise ConfigError(source, where, "no such field (unknown field)") from None
-        message = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(source, where, f"{message} (got {first.get('input')!r})") from None
+    return validate(_TopLevel, {k: raw[k] for k in _TopLevel.model_fields if k in raw}, source)
 
 
 def _check_metric(top: _TopLevel, base: ExperimentConfig, source: str) -> None:
