@@ -55,11 +55,17 @@ def asha():
     return AsyncHyperBandScheduler(time_attr="epoch", metric="loss", mode="min", max_t=4, grace_period=1)
 
 
-def test_every_private_attribute_is_listed_with_an_accessor() -> None:
+def test_every_private_attribute_is_read_by_an_accessor_and_exists(tmp_path: Path) -> None:
     text = Path(internals.__file__).read_text()
+    instances = {
+        "ray.tune.search.optuna.OptunaSearch": searcher(tmp_path),
+        "ray.tune.schedulers.AsyncHyperBandScheduler": asha(),
+    }
     for where, attribute in internals.PRIVATE_ATTRIBUTES:
-        assert f".{attribute}" in text, f"{attribute} is listed but no accessor reads it"
-        assert installed(where) is not None
+        assert f".{attribute}" in text or f'"{attribute}"' in text, f"{attribute} is listed but no accessor reads it"
+        real = instances[where]
+        assert isinstance(real, installed(where))
+        assert hasattr(real, attribute), missing_message(where, attribute, real)
 
 
 def test_optuna_search_keeps_its_trials_by_tune_trial_id(tmp_path: Path) -> None:
@@ -155,3 +161,24 @@ def test_study_asha_negates_only_minimised_metrics(tmp_path: Path, mode: str) ->
     assert scheduler.sign == (1.0 if mode == "max" else -1.0)
     with pytest.raises(ValueError, match="min or max"):
         StudyASHA("s", storage, metric="loss", mode=None, max_t=4)
+
+
+def test_a_searcher_pickled_without_its_own_bookkeeping_still_resumes(tmp_path: Path) -> None:
+    """Tune pickles the searcher with the experiment: a study started before the searcher kept
+    its own study name, storage and told trials is resumed from OptunaSearch's attributes."""
+    import pickle
+
+    searcher = study_searcher(tmp_path)
+    searcher.suggest("done")
+    searcher.on_trial_complete("done", {"loss": 2.5, "epoch": 2})
+    state = dict(searcher.__dict__)
+    for key in ("optuna_study_name", "study_storage", "study_sampler", "told"):
+        state.pop(key)
+    for where, attribute in internals.PRIVATE_ATTRIBUTES:
+        if where.endswith("OptunaSearch"):
+            assert attribute in state, missing_message(where, attribute, searcher)
+    state["_completed_trials"] = {"done"}
+    legacy = type(searcher).__new__(type(searcher))
+    legacy.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert legacy.told == {"done"} and legacy.optuna_study_name == "s"
+    assert legacy.is_finished(0) and legacy.study.trials[0].value == 2.5

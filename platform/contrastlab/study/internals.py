@@ -17,6 +17,10 @@ from typing import Any
 # (class, attribute, where the class lives): what tests/test_private_apis.py checks.
 PRIVATE_ATTRIBUTES = (
     ("ray.tune.search.optuna.OptunaSearch", "_ot_trials"),
+    ("ray.tune.search.optuna.OptunaSearch", "_study_name"),
+    ("ray.tune.search.optuna.OptunaSearch", "_storage"),
+    ("ray.tune.search.optuna.OptunaSearch", "_sampler"),
+    ("ray.tune.search.optuna.OptunaSearch", "_completed_trials"),
     ("ray.tune.schedulers.AsyncHyperBandScheduler", "_brackets"),
 )
 
@@ -32,6 +36,21 @@ def searcher_trials(searcher: Any) -> dict[str, Any]:
     return searcher._ot_trials
 
 
+def legacy_searcher_state(state: dict[str, Any]) -> dict[str, Any]:
+    """What a `StudySearcher` pickled before it kept its own bookkeeping needs, read from
+    OptunaSearch's attributes in that pickled state: `_study_name`, `_storage` and
+    `_sampler` (the arguments it was built with) and `_completed_trials` (the Tune trial
+    ids it has told Optuna about). Tune pickles the searcher with the experiment, so a
+    study started before then is resumed from such a state. Checked: ray 2.60.0.
+    """
+    return {
+        "optuna_study_name": state["_study_name"],
+        "study_storage": state["_storage"],
+        "study_sampler": state["_sampler"],
+        "told": set(state.get("_completed_trials", ())),
+    }
+
+
 def asha_bracket(scheduler: Any) -> Any:
     """`AsyncHyperBandScheduler._brackets[0]`: the first (with Tune's default brackets=1,
     the only) bracket, whose public `on_result(trial, cur_iter, cur_rew)` records a value in
@@ -41,4 +60,4 @@ def asha_bracket(scheduler: Any) -> Any:
     return scheduler._brackets[0]
 
 
-__all__ = ["PRIVATE_ATTRIBUTES", "asha_bracket", "searcher_trials"]
+__all__ = ["PRIVATE_ATTRIBUTES", "asha_bracket", "legacy_searcher_state", "searcher_trials"]

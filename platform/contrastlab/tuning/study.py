@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 from sqlalchemy.engine import make_url
 
-from contrastlab.study.internals import searcher_trials
+from contrastlab.study.internals import legacy_searcher_state, searcher_trials
 from contrastlab.tuning.space import SearchSpace, choice_label
 from contrastlab.tuning.spec import SamplerSpec
 
@@ -163,6 +163,11 @@ class StudySearcher(OptunaSearch):
         self.study_storage = storage
         self.study_sampler = sampler
         self.told: set[str] = set()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "study_storage" not in state:  # pickled before the searcher kept its own bookkeeping
+            state = {**state, **legacy_searcher_state(state)}
+        self.__dict__.update(state)
 
     @property
     def study(self) -> optuna.Study:
