@@ -100,8 +100,9 @@ def timed_ray(cfg: ExperimentConfig, run_dir: Path) -> dict:
     """What `run_ray_training` does (local instance, checks, fit, shutdown), timed."""
     import ray
 
-    from contrastlab.raytrain import init_ray, make_trainer, run_name
+    from contrastlab.raytrain import make_trainer, run_name
     from contrastlab.raytrain.cluster import check_cluster_resources, check_distributed_config, resolve_storage
+    from contrastlab.study.ray_session import init_ray
 
     started = time.perf_counter()
     check_distributed_config(cfg)

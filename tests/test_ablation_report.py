@@ -23,7 +23,7 @@ from contrastlab.ablation import (
     write_report,
 )
 from contrastlab.ablation.inference import seeds_needed
-from contrastlab.ablation.spec import _report_settings
+from contrastlab.ablation.sections import report_section
 from contrastlab.config import ConfigError
 from tests.reference import enumerated_p, holm_by_hand
 
@@ -392,7 +392,7 @@ def test_bad_input_is_named(tmp_path):
 )
 def test_report_settings_are_checked(raw, field):
     with pytest.raises(ConfigError) as caught:
-        _report_settings(raw, "spec.yaml")
+        report_section(raw, "spec.yaml")
     assert caught.value.field == field and "\n" not in str(caught.value)
 
 
@@ -405,5 +405,5 @@ def test_report_settings_accept_the_new_keys():
         "primary_metric": "knn_top1",
         "effect": 0.02,
     }
-    assert _report_settings(raw, "spec.yaml") == raw
-    assert _report_settings(None, "spec.yaml") == {}
+    assert report_section(raw, "spec.yaml") == raw
+    assert report_section(None, "spec.yaml") == {}

@@ -406,6 +406,30 @@ def test_retune_searches_on_val_at_a_tuning_seed(tmp_path):
         assert err.value.field == field
 
 
+@pytest.mark.parametrize(
+    ("sampler", "field", "words"),
+    [
+        ({"type": "grid"}, "retune.sampler.type", "'tpe' or 'random'"),
+        ({"seedz": 1}, "retune.sampler.seedz", "no such field"),
+        ({"n_startup_trials": -1}, "retune.sampler.n_startup_trials", "greater than or equal to 0"),
+        ("tpe", "retune.sampler", "a mapping of type (tpe | random)"),
+    ],
+)
+def test_retune_sampler_errors_name_the_field_on_one_line(tmp_path, sampler, field, words):
+    retune = {
+        "parameters": {"optim.lr": {"type": "float", "low": 0.01, "high": 0.1}},
+        "metric": "knn_top1",
+        "mode": "max",
+        "sampler": sampler,
+    }
+    raw = spec_dict(retune=retune)
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict(raw, write_spec(tmp_path, raw))
+    assert err.value.field == field and words in err.value.expected and "\n" not in str(err.value)
+    sampled = spec_from_dict(spec_dict(retune={**retune, "sampler": {"type": "random"}}), "r.yaml").retune.sampler
+    assert sampled == {"type": "random", "seed": 0, "n_startup_trials": 10}
+
+
 def test_a_second_ablate_on_a_busy_folder_names_the_holder_and_changes_nothing(tmp_path):
     import subprocess
     import sys

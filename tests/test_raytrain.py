@@ -24,7 +24,7 @@ import yaml
 from ray.train import UserCallback
 
 from contrastlab.config import ConfigError
-from contrastlab.raytrain import init_ray, make_trainer, run_ray_training
+from contrastlab.raytrain import make_trainer, run_ray_training
 from contrastlab.raytrain.cluster import check_distributed_config, resolve_storage, shared_storage_problem
 from contrastlab.raytrain.worker import FAIL_ONCE_ENV, InjectedFailure, RayReporter, arm_fail_once
 from tests.helpers import tiny_config, tiny_config_dict
@@ -95,25 +95,6 @@ def test_make_trainer_maps_the_config_onto_ray(tmp_path: Path, monkeypatch) -> N
     assert trainer.run_config.worker_runtime_env["env_vars"]["CONTRASTLAB_CACHE"] == str(tmp_path / "cache")
     default = make_trainer(cfg, tmp_path / "run", "tiny", str(tmp_path / "store"))
     assert default.run_config.failure_config.max_failures == 3
-
-
-def test_init_ray_keeps_the_dashboard_local_and_joins_clusters(monkeypatch) -> None:
-    import ray
-
-    calls: list[dict] = []
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert init_ray(None, num_cpus=2) is True
-    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # as inside `ray job submit`
-    init_ray(None)
-    init_ray("ray://head:10001")
-    local, in_job, joined = calls
-    # A new instance even if another cluster on this host left its address in /tmp/ray.
-    assert local["address"] == "local" and local["num_cpus"] == 2
-    assert local["include_dashboard"] and local["dashboard_host"] == "127.0.0.1"
-    assert in_job == {"address": "10.0.0.1:6379"} and joined == {"address": "ray://head:10001"}
-    assert os.environ.get("RAY_AUTH_MODE") != "disabled"
 
 
 def test_rank_zero_alone_hands_over_the_checkpoint(tmp_path: Path, monkeypatch) -> None:

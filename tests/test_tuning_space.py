@@ -11,7 +11,7 @@ import yaml
 
 from contrastlab.cli import main
 from contrastlab.config import ConfigError, load_config
-from contrastlab.tuning.space import parse_space
+from contrastlab.tuning.space_spec import parse_space
 from contrastlab.tuning.spec import diff_specs, load_spec, spec_from_dict
 from tests.helpers import ROOT, tiny_config_dict
 
@@ -306,6 +306,7 @@ def test_asha_rungs_are_rebuilt_from_the_study(tmp_path, rebuilt):
 
     from ray.tune.schedulers import TrialScheduler
 
+    from contrastlab.study.internals import asha_bracket
     from contrastlab.tuning.scheduler import StudyASHA
     from contrastlab.tuning.study import TUNE_TRIAL_ID
 
@@ -322,7 +323,7 @@ def test_asha_rungs_are_rebuilt_from_the_study(tmp_path, rebuilt):
     scheduler = StudyASHA("s", storage, metric="loss", mode="min", max_t=4, grace_period=1, reduction_factor=2)
     if rebuilt:
         assert scheduler.rebuild_rungs() == 4
-    bracket = scheduler._brackets[0]
+    bracket = asha_bracket(scheduler)
     # Loss 10 at the first rung: worse than the median of 1..4, stopped only if the rungs know them.
     action = bracket.on_result(SimpleNamespace(trial_id="late"), 1, -10.0)
     assert action == (TrialScheduler.STOP if rebuilt else TrialScheduler.CONTINUE)
@@ -365,3 +366,62 @@ def test_non_finite_scheduler_settings_are_refused(tmp_path, value):
     with pytest.raises(ConfigError) as err:
         make_spec(tmp_path, scheduler={"type": "asha", "grace_period": 1, "reduction_factor": value})
     assert err.value.field == "scheduler.reduction_factor"
+
+
+@pytest.mark.parametrize(
+    "definition, field, words",
+    [
+        (
+            {"type": "list", "length": 2, "item": {"type": "int", "low": 1.5, "high": 4}},
+            "space.p.item.low",
+            "an integer",
+        ),
+        (
+            {"type": "list", "length": 2, "item": {"type": "float", "low": 1, "hgh": 4}},
+            "space.p.item.hgh",
+            "no such key",
+        ),
+        (
+            {"type": "list", "length": {"param": "q", "add": 0.5}, "item": {"type": "int", "low": 1, "high": 2}},
+            "space.p.length.add",
+            "an integer",
+        ),
+        ({"type": "list", "length": 0, "item": {"type": "int", "low": 1, "high": 2}}, "space.p.length", "at least 1"),
+        ({"type": "list", "length": 2}, "space.p.item", "the parameter of each element"),
+        ({"type": "list", "length": 2, "item": None}, "space.p.item", "a mapping with a 'type'"),
+        ({"type": "float", "low": 0.1, "high": 1, "condition": None}, "space.p.condition", "a mapping {param"),
+        ({"type": "float", "low": 0.1, "high": 1, "condition": {"param": "q"}}, "space.p.condition", "exactly one"),
+        (
+            {"type": "float", "low": 0.1, "high": 1, "condition": {"param": "q", "in": []}},
+            "space.p.condition.in",
+            "non-empty list",
+        ),
+        ({"type": "float", "low": "abc", "high": 1}, "space.p.low", "a number (got 'abc')"),
+        ({"type": "float", "low": 0.1, "high": 1, "log": "yes"}, "space.p.log", "true or false"),
+        ({"type": "float", "high": 1}, "space.p.low", "required for float and int"),
+        ({"type": "int", "low": 1, "high": 8, "log": True, "step": 2}, "space.p.step", "no step on a log scale"),
+        ({"type": "categorical", "choices": [1, 1.0]}, "space.p.choices", "distinct values"),
+        ({"low": 1}, "space.p.type", "one of float, int, categorical, list (got None)"),
+        ([1], "space.p", "a mapping with a 'type'"),
+    ],
+)
+def test_parameter_errors_name_the_nested_key(definition, field, words):
+    with pytest.raises(ConfigError) as caught:
+        parse_space({"p": definition}, "unit.yaml")
+    assert caught.value.field == field, str(caught.value)
+    assert words in caught.value.expected, str(caught.value)
+
+
+def test_parsed_values_keep_their_yaml_types():
+    space = parse_space(
+        {
+            "a": {"type": "float", "low": 1, "high": "1e1", "log": True},
+            "b": {"type": "int", "low": 1.0, "high": 4, "step": 1.0},
+            "c": {"type": "list", "length": "b", "item": {"type": "categorical", "choices": [[1, 2], "x"]}},
+        },
+        "unit.yaml",
+    )
+    a, b, c = space.parameters
+    assert (a.low, type(a.low), a.high, type(a.high)) == (1, int, 10.0, float)
+    assert (b.low, type(b.low), b.step, type(b.step)) == (1, int, 1, int)
+    assert c.length.param == "b" and c.item.choices == ([1, 2], "x") and c.item.path == "c"

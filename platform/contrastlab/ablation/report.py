@@ -19,14 +19,15 @@ import json
 import math
 import numbers
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from contrastlab.ablation import report_render as render
-from contrastlab.ablation import report_text as text
 from contrastlab.ablation.analysis import Result, StudyAnalysis
+from contrastlab.ablation.report_render import html_page, markdown, plot_bars, plot_overlay, plot_small_multiples
+from contrastlab.ablation.report_text import RAW, anchor_flags, fmt
+from contrastlab.ablation.report_text import blocks as text_blocks
+from contrastlab.ablation.report_text import facts as text_facts
 from contrastlab.ablation.stats import (
     analyse_results,
     auto_scale,
@@ -35,6 +36,7 @@ from contrastlab.ablation.stats import (
     split_key,
 )
 from contrastlab.config import ConfigError
+from contrastlab.study.values import safe_name
 
 RESULTS_FILE = "results.json"
 SPLITS = ("val", "test")
@@ -61,10 +63,6 @@ SUMMARY_HEADER = [
     "test",
     "note",
 ]
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def _csv_number(value: float | int | None) -> str:
@@ -142,7 +140,7 @@ def _run_rows(
 def _shown_runs(run_rows: list[list[Any]], study: StudyAnalysis) -> list[list[Any]]:
     """runs.csv's rows in the units of the report's tables, without the overrides."""
     scales = [a.scale for a in study.metrics for _ in SPLITS]
-    return [[*row[:5], *(text.fmt(v, k) for v, k in zip(row[5:-1], scales, strict=True))] for row in run_rows]
+    return [[*row[:5], *(fmt(v, k) for v, k in zip(row[5:-1], scales, strict=True))] for row in run_rows]
 
 
 def _is_eval_curve(name: str, metrics: Sequence[str]) -> bool:
@@ -163,7 +161,7 @@ def _curves(
         per_variant = {
             v: [(r.get("curves") or {}).get(name) or [] for r in results if r["variant"] == v] for v in variants
         }
-        file = f"curves_{_safe_name(name)}.png"
+        file = f"curves_{safe_name(name)}.png"
         if _is_eval_curve(name, metrics):
             values = [
                 v
@@ -172,9 +170,9 @@ def _curves(
                 for _, v in points
                 if v is not None and math.isfinite(v)
             ]
-            if render.plot_overlay(per_variant, name, scale_of.get(name, auto_scale(name, values)), out / file):
+            if plot_overlay(per_variant, name, scale_of.get(name, auto_scale(name, values)), out / file):
                 overlays[f"curves_{name}"] = file
-        elif render.plot_small_multiples(per_variant, name, out / file):
+        elif plot_small_multiples(per_variant, name, out / file):
             multiples.append(file)
     return overlays, multiples
 
@@ -251,15 +249,15 @@ def write_report(
 
     images: dict[str, str] = {}
     for analysis in study.metrics:
-        name = f"bar_{_safe_name(analysis.metric)}.png"
-        raw_pixels = ((anchors or {}).get(text.RAW) or {}).get(split_key("test", analysis.metric))
-        render.plot_bars(analysis, out / name, raw_pixels)
+        name = f"bar_{safe_name(analysis.metric)}.png"
+        raw_pixels = ((anchors or {}).get(RAW) or {}).get(split_key("test", analysis.metric))
+        plot_bars(analysis, out / name, raw_pixels)
         images[f"bar_{analysis.metric}"] = name
     overlays, multiples = _curves(results, variants, metrics, study, out)
     images.update(overlays)
     written.update({name: out / name for name in [*images.values(), *multiples]})
 
-    flags = text.anchor_flags(study, anchors)
+    flags = anchor_flags(study, anchors)
     # Retuned variants may carry different overrides per seed; show every distinct set.
     overrides = {
         v: " / ".join(
@@ -271,12 +269,12 @@ def write_report(
         )
         for v in variants
     }
-    facts = text.facts(study, mode_note, n_boot, seed, flags, bool(anchors), run_rows)
-    blocks = text.blocks(
+    facts = text_facts(study, mode_note, n_boot, seed, flags, bool(anchors), run_rows)
+    blocks = text_blocks(
         study, anchors, flags, images, multiples, overrides, run_header[:-1], _shown_runs(run_rows, study)
     )
-    (out / "report.md").write_text(render.markdown(title, facts, blocks))
-    (out / "report.html").write_text(render.html_page(title, facts, blocks, out))
+    (out / "report.md").write_text(markdown(title, facts, blocks))
+    (out / "report.html").write_text(html_page(title, facts, blocks, out))
     written.update({"report.md": out / "report.md", "report.html": out / "report.html"})
     return written
 

@@ -18,13 +18,19 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from contrastlab.ablation.variants import Levels, Variant, same
+from pydantic import Field, field_validator
+
+from contrastlab.ablation.variants import Levels, Variant
 from contrastlab.config import ConfigError, ExperimentConfig, config_hash
 from contrastlab.engine.evaluate import selection_metric
-from contrastlab.tuning.space import SearchSpace, check_against_config, parse_space
-from contrastlab.tuning.spec import TUNING_SEED_FLOOR
+from contrastlab.study.experiment import TUNING_SEED_FLOOR
+from contrastlab.study.validation import Section, issue, validate
+from contrastlab.study.values import same
+from contrastlab.tuning.space import SearchSpace, check_against_config
+from contrastlab.tuning.space_spec import parse_space
+from contrastlab.tuning.spec import SamplerSpec
 
 RETUNE_KEYS = {"parameters", "samples", "metric", "mode", "overrides", "sampler", "seed"}
 DEFAULT_SEARCH_SEED = 10_000
@@ -143,56 +149,96 @@ def _variant_space(spec: RetuneSpec, variant: Variant, levels: list[Levels], sou
     return space
 
 
-def _number(raw: dict[str, Any], key: str, default: Any, source: str, minimum: int) -> int:
-    value = raw.get(key, default)
+def _integer(minimum: int, value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(source, f"retune.{key}", f"an integer of at least {minimum} (got {value!r})")
+        raise issue(f"an integer of at least {minimum} (got {value!r})")
     return value
 
 
-def parse_retune(raw: Any, variants: list[Variant], levels: list[Levels], source: str) -> RetuneSpec:
-    from contrastlab.tuning.spec import SamplerSpec
+class RetuneSection(Section):
+    """The `retune:` mapping of an ablation spec, before its parameters meet the variants."""
 
-    if not isinstance(raw, dict):
-        raise ConfigError(source, "retune", "a mapping with parameters, samples, metric, mode")
-    unknown = sorted(set(raw) - RETUNE_KEYS)
-    if unknown:
-        raise ConfigError(source, f"retune.{unknown[0]}", f"no such key (allowed: {', '.join(sorted(RETUNE_KEYS))})")
-    parameters = raw.get("parameters")
-    if not isinstance(parameters, dict) or not parameters:
-        raise ConfigError(
-            source,
-            "retune.parameters",
-            "a non-empty mapping of config paths to parameters (the tuning format, plus optional requires: COMPONENT)",
-        )
-    params, requires = _requires(parameters, levels, source)
+    _shape: ClassVar[str] = "a mapping with parameters, samples, metric, mode"
+    parameters: Any = Field(None, validate_default=True)
+    metric: Any = Field(None, validate_default=True)
+    mode: Any = Field(None, validate_default=True)
+    overrides: Any = Field(None, validate_default=True)
+    sampler: SamplerSpec = Field(None, validate_default=True)
+    seed: Any = DEFAULT_SEARCH_SEED
+    samples: Any = 8
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or not value:
+            raise issue(
+                "a non-empty mapping of config paths to parameters "
+                "(the tuning format, plus optional requires: COMPONENT)"
+            )
+        return value
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            raise issue("the metric each search optimises, e.g. val/knn_top1")
+        return value
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, value: Any) -> Any:
+        if value not in ("min", "max"):
+            raise issue(f"min or max (got {value!r})")
+        return value
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides(cls, value: Any) -> dict[str, Any]:
+        value = value or {}
+        if not isinstance(value, dict):
+            raise issue("a mapping of config paths to values (the search budget)")
+        return dict(value)
+
+    @field_validator("sampler", mode="before")
+    @classmethod
+    def _sampler(cls, value: Any) -> Any:
+        if value and not isinstance(value, dict):
+            raise issue(f"a mapping of type (tpe | random), seed, n_startup_trials (got {value!r})")
+        return value or {}  # absent or empty: the tuning defaults
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, value: Any) -> Any:
+        _integer(0, value)
+        if value < TUNING_SEED_FLOOR:
+            raise issue(f"a tuning seed of at least {TUNING_SEED_FLOOR}, which no evaluation run uses (got {value})")
+        return value
+
+    @field_validator("samples")
+    @classmethod
+    def _samples(cls, value: Any) -> Any:
+        return _integer(1, value)
+
+
+def parse_retune(raw: Any, variants: list[Variant], levels: list[Levels], source: str) -> RetuneSpec:
+    section = validate(RetuneSection, raw, source, "retune")
+    params, requires = _requires(section.parameters, levels, source)
     try:
         parse_space(params, source)
     except ConfigError as err:
         raise _wrap(err, source) from None
-    metric, mode = raw.get("metric"), raw.get("mode")
-    if not isinstance(metric, str) or not metric:
-        raise ConfigError(source, "retune.metric", "the metric each search optimises, e.g. val/knn_top1")
-    if mode not in ("min", "max"):
-        raise ConfigError(source, "retune.mode", f"min or max (got {mode!r})")
-    overrides = raw.get("overrides") or {}
-    if not isinstance(overrides, dict):
-        raise ConfigError(source, "retune.overrides", "a mapping of config paths to values (the search budget)")
-    try:
-        sampler = SamplerSpec.model_validate(raw.get("sampler") or {}).model_dump()
-    except Exception as err:  # pydantic's message names the field
-        raise ConfigError(source, "retune.sampler", f"type (tpe | random), seed, n_startup_trials ({err})") from None
-    seed = _number(raw, "seed", DEFAULT_SEARCH_SEED, source, 0)
-    if seed < TUNING_SEED_FLOOR:
-        raise ConfigError(
-            source,
-            "retune.seed",
-            f"a tuning seed of at least {TUNING_SEED_FLOOR}, which no evaluation run uses (got {seed})",
-        )
+    metric = section.metric
     if variants:
         metric = selection_metric(metric, variants[0].config, source, "retune.metric")
     spec = RetuneSpec(
-        params, requires, _number(raw, "samples", 8, source, 1), metric, mode, dict(overrides), sampler, seed
+        params,
+        requires,
+        section.samples,
+        metric,
+        section.mode,
+        section.overrides,
+        section.sampler.model_dump(),
+        section.seed,
     )
     for variant in variants:
         try:

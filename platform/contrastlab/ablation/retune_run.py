@@ -18,15 +18,11 @@ from contrastlab.ablation.cache import RunCache
 from contrastlab.ablation.spec import AblationSpec
 from contrastlab.ablation.variants import Variant
 from contrastlab.config import ExperimentConfig
+from contrastlab.study.ray_session import RaySession
+from contrastlab.study.values import safe_name
 from contrastlab.tuning.space import SearchSpace
 
 log = logging.getLogger("contrastlab")
-
-
-def _safe(name: str) -> str:
-    from contrastlab.ablation.runner import safe_name
-
-    return safe_name(name)
 
 
 def study_spec(spec: AblationSpec, variant: Variant, config: ExperimentConfig, space: SearchSpace):
@@ -37,7 +33,7 @@ def study_spec(spec: AblationSpec, variant: Variant, config: ExperimentConfig, s
     # the objective may be a final-only metric such as linear_top1.
     return StudySpec(
         path=spec.path,
-        name=_safe(f"{spec.name}-{variant.name}"),
+        name=safe_name(f"{spec.name}-{variant.name}"),
         base=config,
         metric=retune.metric,
         mode=retune.mode,
@@ -86,7 +82,9 @@ def run_search(
     return dict(best.user_attrs.get(OVERRIDES) or {}), best.value
 
 
-def tuned_parameters(spec: AblationSpec, output: Path, code: str, cache: RunCache, session) -> dict[str, Any]:
+def tuned_parameters(
+    spec: AblationSpec, output: Path, code: str, cache: RunCache, session: RaySession
+) -> dict[str, Any]:
     """Each variant's retuned values ({} when it has nothing to tune, None when its search failed)."""
     retune = spec.retune
     tuned: dict[str, Any] = {}
@@ -103,7 +101,7 @@ def tuned_parameters(spec: AblationSpec, output: Path, code: str, cache: RunCach
             tuned[variant.name] = dict(hit["params"])
             continue
         session.ensure()
-        folder = output / "retune" / f"{_safe(variant.name)}-{key[:8]}"
+        folder = output / "retune" / f"{safe_name(variant.name)}-{key[:8]}"
         params, value = run_search(spec, variant, config, space, folder, session.address)
         tuned[variant.name] = params
         if params is not None:

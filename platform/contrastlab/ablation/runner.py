@@ -19,9 +19,7 @@ no scheduler; the seed sets the data order and the initialisation, so variants a
 from __future__ import annotations
 
 import logging
-import math
 import os
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -37,6 +35,9 @@ from contrastlab.ablation.variants import Variant
 from contrastlab.config import ConfigError, ExperimentConfig, config_hash
 from contrastlab.engine.anchors import ANCHORS, ANCHORS_FILE, cached_anchors
 from contrastlab.engine.runfolder import claim_run_folder
+from contrastlab.study.ray_session import RaySession
+from contrastlab.study.resources import DRIVER_RESOURCES, trials_at_once
+from contrastlab.study.values import safe_name
 
 log = logging.getLogger("contrastlab")
 MARKER_FILE = "ablation_run.json"
@@ -95,10 +96,6 @@ class AblationOutcome:
                 f"tensorboard --logdir {self.output / 'runs'}",
             ]
         )
-
-
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 # -- planning (no Ray) -------------------------------------------------------------------------
@@ -245,36 +242,11 @@ def descriptor(run: PlannedRun, train_name: str, train_storage: str) -> dict[str
 
 
 # -- Ray --------------------------------------------------------------------------------------------
-class RaySession:
-    """Ray is started (or joined) only when something needs computing."""
-
-    def __init__(self, address: str | None, num_cpus: int | None):
-        self.address, self.num_cpus, self.started = address, num_cpus, False
-
-    def ensure(self) -> None:
-        from contrastlab.raytrain import init_ray
-
-        self.started = init_ray(self.address, num_cpus=self.num_cpus) or self.started
-
-    def close(self) -> None:
-        if self.started:
-            import ray
-
-            ray.shutdown()
-
-
 def concurrency(spec: AblationSpec, pending: list[PlannedRun]) -> int:
+    """Runs at once: what the cluster holds of the full experiment's resources, or the spec's cap."""
     import ray
 
-    from contrastlab.tuning.trial import DRIVER_RESOURCES
-
-    if spec.max_concurrent:
-        return min(spec.max_concurrent, len(pending))
-    total, res = ray.cluster_resources(), spec.full.resources
-    fits = math.floor((total.get("CPU", 0) + 1e-9) / (res.workers * res.cpus_per_worker + DRIVER_RESOURCES["CPU"]))
-    if res.gpus_per_worker > 0:
-        fits = min(fits, math.floor((total.get("GPU", 0) + 1e-9) / (res.workers * res.gpus_per_worker)))
-    return max(1, min(fits, len(pending)))
+    return trials_at_once(spec.full, ray.cluster_resources(), spec.max_concurrent, len(pending))
 
 
 def run_grid(
@@ -292,7 +264,6 @@ def run_grid(
 
     from contrastlab.ablation.trial import RUN_KEY, RunRecorder, run_ablation_trial, trial_dirname, trial_name
     from contrastlab.raytrain.cluster import check_cluster_resources, check_shared_storage
-    from contrastlab.tuning.trial import DRIVER_RESOURCES
 
     check_cluster_resources(spec.full, strict=False)
     check_shared_storage(ray_storage)
@@ -395,14 +366,14 @@ def run_ablation(
     output = Path(output).resolve()
     code = code or code_version()
     ray_storage = resolve_storage(storage, output)
-    session = RaySession(address, num_cpus)
     # One owner per output folder (the lock names its PID): two ablates would race on the cache.
     with claim_run_folder(output):
         cache = RunCache(output / CACHE_FILE)
         mode_note = spec.retune.note() if spec.retune else FIXED_NOTE
         _write_record(spec, output, code, mode_note)
         meta = report_meta(spec, mode_note, ablation_anchors(spec, output))
-        try:
+        # Ray is started (or joined) only when something needs computing.
+        with RaySession(address, num_cpus) as session:
             tuned = None
             if spec.retune:
                 from contrastlab.ablation.retune_run import tuned_parameters
@@ -411,8 +382,6 @@ def run_ablation(
             plan = plan_runs(spec, output, code, cache, tuned)
             check_runs(spec, plan)
             results = _compute(spec, plan, output, ray_storage, meta, code, resume, session)
-        finally:
-            session.close()
         files = report_from_run_dir(output)
     failed = sum(bool(r.get("error")) for r in results)
     reused = sum(bool(r.get("reused")) for r in results)

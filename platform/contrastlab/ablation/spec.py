@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from contrastlab.ablation.retune import RetuneSpec, parse_retune
-from contrastlab.ablation.variants import BASELINE, DESIGNS, FULL, Levels, Variant, expand, method_components, same
+from contrastlab.ablation.sections import component_entry, report_section, resources_section
+from contrastlab.ablation.variants import BASELINE, DESIGNS, FULL, Levels, Variant, expand, method_components
 from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, parse_override, read_yaml
 from contrastlab.data.registry import check_split_sizes
 from contrastlab.engine.evaluate import check_eval_metric
-from contrastlab.tuning.spec import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys
+from contrastlab.study.experiment import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys
+from contrastlab.study.values import same
 
 SPEC_KEYS = {
     "name",
@@ -40,7 +42,6 @@ SPEC_KEYS = {
     "retune",
     "report",
 }
-RESOURCE_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker", "max_failures")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -103,24 +104,6 @@ class AblationSpec:
 
 
 # -- the base experiment ------------------------------------------------------------------------
-def _resources(raw: Any, source: str) -> tuple[dict[str, Any], int | None]:
-    if raw is None:
-        return {}, None
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            source, "resources", "a mapping (workers, cpus_per_worker, gpus_per_worker, max_failures, max_concurrent)"
-        )
-    unknown = sorted(set(raw) - {*RESOURCE_KEYS, "max_concurrent"})
-    if unknown:
-        raise ConfigError(
-            source, f"resources.{unknown[0]}", f"no such key (allowed: {', '.join(RESOURCE_KEYS)}, max_concurrent)"
-        )
-    concurrent = raw.get("max_concurrent")
-    if concurrent is not None and (isinstance(concurrent, bool) or not isinstance(concurrent, int) or concurrent < 1):
-        raise ConfigError(source, "resources.max_concurrent", f"a positive integer (got {concurrent!r})")
-    return {f"resources.{k}": raw[k] for k in RESOURCE_KEYS if k in raw}, concurrent
-
-
 def _full_experiment(raw: dict[str, Any], path: Path, cli_overrides: list[str]) -> tuple[ExperimentConfig, int | None]:
     """Base, then the spec's `overrides`, its `resources`, then `--set` (the last one wins)."""
     source = str(path)
@@ -128,7 +111,7 @@ def _full_experiment(raw: dict[str, Any], path: Path, cli_overrides: list[str]) 
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise ConfigError(source, "overrides", "a mapping of config paths to values, e.g. optim.epochs: 4")
-    resources, concurrent = _resources(raw.get("resources"), source)
+    resources, concurrent = resources_section(raw.get("resources"), source)
     steps: list[tuple[str, dict[str, Any]]] = [("overrides", dict(overrides)), ("resources", resources)]
     for text in cli_overrides:
         key, value = parse_override(text, f"{source} (--set {text})")
@@ -156,7 +139,7 @@ def _levels(raw: Any, full: ExperimentConfig, source: str, design: str) -> list[
     levels: list[Levels] = []
     for index, entry in enumerate(raw):
         where = f"components[{index}]"
-        name, values = _component_entry(entry, source, where)
+        name, values = component_entry(entry, source, where)
         if name not in known:
             listed = ", ".join(known) or "none"
             raise ConfigError(source, where, f"a component of method {full.method.name!r} ({listed}); got {name!r}")
@@ -168,20 +151,6 @@ def _levels(raw: Any, full: ExperimentConfig, source: str, design: str) -> list[
         _check_levels(lv, full, source, where, design)
         levels.append(lv)
     return levels
-
-
-def _component_entry(entry: Any, source: str, where: str) -> tuple[str, list[Any]]:
-    if isinstance(entry, str):
-        return entry, []
-    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-        raise ConfigError(source, where, "a component name, or a mapping {name: COMPONENT, values: [...]}")
-    unknown = sorted(set(entry) - {"name", "values"})
-    if unknown:
-        raise ConfigError(source, f"{where}.{unknown[0]}", "no such key (allowed: name, values)")
-    values = entry.get("values", [])
-    if not isinstance(values, list):
-        raise ConfigError(source, f"{where}.values", "a list of the values to compare")
-    return entry["name"], values
 
 
 def _check_levels(lv: Levels, full: ExperimentConfig, source: str, where: str, design: str) -> None:
@@ -254,32 +223,6 @@ def _name(raw: dict[str, Any], path: Path) -> str:
     return name
 
 
-def _report_settings(raw: Any, source: str) -> dict[str, Any]:
-    """The spec's `report:` mapping, checked; primary_metric is checked against the metrics by the caller."""
-    if raw is None:
-        return {}
-    allowed = ("test", "interval", "confidence", "n_boot", "primary_metric", "effect")
-    if not isinstance(raw, dict) or set(raw) - set(allowed):
-        raise ConfigError(source, "report", f"a mapping with {', '.join(allowed)}")
-    if "test" in raw and raw["test"] not in ("sign_flip", "t"):
-        raise ConfigError(source, "report.test", f"sign_flip or t (got {raw['test']!r})")
-    if "interval" in raw and raw["interval"] not in ("t", "bca"):
-        raise ConfigError(source, "report.interval", f"t or bca (got {raw['interval']!r})")
-    confidence = raw.get("confidence", 0.95)
-    if isinstance(confidence, bool) or not isinstance(confidence, float) or not 0 < confidence < 1:
-        raise ConfigError(source, "report.confidence", f"a number in (0, 1) (got {confidence!r})")
-    n_boot = raw.get("n_boot", 10000)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:
-        raise ConfigError(source, "report.n_boot", f"an integer of at least 100 (got {n_boot!r})")
-    primary = raw.get("primary_metric")
-    if "primary_metric" in raw and (not isinstance(primary, str) or not primary):
-        raise ConfigError(source, "report.primary_metric", f"one of the spec's metrics (got {primary!r})")
-    effect = raw.get("effect", 0.01)
-    if isinstance(effect, bool) or not isinstance(effect, (int, float)) or not 0 < effect < float("inf"):
-        raise ConfigError(source, "report.effect", f"a positive number in metric units, e.g. 0.01 (got {effect!r})")
-    return dict(raw)
-
-
 def spec_from_dict(
     raw: Any, path: str | Path, overrides: list[str] | tuple[str, ...] = (), seeds: int | None = None
 ) -> AblationSpec:
@@ -318,7 +261,7 @@ def spec_from_dict(
         reference=reference,
         max_concurrent=concurrent,
         retune=retune,
-        report=_report_settings(raw.get("report"), source),
+        report=report_section(raw.get("report"), source),
     )
 
 

@@ -22,8 +22,8 @@ from ray import tune
 from contrastlab.ablation.cache import RunCache
 from contrastlab.ablation.report import save_results
 from contrastlab.config import config_from_dict
-from contrastlab.tuning.callbacks import hparam_value, numeric_metrics
-from contrastlab.tuning.trial import TrialFailed, fit_in_trial
+from contrastlab.study.metrics import hparam_value, numeric_metrics
+from contrastlab.study.trial import TrialFailed, fit_in_trial
 
 log = logging.getLogger("contrastlab")
 RUN_KEY = "run"

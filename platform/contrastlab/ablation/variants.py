@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contrastlab.config import ConfigError, ExperimentConfig, config_hash
+from contrastlab.study.values import same
 
 DESIGNS = ("leave_one_out", "add_one_in", "full_factorial", "explicit")
 FULL, BASELINE = "full", "baseline"
@@ -65,13 +66,6 @@ class Variant:
 
     def __post_init__(self) -> None:
         self.key = config_hash(self.config)
-
-
-def same(a: Any, b: Any) -> bool:
-    # YAML `true` must not equal 1, and 1 must equal 1.0.
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    return a == b
 
 
 def value_token(value: Any) -> str:
@@ -222,4 +216,4 @@ def expand(
     return builder.variants
 
 
-__all__ = ["BASELINE", "DESIGNS", "FULL", "Levels", "Variant", "expand", "method_components", "same", "value_token"]
+__all__ = ["BASELINE", "DESIGNS", "FULL", "Levels", "Variant", "expand", "method_components", "value_token"]

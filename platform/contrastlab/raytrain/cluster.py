@@ -1,4 +1,4 @@
-"""Connecting to Ray, and the checks that must pass before a worker group starts.
+"""The checks that must pass before a worker group starts.
 
 Every check here fails with a message that says what to change, before any training
 work is scheduled: a wrong resource request or a storage path that other hosts cannot see
@@ -19,52 +19,6 @@ from contrastlab.config import ConfigError, ExperimentConfig
 
 log = logging.getLogger("contrastlab")
 SOURCE = "<resources>"
-
-
-def init_ray(address: str | None, num_cpus: int | None = None, *, dashboard_host: str = "127.0.0.1") -> bool:
-    """Join the cluster at `address` (or RAY_ADDRESS), else start a local instance; True when
-    this call connected Ray (the caller then calls `ray.shutdown()` when done).
-
-    A local instance binds its dashboard to `dashboard_host` (loopback by default: the
-    dashboard can submit jobs, so it must not face the network unless asked). Token
-    authentication is left as Ray sets it up (on for new clusters).
-    """
-    if ray.is_initialized():
-        return False
-    secure_token_file()
-    # Inside `ray job submit` (or with RAY_ADDRESS exported) there is a cluster to join.
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        context = ray.init(address=address)
-    else:
-        # "local": a new instance even when another cluster on this host left its address behind.
-        context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host=dashboard_host)
-    secure_token_file()  # Ray writes a new token with the umask's mode (often 0644)
-    url = getattr(context, "dashboard_url", None)
-    if url:
-        log.info("Ray dashboard: http://%s", url)
-    return True
-
-
-def token_files() -> list[Path]:
-    """Where Ray keeps the cluster's authentication token (RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token)."""
-    paths = [Path.home() / ".ray" / "auth_token"]
-    custom = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if custom:
-        paths.insert(0, Path(custom).expanduser())
-    return paths
-
-
-def secure_token_file() -> None:
-    """Make this user's Ray token readable by this user only: with it anyone can run code on the cluster."""
-    for path in token_files():
-        try:
-            info = path.stat()
-            if info.st_uid == os.getuid() and info.st_mode & 0o077:
-                os.chmod(path, 0o600)
-                log.info("made the Ray token %s readable by its owner only (mode 0600)", path)
-        except OSError:
-            continue
 
 
 # -- the run's own request ----------------------------------------------------------------
@@ -182,11 +136,9 @@ def _exists_on_node(node_id: str, path: str) -> bool:
 
 __all__ = [
     "backend_for",
-    "secure_token_file",
     "check_cluster_resources",
     "check_distributed_config",
     "check_shared_storage",
-    "init_ray",
     "is_uri",
     "resolve_storage",
     "shared_storage_problem",

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -23,10 +22,10 @@ from contrastlab.raytrain.cluster import (
     check_cluster_resources,
     check_distributed_config,
     check_shared_storage,
-    init_ray,
     resolve_storage,
 )
 from contrastlab.raytrain.worker import train_loop_per_worker
+from contrastlab.study.ray_session import RaySession
 
 log = logging.getLogger("contrastlab")
 
@@ -107,18 +106,15 @@ def run_ray_training(
     check_distributed_config(cfg)
     run_dir = Path(run_dir).resolve()
     storage = resolve_storage(storage, run_dir)
-    started = init_ray(address)
-    try:
+    with RaySession(address) as session:
+        session.ensure()
         # A local instance cannot grow; a joined cluster may be autoscaled.
-        check_cluster_resources(cfg, strict=address is None and "RAY_ADDRESS" not in os.environ)
+        check_cluster_resources(cfg, strict=not session.joins_cluster)
         check_shared_storage(storage)
         name = run_name(run_dir)
         log.info("Ray Train run %r: %d worker(s), storage %s", name, cfg.resources.workers, storage)
         result = make_trainer(cfg, run_dir, name, storage).fit()
         return dict(result.metrics or {})
-    finally:
-        if started:
-            ray.shutdown()
 
 
 __all__ = ["make_trainer", "run_name", "run_ray_training", "scaling_config"]

@@ -6,7 +6,8 @@
   as FAIL with their reason.
 """
 
-from contrastlab.tuning.space import SearchSpace, parse_space
+from contrastlab.tuning.space import SearchSpace
+from contrastlab.tuning.space_spec import parse_space
 from contrastlab.tuning.spec import StudySpec, diff_specs, load_spec, spec_from_dict
 
 __all__ = ["SearchSpace", "StudySpec", "diff_specs", "load_spec", "parse_space", "spec_from_dict"]

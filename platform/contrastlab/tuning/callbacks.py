@@ -14,39 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
-from ray.tune.result import AUTO_RESULT_KEYS
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from contrastlab.study.metrics import hparam_value, numeric_metrics
 from contrastlab.tuning.space import SearchSpace, sample_defaults
 from contrastlab.tuning.study import register_trials, target_epochs
 
-EXCLUDED_KEYS = set(AUTO_RESULT_KEYS) | {
-    "done",
-    "trial_id",
-    "experiment_tag",
-    "should_checkpoint",
-    "checkpoint_path",
-    "iterations_since_restore",
-    "time_this_iter_s",
-}
 STATE_PARAM = "trial_state"
 REPORTED_FINALS = ("epoch", "loss", "val/knn_top1", "val/linear_top1", "test/knn_top1", "test/linear_top1")
-
-
-def hparam_value(value: Any) -> bool | int | float | str:
-    if isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
-def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """The engine's metrics in a Tune result (Tune's own bookkeeping keys left out)."""
-    return {
-        k: float(v)
-        for k, v in result.items()
-        if k not in EXCLUDED_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
 
 
 def final_tags(metric: str) -> list[str]:
@@ -139,4 +115,4 @@ class StudyCallback(Callback):
         self._writers.clear()
 
 
-__all__ = ["StudyCallback", "numeric_metrics", "write_experiment_summary", "write_trial_session"]
+__all__ = ["StudyCallback", "write_experiment_summary", "write_trial_session"]

@@ -12,7 +12,6 @@ Output folder layout:
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,8 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import FIFOScheduler
 
 from contrastlab.config import ConfigError
+from contrastlab.study.ray_session import RaySession
+from contrastlab.study.resources import DRIVER_RESOURCES, trials_at_once
 from contrastlab.tuning.callbacks import StudyCallback, write_experiment_summary
 from contrastlab.tuning.report import write_outputs
 from contrastlab.tuning.scheduler import StudyASHA
@@ -38,7 +39,7 @@ from contrastlab.tuning.study import (
     open_storage,
     redact,
 )
-from contrastlab.tuning.trial import DRIVER_RESOURCES, run_trial, trial_context
+from contrastlab.tuning.trial import run_trial, trial_context
 
 log = logging.getLogger("contrastlab")
 SPEC_FILE = "study_spec.yaml"
@@ -144,13 +145,7 @@ def resume_defaults(spec: StudySpec, output: Path, ray_storage: str | None) -> t
 # -- Ray Tune pieces ------------------------------------------------------------------------------
 def concurrent_trials(spec: StudySpec, cluster: dict[str, float]) -> int:
     """Trials that fit the cluster at once (at least one), unless the spec fixes the number."""
-    if spec.max_concurrent_trials:
-        return min(spec.max_concurrent_trials, spec.num_samples)
-    res = spec.base.resources
-    fits = math.floor((cluster.get("CPU", 0) + 1e-9) / (res.workers * res.cpus_per_worker + DRIVER_RESOURCES["CPU"]))
-    if res.gpus_per_worker > 0:
-        fits = min(fits, math.floor((cluster.get("GPU", 0) + 1e-9) / (res.workers * res.gpus_per_worker)))
-    return max(1, min(fits, spec.num_samples))
+    return trials_at_once(spec.base, cluster, spec.max_concurrent_trials, spec.num_samples)
 
 
 def make_scheduler(spec: StudySpec, storage: optuna.storages.BaseStorage):
@@ -267,8 +262,6 @@ def run_study(
     num_cpus: int | None = None,
 ) -> StudyOutcome:
     """Run (or resume) the study of `spec` into `output` and write its reports."""
-    from contrastlab.raytrain import init_ray
-
     output = Path(output).resolve()
     paths = StudyPaths(output, ray_storage or str(output / "ray"))
     storage, url = prepare_study(spec, paths, resume)
@@ -280,13 +273,10 @@ def run_study(
     # is missing from some results. The searcher skips those epochs and ASHA is refused such
     # metrics by the spec check, so Tune's strict check would only stop a valid FIFO study.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    started = init_ray(address, num_cpus=num_cpus)
-    try:
+    with RaySession(address, num_cpus) as session:
+        session.ensure()
         tuner = restore_tuner(spec, paths) if resume else build_tuner(spec, paths, storage)
         tuner.fit()
-    finally:
-        if started:
-            ray.shutdown()
     study = optuna.load_study(study_name=spec.study_name, storage=storage)
     anchors = study_anchors(spec, output)
     summary = write_outputs(study, spec.base, output, redact(url), spec.metric, spec.mode, anchors)

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import optuna
 from ray.tune.schedulers import AsyncHyperBandScheduler
 
+from contrastlab.study.internals import asha_bracket
 from contrastlab.tuning.study import TUNE_TRIAL_ID
 
 log = logging.getLogger("contrastlab")
@@ -23,22 +24,26 @@ log = logging.getLogger("contrastlab")
 class StudyASHA(AsyncHyperBandScheduler):
     """ASHA on the engine's `epoch` axis whose rungs are rebuilt from the Optuna study."""
 
-    def __init__(self, study_name: str, storage: optuna.storages.BaseStorage, **kwargs):
-        super().__init__(time_attr="epoch", **kwargs)
-        self._study_name = study_name
-        self._storage = storage
-        self._rungs_rebuilt = False
+    def __init__(self, study_name: str, storage: optuna.storages.BaseStorage, *, mode: str, **kwargs):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be min or max, not {mode!r}")
+        super().__init__(time_attr="epoch", mode=mode, **kwargs)
+        self.study_name = study_name
+        self.study_storage = storage
+        # ASHA's rungs hold "higher is better" values: a minimised metric is negated.
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.rungs_rebuilt = False
 
     def on_trial_add(self, tune_controller, trial) -> None:
-        if not self._rungs_rebuilt:
-            self._rungs_rebuilt = True
+        if not self.rungs_rebuilt:
+            self.rungs_rebuilt = True
             self.rebuild_rungs()
         super().on_trial_add(tune_controller, trial)
 
     def rebuild_rungs(self) -> int:
         """Record every trial's reported values in the rungs; returns how many trials were seen."""
-        study = optuna.load_study(study_name=self._study_name, storage=self._storage)
-        bracket = self._brackets[0]  # one bracket (Tune's default); trials of others cannot be told apart
+        study = optuna.load_study(study_name=self.study_name, storage=self.study_storage)
+        bracket = asha_bracket(self)  # one bracket (Tune's default); trials of others cannot be told apart
         seen = 0
         for frozen in study.get_trials(deepcopy=False):
             trial_id = frozen.user_attrs.get(TUNE_TRIAL_ID)
@@ -47,9 +52,9 @@ class StudyASHA(AsyncHyperBandScheduler):
             seen += 1
             stand_in = SimpleNamespace(trial_id=trial_id)
             for step in sorted(frozen.intermediate_values):
-                bracket.on_result(stand_in, step, self._metric_op * frozen.intermediate_values[step])
+                bracket.on_result(stand_in, step, self.sign * frozen.intermediate_values[step])
         if seen:
-            log.info("ASHA rungs rebuilt from %d trials of study %s", seen, self._study_name)
+            log.info("ASHA rungs rebuilt from %d trials of study %s", seen, self.study_name)
         return seen
 
 

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, config_hash, parse_override, read_yaml
 from contrastlab.engine.evaluate import selection_metric
-from contrastlab.tuning.space import SearchSpace, check_against_config, parse_space
+from contrastlab.study.experiment import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys
+from contrastlab.study.validation import validate
+from contrastlab.tuning.space import SearchSpace, check_against_config
+from contrastlab.tuning.space_spec import parse_space
 
 SPEC_KEYS = {
     "name",
@@ -38,8 +41,6 @@ SPEC_KEYS = {
     "points_to_evaluate",
     "seed",
 }
-# Tuning trials run at seeds no ablation evaluates on: ablation seeds stay below this.
-TUNING_SEED_FLOOR = 1000
 # Metrics the engine computes only after the last epoch: ASHA would never see them early.
 FINAL_ONLY_METRICS = ("linear_top1", "alignment", "uniformity")
 
@@ -140,48 +141,6 @@ class StudySpec:
         }
 
 
-def check_spec_keys(raw: Any, source: str, allowed: set[str] | frozenset[str], what: str) -> None:
-    """A spec file is a mapping of known top-level fields (tune and ablation specs alike)."""
-    if not isinstance(raw, dict):
-        raise ConfigError(source, "", f"a YAML mapping ({what})")
-    unknown = sorted(set(raw) - set(allowed))
-    if unknown:
-        raise ConfigError(source, unknown[0], f"no such field (allowed: {', '.join(sorted(allowed))})")
-
-
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def base_experiment_dict(raw: dict[str, Any], path: Path) -> dict[str, Any]:
-    """A spec's experiment: `base_config` (a YAML path relative to the spec) merged with the
-    inline `base` mapping, or the inline mapping alone. Tune and ablation specs share it."""
-    source = str(path)
-    inline = raw.get("base", {})
-    if not isinstance(inline, dict):
-        raise ConfigError(source, "base", "a mapping (the experiment, or changes to base_config)")
-    if "base_config" not in raw:
-        if not inline:
-            raise ConfigError(source, "base", "an experiment: an inline mapping, or base_config: PATH")
-        return inline
-    ref = raw["base_config"]
-    if not isinstance(ref, str) or not ref:
-        raise ConfigError(source, "base_config", "a path to an experiment YAML, relative to the spec file")
-    target = (path.parent / ref).resolve()
-    if not target.is_file():
-        raise ConfigError(source, "base_config", f"an existing experiment file (not found: {target})")
-    loaded = read_yaml(target)
-    if not isinstance(loaded, dict):
-        raise ConfigError(str(target), "", "a YAML mapping of config sections")
-    return deep_merge(loaded, inline)
-
-
 def _build_base(raw: dict[str, Any], path: Path, overrides: list[str], resources: ResourcesSpec) -> ExperimentConfig:
     source = str(path)
     base = config_from_dict(base_experiment_dict(raw, path), f"{source} (base)")
@@ -210,18 +169,7 @@ def check_overrides_against_space(overrides: list[str], space: SearchSpace, sour
 
 
 def _top_level(raw: dict[str, Any], source: str) -> _TopLevel:
-    fields = {k: raw[k] for k in _TopLevel.model_fields if k in raw}
-    try:
-        return _TopLevel.model_validate(fields)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        if first["type"] == "missing":
-            raise ConfigError(source, where, "a value (required)") from None
-        if first["type"] == "extra_forbidden":
-            raise ConfigError(source, where, "no such field (unknown field)") from None
-        message = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(source, where, f"{message} (got {first.get('input')!r})") from None
+    return validate(_TopLevel, {k: raw[k] for k in _TopLevel.model_fields if k in raw}, source)
 
 
 def _check_metric(top: _TopLevel, base: ExperimentConfig, source: str) -> None:
@@ -353,9 +301,6 @@ __all__ = [
     "SamplerSpec",
     "SchedulerSpec",
     "StudySpec",
-    "base_experiment_dict",
-    "check_spec_keys",
-    "deep_merge",
     "diff_specs",
     "load_spec",
     "spec_from_dict",

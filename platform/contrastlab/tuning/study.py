@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 from sqlalchemy.engine import make_url
 
+from contrastlab.study.internals import legacy_searcher_state, searcher_trials
 from contrastlab.tuning.space import SearchSpace, choice_label
 from contrastlab.tuning.spec import SamplerSpec
 
@@ -128,11 +129,6 @@ def failure_reason(trial_id: str) -> str:
     return (rest if rest and "." in head else last)[:REASON_CHARS]
 
 
-def is_finished(study: optuna.Study, trial: optuna.Trial) -> bool:
-    state = study._storage.get_trial(trial._trial_id).state
-    return state.is_finished()
-
-
 class StudySearcher(OptunaSearch):
     """OptunaSearch with honest trial states, per-epoch intermediate values and bookkeeping."""
 
@@ -161,10 +157,33 @@ class StudySearcher(OptunaSearch):
         self._base_epochs = base_epochs
         self._max_t = max_t
         self._targets: dict[str, int] = {}
+        # The searcher's own bookkeeping, through Optuna's public API only: the study by name
+        # in `storage`, a trial's storage id by its number, the Tune trials already told.
+        self.optuna_study_name = study_name
+        self.study_storage = storage
+        self.study_sampler = sampler
+        self.told: set[str] = set()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "study_storage" not in state:  # pickled before the searcher kept its own bookkeeping
+            state = {**state, **legacy_searcher_state(state)}
+        self.__dict__.update(state)
 
     @property
     def study(self) -> optuna.Study:
-        return self._ot_study
+        """The Optuna study this searcher asks and tells (loaded by name from its storage)."""
+        return optuna.load_study(
+            study_name=self.optuna_study_name, storage=self.study_storage, sampler=self.study_sampler
+        )
+
+    def storage_id(self, number: int) -> int:
+        """The storage's id of the study's trial `number`."""
+        storage = self.study_storage
+        study_id = storage.get_study_id_from_name(self.optuna_study_name)
+        return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+    def is_finished(self, number: int) -> bool:
+        return self.study_storage.get_trial(self.storage_id(number)).state.is_finished()
 
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
@@ -173,7 +192,7 @@ class StudySearcher(OptunaSearch):
         overrides = config.get("params", {})
         target = target_epochs(overrides, self._base_epochs, self._max_t)
         self._targets[trial_id] = target
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = searcher_trials(self)[trial_id]
         ot_trial.set_user_attr(TUNE_TRIAL_ID, trial_id)
         ot_trial.set_user_attr(OVERRIDES, json.loads(json.dumps(overrides, default=str)))
         ot_trial.set_user_attr(TARGET_EPOCHS, target)
@@ -182,33 +201,35 @@ class StudySearcher(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         # Epochs without the metric (kNN every N epochs) are skipped; the step is the epoch,
         # so a resumed trial reports each epoch once and the curve matches TensorBoard's.
-        if trial_id in self._completed_trials or self.metric not in result or trial_id not in self._ot_trials:
+        trials = searcher_trials(self)
+        if trial_id in self.told or self.metric not in result or trial_id not in trials:
             return
         value = result[self.metric]
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             return
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        ot_trial = self._ot_trials[trial_id]
-        if step in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
+        ot_trial = trials[trial_id]
+        if step in self.study_storage.get_trial(self.storage_id(ot_trial.number)).intermediate_values:
             return
         ot_trial.report(float(value), step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        trials = searcher_trials(self)
+        if trial_id in self.told or trial_id not in trials:
             return
-        ot_trial = self._ot_trials[trial_id]
-        if is_finished(self._ot_study, ot_trial):
-            self._completed_trials.add(trial_id)
+        ot_trial = trials[trial_id]
+        if self.is_finished(ot_trial.number):
+            self.told.add(trial_id)
             return  # told before the driver was interrupted; the restored state did not know
         if result and not error:
             # Tune hands the result that made the scheduler stop the trial only to this
             # method, not to on_trial_result: it is an epoch like the others.
             self.on_trial_result(trial_id, result)
-        self._completed_trials.add(trial_id)
+        self.told.add(trial_id)
         state, value, attrs = self.decide(trial_id, result or {}, error)
         for key, item in attrs.items():
             ot_trial.set_user_attr(key, item)
-        self._ot_study.tell(ot_trial, value, state=state)
+        self.study.tell(ot_trial.number, value, state=state)
         log.info(
             "trial %s (Optuna #%d): %s%s",
             trial_id,
@@ -242,18 +263,19 @@ class StudySearcher(OptunaSearch):
     def fail_orphans(self) -> None:
         """Trials asked for after Tune's last saved state are unknown to the restored
         experiment and would stay RUNNING forever: record them as FAIL, with why."""
-        known = {t._trial_id for t in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen._trial_id in known:
+        known = {t.number for t in searcher_trials(self).values()}
+        storage = self.study_storage
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen.number in known:
                 continue
-            storage = self._ot_study._storage
+            trial_id = self.storage_id(frozen.number)
             storage.set_trial_user_attr(
-                frozen._trial_id,
+                trial_id,
                 FAIL_REASON,
                 "started just before the driver was interrupted, after Tune last saved its "
                 "state; not part of the resumed experiment",
             )
-            storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
             log.warning("Optuna trial #%d was orphaned by the interruption: recorded as FAIL", frozen.number)
 
 

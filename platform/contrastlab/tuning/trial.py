@@ -16,18 +16,11 @@ from typing import Any
 from ray import tune
 
 from contrastlab.config import ExperimentConfig, config_from_dict
+from contrastlab.study.trial import fit_in_trial
 
 log = logging.getLogger("contrastlab")
 
 ATTEMPTS_FILE = "attempts.jsonl"
-# A Train controller that cannot start its workers (a starved cluster) retries forever by
-# default; inside a study that would hang the trial instead of failing it.
-CONTROLLER_FAILURE_LIMIT = 2
-DRIVER_RESOURCES = {"CPU": 0.01}
-
-
-class TrialFailed(RuntimeError):
-    """A trial's Train run failed; the message is the one-line reason kept in the study."""
 
 
 def trial_context(base: ExperimentConfig, trials_dir: Path, train_storage: str) -> dict[str, Any]:
@@ -50,28 +43,6 @@ def record_attempt(run_dir: Path, trial_id: str) -> int:
     return previous + 1
 
 
-def root_cause(err: BaseException) -> BaseException:
-    """The exception that started it: through Train's worker-group and controller errors,
-    Ray's task-error wrappers and explicit chaining."""
-    seen: set[int] = set()
-    while id(err) not in seen:
-        seen.add(id(err))
-        failures = getattr(err, "worker_failures", None)
-        nested = failures[min(failures)] if failures else None
-        nested = nested or getattr(err, "controller_failure", None) or getattr(err, "cause", None) or err.__cause__
-        if not isinstance(nested, BaseException):
-            break
-        err = nested
-    return err
-
-
-def one_line(err: BaseException) -> str:
-    """The root cause's type and first line: what a person needs to see in the study."""
-    cause = root_cause(err)
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[0] if text else ''}"
-
-
 def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
     """Tune function trainable: build the trial's config, run it on Ray Train, report per epoch.
 
@@ -86,19 +57,4 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
     fit_in_trial(cfg, run_dir, trial_id, context["train_storage"])
 
 
-def fit_in_trial(cfg: ExperimentConfig, run_dir: Path, name: str, storage: str) -> None:
-    """One Ray Train run inside a Tune trial: per-epoch metrics reach Tune, and a failure
-    becomes `TrialFailed` carrying its root cause in one line."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from contrastlab.raytrain import make_trainer
-
-    trainer = make_trainer(cfg, run_dir, name=name, storage=storage, callbacks=[TuneReportCallback()])
-    trainer.run_config.failure_config.controller_failure_limit = CONTROLLER_FAILURE_LIMIT
-    try:
-        trainer.fit()
-    except Exception as err:
-        raise TrialFailed(one_line(err)) from err
-
-
-__all__ = ["DRIVER_RESOURCES", "TrialFailed", "fit_in_trial", "run_trial", "trial_config", "trial_context"]
+__all__ = ["run_trial", "trial_config", "trial_context"]

@@ -1,0 +1,106 @@
+"""Joining or starting Ray for a command, and stopping only what that command started.
+
+`RaySession` is the one way the commands reach Ray: it joins the cluster at an address
+(or RAY_ADDRESS), else starts a local instance, and on exit shuts Ray down only when this
+session connected it. A caller that already holds Ray (a study inside an ablation, a test)
+keeps it. On SIGTERM `contrastlab.shutdown` raises `Terminated` in the main thread, so the
+`with` block's exit runs and Ray stops; whatever is left is reaped by `stop_children`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger("contrastlab")
+
+
+def token_files() -> list[Path]:
+    """Where Ray keeps the cluster's authentication token (RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token)."""
+    paths = [Path.home() / ".ray" / "auth_token"]
+    custom = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if custom:
+        paths.insert(0, Path(custom).expanduser())
+    return paths
+
+
+def secure_token_file() -> None:
+    """Make this user's Ray token readable by this user only: with it anyone can run code on the cluster."""
+    for path in token_files():
+        try:
+            info = path.stat()
+            if info.st_uid == os.getuid() and info.st_mode & 0o077:
+                os.chmod(path, 0o600)
+                log.info("made the Ray token %s readable by its owner only (mode 0600)", path)
+        except OSError:
+            continue
+
+
+def init_ray(address: str | None, num_cpus: int | None = None, *, dashboard_host: str = "127.0.0.1") -> bool:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start a local instance; True when
+    this call connected Ray (the caller then shuts it down when done).
+
+    A local instance binds its dashboard to `dashboard_host` (loopback by default: the
+    dashboard can submit jobs, so it must not face the network unless asked). Token
+    authentication is left as Ray sets it up (on for new clusters).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    secure_token_file()
+    # Inside `ray job submit` (or with RAY_ADDRESS exported) there is a cluster to join.
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        context = ray.init(address=address)
+    else:
+        # "local": a new instance even when another cluster on this host left its address behind.
+        context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host=dashboard_host)
+    secure_token_file()  # Ray writes a new token with the umask's mode (often 0644)
+    url = getattr(context, "dashboard_url", None)
+    if url:
+        log.info("Ray dashboard: http://%s", url)
+    return True
+
+
+class RaySession:
+    """Ray for one command: started (or joined) by `ensure()`, at the latest when needed,
+    and shut down on exit only when this session connected it.
+
+        with RaySession(address, num_cpus) as session:
+            session.ensure()
+            ...
+    """
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None):
+        self.address, self.num_cpus = address, num_cpus
+        self.owned = False
+
+    @property
+    def joins_cluster(self) -> bool:
+        """A cluster given by address (it may be autoscaled), not a local instance."""
+        return self.address is not None or "RAY_ADDRESS" in os.environ
+
+    def ensure(self) -> RaySession:
+        """Connect Ray unless it is connected already (by this session or by the caller)."""
+        self.owned = init_ray(self.address, num_cpus=self.num_cpus) or self.owned
+        return self
+
+    def close(self) -> None:
+        """Shut Ray down if this session connected it; a caller's Ray stays up."""
+        if not self.owned:
+            return
+        self.owned = False
+        import ray
+
+        ray.shutdown()
+
+    def __enter__(self) -> RaySession:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+
+__all__ = ["RaySession", "init_ray", "secure_token_file", "token_files"]

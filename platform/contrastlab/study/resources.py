@@ -1,0 +1,27 @@
+"""How much of a cluster a study's trials take, and how many fit at once."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from contrastlab.config import ExperimentConfig
+
+# The Tune trial itself is a light driver; its Train workers hold the real resources.
+DRIVER_RESOURCES = {"CPU": 0.01}
+
+
+def trials_at_once(cfg: ExperimentConfig, cluster: Mapping[str, float], limit: int | None, count: int) -> int:
+    """Trials of `cfg`'s resources that fit `cluster` at once (at least one, at most `count`);
+    a `limit` from the spec replaces the arithmetic."""
+    if limit:
+        return min(limit, count)
+    res = cfg.resources
+    per_trial_cpus = res.workers * res.cpus_per_worker + DRIVER_RESOURCES["CPU"]
+    fits = math.floor((cluster.get("CPU", 0) + 1e-9) / per_trial_cpus)
+    if res.gpus_per_worker > 0:
+        fits = min(fits, math.floor((cluster.get("GPU", 0) + 1e-9) / (res.workers * res.gpus_per_worker)))
+    return max(1, min(fits, count))
+
+
+__all__ = ["DRIVER_RESOURCES", "trials_at_once"]
