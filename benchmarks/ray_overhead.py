@@ -102,7 +102,7 @@ def timed_ray(cfg: ExperimentConfig, run_dir: Path) -> dict:
 
     from contrastlab.raytrain import make_trainer, run_name
     from contrastlab.raytrain.cluster import check_cluster_resources, check_distributed_config, resolve_storage
-    from contrastlab.study.ray_session import init_ray
+    from contrastlab.raytrain.session import init_ray
 
     started = time.perf_counter()
     check_distributed_config(cfg)

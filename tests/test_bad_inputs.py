@@ -448,7 +448,7 @@ def nothing_runs(monkeypatch):
     monkeypatch.setattr("contrastlab.engine.loop.Trainer.run", reached)
     monkeypatch.setattr("contrastlab.tuning.runner.run_study", reached)
     monkeypatch.setattr("contrastlab.ablation.runner.run_ablation", reached)
-    monkeypatch.setattr("contrastlab.study.ray_session.init_ray", reached)
+    monkeypatch.setattr("contrastlab.raytrain.session.init_ray", reached)
     yield
     while HELD:
         HELD.pop().close()

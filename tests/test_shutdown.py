@@ -23,7 +23,7 @@ import ray  # noqa: F401 - puts Ray's vendored psutil on the path, so it comes f
 import psutil
 # isort: on
 
-from contrastlab.study.ray_session import secure_token_file
+from contrastlab.raytrain.session import secure_token_file
 from tests.helpers import ROOT, tiny_config_dict, write
 
 GRACE = 2.0

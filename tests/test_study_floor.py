@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from contrastlab.errors import ConfigError
-from contrastlab.study import ray_session
+from contrastlab.raytrain import session as ray_session
+from contrastlab.raytrain.session import RaySession, init_ray
 from contrastlab.study.experiment import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys, deep_merge
 from contrastlab.study.metrics import hparam_value, numeric_metrics
-from contrastlab.study.ray_session import RaySession, init_ray
 from contrastlab.study.resources import DRIVER_RESOURCES, trials_at_once
 from contrastlab.study.trial import TrialFailed, one_line
 from contrastlab.study.values import safe_name, same

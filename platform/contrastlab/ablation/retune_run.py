@@ -18,7 +18,7 @@ from contrastlab.ablation.cache import RunCache
 from contrastlab.ablation.spec import AblationSpec
 from contrastlab.ablation.variants import Variant
 from contrastlab.config import ExperimentConfig
-from contrastlab.study.ray_session import RaySession
+from contrastlab.raytrain.session import RaySession
 from contrastlab.study.values import safe_name
 from contrastlab.tuning.space import SearchSpace
 

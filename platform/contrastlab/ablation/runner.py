@@ -35,7 +35,7 @@ from contrastlab.ablation.variants import Variant
 from contrastlab.config import ConfigError, ExperimentConfig, config_hash
 from contrastlab.engine.anchors import ANCHORS, ANCHORS_FILE, cached_anchors
 from contrastlab.engine.runfolder import claim_run_folder
-from contrastlab.study.ray_session import RaySession
+from contrastlab.raytrain.session import RaySession
 from contrastlab.study.resources import DRIVER_RESOURCES, trials_at_once
 from contrastlab.study.values import safe_name
 

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from contrastlab.cli import InputError
+from contrastlab.errors import InputError
 
 HELP = "run an ablation study from a spec (variants × paired seeds on Ray) and write its report"
 log = logging.getLogger("contrastlab")

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
         print(describe_datasets())
         return 0
     if not args.name:
-        from contrastlab.cli import InputError
+        from contrastlab.errors import InputError
 
         raise InputError("data prepare: NAME: expected a dataset name (see `contrastlab data list`)")
     cfg = DataConfig(name=args.name, root=args.root, download=args.download)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contrastlab.cli import InputError
 from contrastlab.config import ExperimentConfig, load_config
+from contrastlab.errors import InputError
 
 HELP = "train SimCLR and MCL on Trifeature with one budget and tabulate per-attribute linear probes"
 ATTRIBUTES = ("colour", "shape", "texture")

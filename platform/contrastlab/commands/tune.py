@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from contrastlab.cli import InputError
+from contrastlab.errors import InputError
 
 HELP = "tune a method's hyperparameters from a search-space spec (Ray Tune + Optuna TPE, ASHA)"
 log = logging.getLogger("contrastlab")

@@ -3,7 +3,7 @@
 - `make_trainer(cfg, run_dir, name, storage, callbacks=(), max_failures=None)`: the
   `TorchTrainer` of one run (used by the CLI, Tune and the ablation runner).
 - `train_loop_per_worker(loop_config)`: what each worker runs.
-- Ray itself is joined or started by `contrastlab.study.ray_session.RaySession`.
+- Ray itself is joined or started by `contrastlab.raytrain.session.RaySession`.
 - `run_ray_training(cfg, run_dir, address=None, storage=None) -> dict`: the CLI path.
 """
 

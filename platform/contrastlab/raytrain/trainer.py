@@ -24,8 +24,8 @@ from contrastlab.raytrain.cluster import (
     check_shared_storage,
     resolve_storage,
 )
+from contrastlab.raytrain.session import RaySession
 from contrastlab.raytrain.worker import train_loop_per_worker
-from contrastlab.study.ray_session import RaySession
 
 log = logging.getLogger("contrastlab")
 

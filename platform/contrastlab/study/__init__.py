@@ -7,8 +7,9 @@
 - `metrics`: a Tune result's numeric metrics and TensorBoard hparam values.
 - `resources`: the driver's resources and how many trials fit a cluster at once.
 - `trial`: one Ray Train run inside a Tune trial (`fit_in_trial`, `TrialFailed`).
-- `ray_session`: joining or starting Ray, and stopping only what was started (`RaySession`).
 - `internals`: every access to a private attribute of Ray or Optuna, in one place.
 
-Nothing here imports `contrastlab.tuning` or `contrastlab.ablation`.
+Ray itself is joined or started by `contrastlab.raytrain.session.RaySession`, one layer
+below, which `contrastlab train --workers` uses too. Nothing here imports
+`contrastlab.tuning` or `contrastlab.ablation`.
 """

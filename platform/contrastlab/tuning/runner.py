@@ -25,7 +25,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import FIFOScheduler
 
 from contrastlab.config import ConfigError
-from contrastlab.study.ray_session import RaySession
+from contrastlab.raytrain.session import RaySession
 from contrastlab.study.resources import DRIVER_RESOURCES, trials_at_once
 from contrastlab.tuning.callbacks import StudyCallback, write_experiment_summary
 from contrastlab.tuning.report import write_outputs
