@@ -1,12 +1,12 @@
-"""The layering of the packages (methods below the engine) and `build_run` against the Trainer."""
+"""`build_run` against the Trainer, and methods that load without the engine.
+
+The static layering of the packages is checked in test_package_layout.py."""
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from contextlib import nullcontext
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,101 +15,6 @@ from contrastlab.engine import Trainer, build_run
 from contrastlab.engine.loop import step_seed
 from contrastlab.methods import StepTools, TrainBatch
 from tests.helpers import tiny_config
-
-PACKAGE = Path(__file__).resolve().parents[1] / "platform" / "contrastlab"
-LAYERED = ("engine", "methods", "config", "sections", "optim", "data", "distributed")
-
-
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
-def imported_modules(path: Path, root: Path = PACKAGE) -> list[str]:
-    """Every module `path` imports at run time, at module level or inside functions (imports
-    under `if TYPE_CHECKING:` only serve annotations and are left out); relative imports are
-    resolved against the file's package."""
-    package = ".".join(path.relative_to(root.parent).with_suffix("").parts[:-1])
-    found: list[str] = []
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child)
-            return
-        if isinstance(node, ast.Import):
-            found.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            found.append(module)
-            found.extend(f"{module}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-            "import_module",
-            "__import__",
-        ):
-            found.extend(arg.value for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str))
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(ast.parse(path.read_text(), str(path)))
-    return found
-
-
-def layer_of(module: str) -> str | None:
-    parts = module.split(".")
-    if parts[0] != "contrastlab" or len(parts) < 2:
-        return None
-    return parts[1] if parts[1] in LAYERED else None
-
-
-def layer_files(layer: str) -> list[Path]:
-    folder = PACKAGE / layer
-    return sorted(folder.rglob("*.py")) if folder.is_dir() else [PACKAGE / f"{layer}.py"]
-
-
-def test_the_import_scan_sees_imports_inside_functions(tmp_path):
-    root = tmp_path / "contrastlab"
-    path = root / "methods" / "x.py"
-    path.parent.mkdir(parents=True)
-    path.write_text(
-        "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n    from contrastlab.config import ExperimentConfig\n"
-        "def f():\n    from ..engine.loop import Trainer\n    import importlib\n"
-        "    return importlib.import_module('contrastlab.data')\n"
-    )
-    modules = imported_modules(path, root)
-    assert "contrastlab.engine.loop" in modules and "contrastlab.data" in modules
-    assert not [m for m in modules if layer_of(m) == "config"]
-
-
-@pytest.mark.parametrize("path", layer_files("methods"), ids=lambda p: p.name)
-def test_methods_never_import_the_engine_or_the_config(path):
-    modules = imported_modules(path)
-    assert not [m for m in modules if layer_of(m) == "engine"], f"{path.name} imports the engine"
-    assert not [m for m in modules if layer_of(m) == "config"], f"{path.name} imports contrastlab.config"
-
-
-def test_no_import_cycle_between_the_layered_packages():
-    edges: dict[str, set[str]] = {layer: set() for layer in LAYERED}
-    for layer in LAYERED:
-        for path in layer_files(layer):
-            edges[layer].update(other for m in imported_modules(path) if (other := layer_of(m)) not in (None, layer))
-
-    def reaches(start: str, goal: str, seen: set[str]) -> bool:
-        for nxt in edges[start]:
-            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
-                return True
-        return False
-
-    cycles = sorted(layer for layer in LAYERED if reaches(layer, layer, {layer}))
-    assert not cycles, f"import cycle through {cycles}: {edges}"
-    assert "methods" in edges["engine"]  # the scan sees the engine's own imports
 
 
 def test_importing_every_method_leaves_the_engine_unloaded():
