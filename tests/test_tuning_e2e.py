@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -56,7 +58,16 @@ def study_spec() -> dict:
 
 
 def study_names(output: Path) -> list[str]:
-    return optuna.get_all_study_names(optuna.storages.RDBStorage(f"sqlite:///{output / 'study.db'}"))
+    """The studies in the driver's database, read without writing to it.
+
+    Opening the file with Optuna's storage while the driver is still creating its schema
+    would race it (both insert the schema version); a read-only connection cannot.
+    """
+    try:
+        with closing(sqlite3.connect(f"file:{output / 'study.db'}?mode=ro", uri=True)) as db:
+            return [name for (name,) in db.execute("SELECT study_name FROM studies")]
+    except sqlite3.OperationalError:  # no file or no table yet
+        return []
 
 
 def load_study(output: Path) -> optuna.Study:
