@@ -437,6 +437,21 @@ output_case("permission-denied", no_permission, ["denied", "Permission denied"])
 output_case("disk-full", disk_full, ["full", "No space left"])
 
 
+# -- Ray Client addresses: every command that joins a cluster refuses them, naming ray job submit --
+def client_address_case(command: str, name: str, content: str | dict) -> None:
+    def build(tmp: Path) -> tuple[list[str], Path, list[str]]:
+        path = write(tmp / name, content)
+        argv = [command, str(path), "--output", str(tmp / "out"), "--address", "ray://head:10001"]
+        return argv, tmp / "out", ["--address", "ray://head:10001", "ray job submit", f"contrastlab {command}"]
+
+    CASES.append(Case(f"{command}-ray-client-address", build))
+
+
+client_address_case("train", "exp.yaml", TINY)
+client_address_case("tune", "spec.yaml", TUNE)
+client_address_case("ablate", "spec.yaml", ABLATE)
+
+
 # -- the tests -------------------------------------------------------------------------------------------
 @pytest.fixture
 def nothing_runs(monkeypatch):

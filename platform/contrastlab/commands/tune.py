@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="study spec YAML (see search_spaces/)")
     parser.add_argument("--samples", type=int, help="number of trials (default: the spec's num_samples)")
     parser.add_argument("--output", help="study folder (default: runs/tune/<spec name>)")
-    parser.add_argument("--address", help="join this Ray cluster (e.g. auto or ray://host:10001)")
+    parser.add_argument(
+        "--address", help="join this Ray cluster (auto or HOST:6379; for a remote cluster use ray job submit)"
+    )
     parser.add_argument("--storage", help="Ray storage path or URI for Tune and the Train runs (default: OUTPUT/ray)")
     parser.add_argument(
         "--storage-db",
@@ -41,9 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from contrastlab.engine.runfolder import claim_run_folder
+    from contrastlab.raytrain.session import check_address
     from contrastlab.tuning.runner import StudyError, resume_defaults, run_study
     from contrastlab.tuning.spec import load_spec
 
+    check_address(args.address, "tune")
     spec = load_spec(args.spec, args.overrides, num_samples=args.samples, study_storage=args.storage_db)
     output = Path(args.output) if args.output else Path(spec.base.output.dir) / "tune" / spec.name
     if args.resume and not output.is_dir():  # checked before anything (study.db, ray/) is created
