@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage-db",
         help="SQLAlchemy URL of the Optuna database, e.g. postgresql://user@host/db "
-        "(default: the spec's study_storage, else OUTPUT/study.db)",
+        "(default: the spec's study_storage with the password of CONTRASTLAB_STUDY_STORAGE, else "
+        "OUTPUT/study.db); "
+        "its password is never written to the study folder",
     )
     parser.add_argument(
         "--resume",
@@ -46,9 +48,12 @@ def run(args: argparse.Namespace) -> int:
     from contrastlab.raytrain.session import check_address
     from contrastlab.tuning.runner import StudyError, resume_defaults, run_study
     from contrastlab.tuning.spec import load_spec
+    from contrastlab.tuning.study import storage_from_environment
 
     check_address(args.address, "tune")
     spec = load_spec(args.spec, args.overrides, num_samples=args.samples, study_storage=args.storage_db)
+    if not args.storage_db:  # the password may come from the environment, never from a file
+        spec.study_storage = storage_from_environment(spec.study_storage)
     output = Path(args.output) if args.output else Path(spec.base.output.dir) / "tune" / spec.name
     if args.resume and not output.is_dir():  # checked before anything (study.db, ray/) is created
         raise InputError(f"{output}: a study folder to resume (not found); start the study without --resume")

@@ -136,7 +136,7 @@ def resume_defaults(spec: StudySpec, output: Path, ray_storage: str | None) -> t
         if "***" in saved_url:
             raise StudyError(
                 f"{output}: the study's database URL holds a password that was not saved; "
-                "pass it again with --storage-db"
+                "pass it again with --storage-db or in the CONTRASTLAB_STUDY_STORAGE environment variable"
             )
         spec.study_storage = saved_url
     return spec, ray_storage or saved.get("ray_storage")
