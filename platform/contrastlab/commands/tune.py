@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from contrastlab.engine.runfolder import claim_run_folder
     from contrastlab.raytrain.session import check_address
+    from contrastlab.tuning.preflight import check_study_request
     from contrastlab.tuning.runner import StudyError, resume_defaults, run_study
     from contrastlab.tuning.spec import load_spec
     from contrastlab.tuning.study import storage_from_environment
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.overrides, num_samples=args.samples, study_storage=args.storage_db)
     if not args.storage_db:  # the password may come from the environment, never from a file
         spec.study_storage = storage_from_environment(spec.study_storage)
+    check_study_request(spec)  # before the folder, the database or Ray
     output = Path(args.output) if args.output else Path(spec.base.output.dir) / "tune" / spec.name
     if args.resume and not output.is_dir():  # checked before anything (study.db, ray/) is created
         raise InputError(f"{output}: a study folder to resume (not found); start the study without --resume")

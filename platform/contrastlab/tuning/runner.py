@@ -28,6 +28,7 @@ from contrastlab.config import ConfigError
 from contrastlab.raytrain.session import RaySession
 from contrastlab.study.resources import DRIVER_RESOURCES, trials_at_once
 from contrastlab.tuning.callbacks import StudyCallback, write_experiment_summary
+from contrastlab.tuning.preflight import check_study_cluster
 from contrastlab.tuning.report import write_outputs
 from contrastlab.tuning.scheduler import StudyASHA
 from contrastlab.tuning.spec import StudySpec, diff_specs
@@ -264,7 +265,6 @@ def run_study(
     """Run (or resume) the study of `spec` into `output` and write its reports."""
     output = Path(output).resolve()
     paths = StudyPaths(output, ray_storage or str(output / "ray"))
-    storage, url = prepare_study(spec, paths, resume)
     # Tune's own TensorBoard logger would write the whole base config as hparams of every
     # trial; the study writes its own table (callbacks.py). CSV/JSON loggers are passed
     # explicitly in `build_tuner`.
@@ -275,6 +275,9 @@ def run_study(
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     with RaySession(address, num_cpus) as session:
         session.ensure()
+        # Before the study exists: a study that cannot run is refused before any trial.
+        check_study_cluster(spec, paths.ray_storage, session.joins_cluster)
+        storage, url = prepare_study(spec, paths, resume)
         tuner = restore_tuner(spec, paths) if resume else build_tuner(spec, paths, storage)
         tuner.fit()
     study = optuna.load_study(study_name=spec.study_name, storage=storage)
