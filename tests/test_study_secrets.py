@@ -79,3 +79,12 @@ def test_the_environment_adds_the_password_to_the_same_database_only(monkeypatch
     assert storage_from_environment("postgresql://user@other/db") == "postgresql://user@other/db"
     monkeypatch.delenv(STORAGE_ENV)
     assert storage_from_environment("postgresql://user@host/db") == "postgresql://user@host/db"
+
+
+def test_the_database_url_is_not_forwarded_to_workers(monkeypatch):
+    from contrastlab.raytrain.trainer import forwarded_environment
+
+    monkeypatch.setenv(STORAGE_ENV, "postgresql://user:pw@host/db")
+    monkeypatch.setenv("CONTRASTLAB_CACHE", "/tmp/cache")
+    forwarded = forwarded_environment()
+    assert STORAGE_ENV not in forwarded and forwarded["CONTRASTLAB_CACHE"] == "/tmp/cache"
