@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
+from ray.tune.experiment import Trial
 
 from contrastlab.study.checkpoints import prune_run
 
@@ -37,7 +38,8 @@ class RunCheckpointRetention(Callback):
 
     def on_experiment_end(self, trials: list, **info) -> None:
         for trial in trials:
-            self.prune(trial)
+            if trial.status in (Trial.TERMINATED, Trial.ERROR):  # an interrupted run keeps its copies
+                self.prune(trial)
 
 
 __all__ = ["RunCheckpointRetention"]

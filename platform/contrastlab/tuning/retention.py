@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -52,12 +51,11 @@ class CheckpointRetention(Callback):
         study = optuna.load_study(study_name=self.study_name, storage=self.storage)
         return best_runs(complete_values(study), self.mode, self.keep)
 
-    def sweep(self, trials: list, also: Any = None) -> int:
-        """Apply the rule to every finished trial (and `also`, the one finishing now)."""
-        finished = {t.trial_id for t in trials if t.status in FINISHED}
-        if also is not None:
-            finished.add(also.trial_id)
-        return self.prune(finished)
+    def sweep(self, trials: list) -> int:
+        """Apply the rule to every trial Tune has finished. The one whose completion calls
+        this is not among them yet (a trial stopped by ASHA may still be writing its last
+        checkpoint): the next completion or the study's end takes care of it."""
+        return self.prune({t.trial_id for t in trials if t.status in FINISHED})
 
     def sweep_study(self) -> int:
         """Apply the rule to every trial the Optuna study records as finished (the study's
@@ -79,17 +77,17 @@ class CheckpointRetention(Callback):
             removed += prune_run(self.trials_dir / trial_id, self.train_storage, trial_id, trial_id in best).removed
         return removed
 
-    def _safely(self, trials: list, also: Any = None) -> None:
+    def _safely(self, trials: list) -> None:
         try:
-            self.sweep(trials, also)
+            self.sweep(trials)
         except Exception as err:  # disk housekeeping must never stop a study
             log.warning("could not remove old checkpoints: %s: %s", type(err).__name__, err)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self._safely(trials, trial)
+        self._safely(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._safely(trials, trial)
+        self._safely(trials)
 
     def on_experiment_end(self, trials: list, **info) -> None:
         self._safely(trials)
