@@ -23,9 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage-db",
         help="SQLAlchemy URL of the Optuna database, e.g. postgresql://user@host/db "
-        "(default: the spec's study_storage with the password of CONTRASTLAB_STUDY_STORAGE, else "
-        "OUTPUT/study.db); "
-        "its password is never written to the study folder",
+        "(default: the spec's study_storage, else OUTPUT/study.db; CONTRASTLAB_STUDY_STORAGE can hold "
+        "the URL with its password). The password is never written to the study folder",
     )
     parser.add_argument(
         "--resume",
