@@ -84,3 +84,26 @@ def test_a_run_folder_without_a_checkpoint_keeps_rays_newest_copy(tmp_path):
     pruned = prune_run(tmp_path / "trials" / "r", str(tmp_path / "ray" / "train"), "r", keep_copies=False)
     assert (pruned.removed, pruned.kept) == (1, 1)
     assert [Path(p).name for p in ray_copies(str(tmp_path / "ray" / "train"), "r")] == ["checkpoint_epoch_0003"]
+
+
+def test_an_ablation_keeps_rays_copies_of_a_failed_run_for_its_resume(tmp_path):
+    from types import SimpleNamespace
+
+    from ray.tune.experiment import Trial
+
+    from contrastlab.ablation.retention import RunCheckpointRetention
+
+    runs = {}
+    for name in ("done", "failed", "running"):
+        fake_run(tmp_path, name, epochs=2)
+        runs[name] = {
+            "run_dir": str(tmp_path / "trials" / name),
+            "storage": str(tmp_path / "ray" / "train"),
+            "train_name": name,
+        }
+    trials = [
+        SimpleNamespace(config={"run": name}, status=status)
+        for name, status in (("done", Trial.TERMINATED), ("failed", Trial.ERROR), ("running", Trial.RUNNING))
+    ]
+    RunCheckpointRetention(runs, "run").on_experiment_end(trials)
+    assert checkpoint_files(tmp_path) == {"done": 1, "failed": 3, "running": 3}

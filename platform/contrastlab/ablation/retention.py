@@ -1,7 +1,10 @@
-"""Bounded disk for an ablation: every finished run keeps its last checkpoint in its run
+"""Bounded disk for an ablation: every run that finished keeps its last checkpoint in its run
 folder (`runs/<variant>/seed<k>/checkpoints/last`) and Ray's copies are removed, as each run
 finishes and again when the grid ends (the rule of `contrastlab.study.checkpoints`; an
-ablation has no best runs, its report needs every run's metrics, not their checkpoints)."""
+ablation has no best runs, its report needs every run's metrics, not their checkpoints).
+
+A failed or interrupted run keeps Ray's copies: `ablate --resume` restores its Train run
+under the same name, and Ray Train resumes from the newest copy its storage records."""
 
 from __future__ import annotations
 
@@ -33,12 +36,9 @@ class RunCheckpointRetention(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self.prune(trial)
 
-    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self.prune(trial)
-
     def on_experiment_end(self, trials: list, **info) -> None:
         for trial in trials:
-            if trial.status in (Trial.TERMINATED, Trial.ERROR):  # an interrupted run keeps its copies
+            if trial.status == Trial.TERMINATED:
                 self.prune(trial)
 
 
