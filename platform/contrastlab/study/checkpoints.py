@@ -10,7 +10,9 @@ finished (complete, stopped by the scheduler or failed), the rule is:
   complete trials, which keep Ray's copies as Train left them. Where the run folder holds
   no checkpoint (a folder on another node's disk), Ray's newest copy stays as the last one.
 
-Running trials are never touched. Local paths and URIs (`s3://`, `gs://`) both work.
+Running trials are never touched, nor failed ablation runs (`ablate --resume` continues
+them from Ray's copies); a failed tuning trial is never resumed. Local paths and URIs
+(`s3://`, `gs://`) both work.
 """
 
 from __future__ import annotations
