@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from contrastlab.config import ExperimentConfig
-from tests.helpers import tiny_config
+from tests.helpers import postgres_server, tiny_config
 
 RAY_LOCK = Path(os.environ.get("CONTRASTLAB_RAY_LOCK", "/tmp/contrastlab-ray-tests.lock"))
 
@@ -82,3 +82,10 @@ def local_ray(tmp_path_factory) -> Iterator[str]:
             yield ray.get_runtime_context().gcs_address
         finally:
             ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One throwaway PostgreSQL server (password authentication) for the session; its URL."""
+    with postgres_server() as url:
+        yield url

@@ -7,7 +7,14 @@ imports besides those comes from here.
 from __future__ import annotations
 
 import copy
+import functools
+import glob
 import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -210,3 +217,49 @@ def snapshot(path: Path) -> dict[str, bytes] | None:
     if path.is_file():
         return {"": path.read_bytes()}
     return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(path.rglob("*"))}
+
+
+# -- a throwaway PostgreSQL server -----------------------------------------------------------------------------
+PG_BIN_DIRS = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+PG_BIN = next((Path(d) for d in PG_BIN_DIRS if (Path(d) / "pg_ctl").is_file()), None)
+# Distinctive, so that a search of the files a study wrote finds it wherever it leaked.
+PG_PASSWORD = "pw-Zq4k9-leakcanary-7731"
+
+
+def as_server_user(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as the package's `postgres` user."""
+    if os.geteuid() != 0:
+        return command
+    if shutil.which("runuser") is None:
+        pytest.skip("running as root without `runuser` to start PostgreSQL as the postgres user")
+    return ["runuser", "-u", "postgres", "--", *command]
+
+
+@contextmanager
+def postgres_server(password: str = PG_PASSWORD) -> Iterator[str]:
+    """A PostgreSQL server on a Unix socket in a temporary folder (never a network port),
+    with password authentication and a database `studies`; yields its URL, password included."""
+    # Not under pytest's temporary root: that is private to this user, and the server runs
+    # as `postgres` when the tests run as root.
+    folder = Path(tempfile.mkdtemp(prefix="contrastlab-pg-"))
+    data, sockets, pwfile = folder / "data", folder / "sockets", folder / "pwfile"
+    sockets.mkdir()
+    pwfile.write_text(password + "\n")
+    if os.geteuid() == 0:
+        for path in (folder, sockets, pwfile):
+            shutil.chown(path, "postgres")
+    run = functools.partial(subprocess.run, check=True, capture_output=True)
+    auth = ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+    run(as_server_user([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", *auth, "--no-sync"]))
+    pwfile.unlink()
+    options = f"-c listen_addresses='' -c unix_socket_directories='{sockets}' -c fsync=off"
+    start = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-t", "60"]
+    run(as_server_user([*start, "-l", str(folder / "server.log"), "start"]))
+    try:
+        createdb = [str(PG_BIN / "createdb"), "-h", str(sockets), "-U", "postgres", "studies"]
+        run(as_server_user(createdb), env={**os.environ, "PGPASSWORD": password})
+        yield f"postgresql+psycopg2://postgres:{password}@/studies?host={sockets}"
+    finally:
+        stop = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
+        subprocess.run(as_server_user(stop), check=False, capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

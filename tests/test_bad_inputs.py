@@ -437,6 +437,58 @@ output_case("permission-denied", no_permission, ["denied", "Permission denied"])
 output_case("disk-full", disk_full, ["full", "No space left"])
 
 
+# -- tune's pre-flight: what no cluster can fix, refused before the folder, database or Ray ---------
+PREFLIGHT_CASES: list[tuple[str, dict, list[str]]] = [
+    (
+        "batch-over-train-part",
+        put(TUNE, "base.optim.batch_size", 4096),
+        ["optim.batch_size", "at most the", "training images", "4096"],
+    ),
+    (
+        "sampled-batch-over-train-part",
+        {**TUNE, "space": {**SPACE, "optim.batch_size": {"type": "categorical", "choices": [32, 8192]}}},
+        ["space.optim.batch_size=8192", "optim.batch_size", "training images"],
+    ),
+    (
+        "batch-not-multiple-of-workers",
+        {**TUNE, "resources": {"workers": 3}},
+        ["optim.batch_size", "multiple of resources.workers (3)"],
+    ),
+    (
+        "cuda-without-gpus",
+        {**put(TUNE, "base.resources.device", "cuda"), "resources": {"gpus_per_worker": 0}},
+        ["resources.gpus_per_worker", "> 0 when resources.device is cuda"],
+    ),
+    (
+        "sampled-gpus-on-cpu-device",
+        {**TUNE, "space": {**SPACE, "resources.gpus_per_worker": {"type": "categorical", "choices": [0, 1]}}},
+        ["space.resources.gpus_per_worker=1", "resources.device"],
+    ),
+    (
+        "sync-batchnorm-on-cpu-workers",
+        {**put(TUNE, "base.model.sync_batchnorm", True), "resources": {"workers": 2}},
+        ["model.sync_batchnorm", "false on CPU workers"],
+    ),
+]
+for case_id, content, names in PREFLIGHT_CASES:
+    spec_case("tune", f"preflight-{case_id}", content, names)
+
+
+# -- Ray Client addresses: every command that joins a cluster refuses them, naming ray job submit --
+def client_address_case(command: str, name: str, content: str | dict) -> None:
+    def build(tmp: Path) -> tuple[list[str], Path, list[str]]:
+        path = write(tmp / name, content)
+        argv = [command, str(path), "--output", str(tmp / "out"), "--address", "ray://head:10001"]
+        return argv, tmp / "out", ["--address", "ray://head:10001", "ray job submit", f"contrastlab {command}"]
+
+    CASES.append(Case(f"{command}-ray-client-address", build))
+
+
+client_address_case("train", "exp.yaml", TINY)
+client_address_case("tune", "spec.yaml", TUNE)
+client_address_case("ablate", "spec.yaml", ABLATE)
+
+
 # -- the tests -------------------------------------------------------------------------------------------
 @pytest.fixture
 def nothing_runs(monkeypatch):

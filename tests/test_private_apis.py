@@ -182,3 +182,17 @@ def test_a_searcher_pickled_without_its_own_bookkeeping_still_resumes(tmp_path: 
     legacy.__setstate__(pickle.loads(pickle.dumps(state)))
     assert legacy.told == {"done"} and legacy.optuna_study_name == "s"
     assert legacy.is_finished(0) and legacy.study.trials[0].value == 2.5
+
+
+def test_the_autoscaler_config_reader_exists_with_its_fields() -> None:
+    """`autoscaler_node_types` reads `ray._private.state.state.get_cluster_config()` and its
+    `node_group_configs` (`resources`, `max_count`); it returns None when they are gone, so
+    the pre-flight check would silently fall back to warnings: this test notices instead."""
+    from ray._private.state import state
+    from ray.core.generated import autoscaler_pb2
+
+    assert callable(getattr(state, "get_cluster_config", None)), f"update autoscaler_node_types in {INTERNALS}"
+    group = autoscaler_pb2.ClusterConfig().node_group_configs.add()
+    group.resources["GPU"] = 8
+    group.max_count = 2
+    assert dict(group.resources) == {"GPU": 8} and group.max_count == 2

@@ -224,10 +224,12 @@ def test_init_ray_keeps_the_dashboard_local_and_joins_clusters(monkeypatch) -> N
     assert init_ray(None, num_cpus=2) is True
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # as inside `ray job submit`
     init_ray(None)
-    init_ray("ray://head:10001")
+    init_ray("10.0.0.2:6379")
+    with pytest.raises(ConfigError, match="ray job submit"):  # Ray Client: refused, Ray not called
+        init_ray("ray://head:10001")
     local, in_job, joined = calls
     # A new instance even if another cluster on this host left its address in /tmp/ray.
     assert local["address"] == "local" and local["num_cpus"] == 2
     assert local["include_dashboard"] and local["dashboard_host"] == "127.0.0.1"
-    assert in_job == {"address": "10.0.0.1:6379"} and joined == {"address": "ray://head:10001"}
+    assert in_job == {"address": "10.0.0.1:6379"} and joined == {"address": "10.0.0.2:6379"}
     assert os.environ.get("RAY_AUTH_MODE") != "disabled"

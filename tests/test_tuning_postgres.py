@@ -10,11 +10,6 @@ study holds.
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import optuna
@@ -31,73 +26,11 @@ from contrastlab.tuning.study import (
     open_storage,
     redact,
 )
-from tests.helpers import tiny_config_dict
+from tests.helpers import PG_BIN, tiny_config_dict
 
-BIN_DIRS = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
-PG_BIN = next((Path(d) for d in BIN_DIRS if (Path(d) / "pg_ctl").is_file()), None)
 pytestmark = pytest.mark.skipif(
     PG_BIN is None, reason="PostgreSQL server binaries not found (apt-get install postgresql; scripts/setup.sh does)"
 )
-
-
-def as_server_user(command: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: run its tools as the package's `postgres` user."""
-    if os.geteuid() != 0:
-        return command
-    if shutil.which("runuser") is None:
-        pytest.skip("running as root without `runuser` to start PostgreSQL as the postgres user")
-    return ["runuser", "-u", "postgres", "--", *command]
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    # Not under pytest's temporary root: that is private to this user, and the server runs
-    # as `postgres` when the tests run as root.
-    folder = Path(tempfile.mkdtemp(prefix="contrastlab-pg-"))
-    data, sockets = folder / "data", folder / "sockets"
-    sockets.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres")
-        shutil.chown(sockets, "postgres")
-    subprocess.run(
-        as_server_user([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync"]),
-        check=True,
-        capture_output=True,
-    )
-    options = f"-c listen_addresses='' -c unix_socket_directories='{sockets}' -c fsync=off"
-    subprocess.run(
-        as_server_user(
-            [
-                str(PG_BIN / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                "60",
-                "-l",
-                str(folder / "server.log"),
-                "start",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    try:
-        subprocess.run(
-            as_server_user([str(PG_BIN / "createdb"), "-h", str(sockets), "-U", "postgres", "studies"]),
-            check=True,
-            capture_output=True,
-        )
-        yield f"postgresql+psycopg2://postgres:secret@/studies?host={sockets}"
-    finally:
-        subprocess.run(
-            as_server_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_study(url: str) -> tuple[StudySearcher, object]:

@@ -262,6 +262,7 @@ def run_grid(
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from contrastlab.ablation.retention import RunCheckpointRetention
     from contrastlab.ablation.trial import RUN_KEY, RunRecorder, run_ablation_trial, trial_dirname, trial_name
     from contrastlab.raytrain.cluster import check_cluster_resources, check_shared_storage
 
@@ -288,7 +289,7 @@ def run_grid(
         run_config=tune.RunConfig(
             name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=ray_storage,
-            callbacks=[recorder, CSVLoggerCallback(), JsonLoggerCallback()],
+            callbacks=[recorder, RunCheckpointRetention(runs, RUN_KEY), CSVLoggerCallback(), JsonLoggerCallback()],
             failure_config=tune.FailureConfig(max_failures=0),
             verbose=0,
         ),

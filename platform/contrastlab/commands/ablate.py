@@ -17,7 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="ablation spec YAML (see ablations/ and docs/ablation.md)")
     parser.add_argument("--seeds", type=int, help="run seeds 0..N-1 (default: the spec's seeds)")
     parser.add_argument("--output", help="study folder (default: output.dir/ablations/<spec name>)")
-    parser.add_argument("--address", help="join this Ray cluster (e.g. auto or ray://host:10001)")
+    parser.add_argument(
+        "--address", help="join this Ray cluster (auto or HOST:6379; for a remote cluster use ray job submit)"
+    )
     parser.add_argument(
         "--storage",
         help="Ray storage path or URI for Tune and the Train runs (default: OUTPUT/ray; "
@@ -65,7 +67,9 @@ def print_plan(spec, output: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from contrastlab.ablation.runner import AblationError, run_ablation
     from contrastlab.ablation.spec import load_spec
+    from contrastlab.raytrain.session import check_address
 
+    check_address(args.address, "ablate")
     spec = load_spec(args.spec, args.overrides, seeds=args.seeds)
     output = Path(args.output) if args.output else Path(spec.full.output.dir) / "ablations" / spec.name
     if args.dry_run:

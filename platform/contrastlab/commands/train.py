@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="Ray Train workers (default: resources.workers)")
     parser.add_argument("--gpus-per-worker", type=float, help="GPUs per worker")
     parser.add_argument("--cpus-per-worker", type=float, help="CPUs per worker")
-    parser.add_argument("--address", help="join this Ray cluster (e.g. auto or ray://host:10001)")
+    parser.add_argument(
+        "--address", help="join this Ray cluster (auto or HOST:6379; for a remote cluster use ray job submit)"
+    )
     parser.add_argument("--storage", help="Ray storage path or URI (shared for multi-node runs)")
     parser.add_argument("--ray", action="store_true", help="use Ray Train even with one worker")
 
@@ -67,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     from contrastlab.data.registry import known_train_part
     from contrastlab.engine.preflight import check_batch_fits, check_device
     from contrastlab.engine.runfolder import claim_run_folder
+    from contrastlab.raytrain.session import check_address
 
+    check_address(args.address, "train")
     overrides = apply_resource_flags(args, list(args.overrides))
     cfg = load_config(args.config, overrides)
     run_dir = Path(args.output) if args.output else Path(cfg.output.dir) / cfg.name

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import ray
@@ -67,6 +67,46 @@ def check_cluster_resources(cfg: ExperimentConfig, strict: bool) -> None:
             "lower --workers/--cpus-per-worker/--gpus-per-worker or join a cluster with --address",
         )
     log.warning("the cluster lacks resources for this run (%s); it waits until the autoscaler adds nodes", detail)
+
+
+def node_fit_problem(cfg: ExperimentConfig, nodes: Iterable[Mapping[str, float]], where: str) -> str | None:
+    """Why no node of `nodes` (their resources) can hold one worker of `cfg`, or None."""
+    res = cfg.resources
+    shapes = list(nodes)
+    if any(
+        node.get("CPU", 0) + 1e-9 >= res.cpus_per_worker and node.get("GPU", 0) + 1e-9 >= res.gpus_per_worker
+        for node in shapes
+    ):
+        return None
+    cpus = max((node.get("CPU", 0) for node in shapes), default=0)
+    gpus = max((node.get("GPU", 0) for node in shapes), default=0)
+    return (
+        f"a worker that fits one node {where} (a worker asks {res.cpus_per_worker:g} CPUs and "
+        f"{res.gpus_per_worker:g} GPUs; the largest node has {cpus:g} CPUs, {gpus:g} GPUs): "
+        "lower cpus_per_worker/gpus_per_worker and use more workers"
+    )
+
+
+def check_node_fit(cfg: ExperimentConfig, strict: bool, node_types: list[dict[str, float]] | None = None) -> None:
+    """One worker must fit one node: Ray never splits a worker's bundle across nodes.
+
+    `strict` (a local instance) judges the nodes there are. A joined cluster may grow: there
+    the autoscaler's node types (`node_types`, when the caller could read them) decide, and
+    without them a worker no node holds yet is only a warning.
+    """
+    alive = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    problem = node_fit_problem(cfg, alive, "of this cluster")
+    if problem is None:
+        return
+    if strict:
+        raise ConfigError(SOURCE, "resources", problem)
+    if node_types:
+        problem = node_fit_problem(cfg, node_types, "type the autoscaler can start")
+        if problem is not None:
+            raise ConfigError(SOURCE, "resources", problem)
+        log.warning("no node holds one worker yet; it waits until the autoscaler starts a larger node")
+        return
+    log.warning("no node holds one worker yet (expected %s); the run waits until such a node joins", problem)
 
 
 # -- shared storage -------------------------------------------------------------------------
@@ -138,8 +178,10 @@ __all__ = [
     "backend_for",
     "check_cluster_resources",
     "check_distributed_config",
+    "check_node_fit",
     "check_shared_storage",
     "is_uri",
+    "node_fit_problem",
     "resolve_storage",
     "shared_storage_problem",
 ]

@@ -13,7 +13,29 @@ import logging
 import os
 from pathlib import Path
 
+from contrastlab.errors import ConfigError
+
 log = logging.getLogger("contrastlab")
+CLIENT_PREFIX = "ray://"
+
+
+def check_address(
+    address: str | None, command: str = "COMMAND", field: str = "--address", source: str = "<command line>"
+) -> None:
+    """Refuse a Ray Client address: the commands run their driver on the cluster, as a job.
+
+    Through Ray Client the driver's files (run folders, the study database, TensorBoard)
+    would be written on the head node, not where the command was typed, and Tune's
+    callbacks would run remotely; `ray job submit` runs the whole command on the cluster.
+    """
+    if address and address.strip().lower().startswith(CLIENT_PREFIX):
+        raise ConfigError(
+            source,
+            field,
+            f"auto or HOST:6379, not a Ray Client address (got {address.strip()!r}): run the command on "
+            f"the cluster as a job, "
+            f"`ray job submit --address http://HEAD:8265 -- contrastlab {command} ... --address auto`",
+        )
 
 
 def token_files() -> list[Path]:
@@ -51,6 +73,9 @@ def init_ray(address: str | None, num_cpus: int | None = None, *, dashboard_host
         return False
     secure_token_file()
     # Inside `ray job submit` (or with RAY_ADDRESS exported) there is a cluster to join.
+    check_address(address)
+    if not address:
+        check_address(os.environ.get("RAY_ADDRESS"), field="RAY_ADDRESS", source="<environment>")
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         context = ray.init(address=address)
@@ -103,4 +128,4 @@ class RaySession:
         self.close()
 
 
-__all__ = ["RaySession", "init_ray", "secure_token_file", "token_files"]
+__all__ = ["RaySession", "check_address", "init_ray", "secure_token_file", "token_files"]

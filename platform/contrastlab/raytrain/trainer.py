@@ -52,9 +52,13 @@ def absolute_data_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg.with_overrides(updates) if updates else cfg
 
 
+# Secrets the workers never need: not forwarded, so no runtime environment carries them.
+NOT_FORWARDED = frozenset({"CONTRASTLAB_STUDY_STORAGE"})
+
+
 def forwarded_environment() -> dict[str, str]:
     """The driver's CONTRASTLAB_* variables (data cache, test hooks), for every worker."""
-    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX) and k not in NOT_FORWARDED}
 
 
 def make_trainer(

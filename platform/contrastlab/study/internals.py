@@ -51,6 +51,26 @@ def legacy_searcher_state(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def autoscaler_node_types() -> list[dict[str, float]] | None:
+    """The resources of each node type the cluster's autoscaler may start
+    (`ray._private.state.state.get_cluster_config().node_group_configs`, groups whose
+    `max_count` is not 0), or None where the cluster publishes no such config (a fixed
+    cluster, an older autoscaler) or the read fails. Ray offers no public way to learn the
+    largest node a cluster could grow. Checked: ray 2.60.0.
+    """
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:
+        return None
+    if config is None:
+        return None
+    groups = [group for group in config.node_group_configs if group.max_count]
+    types = [{key: float(value) for key, value in group.resources.items()} for group in groups]
+    return types or None
+
+
 def asha_bracket(scheduler: Any) -> Any:
     """`AsyncHyperBandScheduler._brackets[0]`: the first (with Tune's default brackets=1,
     the only) bracket, whose public `on_result(trial, cur_iter, cur_rew)` records a value in
@@ -60,4 +80,4 @@ def asha_bracket(scheduler: Any) -> Any:
     return scheduler._brackets[0]
 
 
-__all__ = ["PRIVATE_ATTRIBUTES", "asha_bracket", "legacy_searcher_state", "searcher_trials"]
+__all__ = ["PRIVATE_ATTRIBUTES", "asha_bracket", "autoscaler_node_types", "legacy_searcher_state", "searcher_trials"]

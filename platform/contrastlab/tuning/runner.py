@@ -28,7 +28,9 @@ from contrastlab.config import ConfigError
 from contrastlab.raytrain.session import RaySession
 from contrastlab.study.resources import DRIVER_RESOURCES, trials_at_once
 from contrastlab.tuning.callbacks import StudyCallback, write_experiment_summary
+from contrastlab.tuning.preflight import check_study_cluster
 from contrastlab.tuning.report import write_outputs
+from contrastlab.tuning.retention import CheckpointRetention
 from contrastlab.tuning.scheduler import StudyASHA
 from contrastlab.tuning.spec import StudySpec, diff_specs
 from contrastlab.tuning.study import (
@@ -136,7 +138,7 @@ def resume_defaults(spec: StudySpec, output: Path, ray_storage: str | None) -> t
         if "***" in saved_url:
             raise StudyError(
                 f"{output}: the study's database URL holds a password that was not saved; "
-                "pass it again with --storage-db"
+                "pass it again with --storage-db or in the CONTRASTLAB_STUDY_STORAGE environment variable"
             )
         spec.study_storage = saved_url
     return spec, ray_storage or saved.get("ray_storage")
@@ -182,10 +184,16 @@ def trainable(spec: StudySpec, paths: StudyPaths):
     return tune.with_resources(tune.with_parameters(run_trial, context=context), DRIVER_RESOURCES)
 
 
+def checkpoint_retention(spec: StudySpec, paths: StudyPaths, storage) -> CheckpointRetention:
+    trials = paths.output / "trials"
+    return CheckpointRetention(trials, paths.train_storage, spec.study_name, storage, spec.mode, spec.keep_checkpoints)
+
+
 def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.BaseStorage) -> tune.Tuner:
     concurrent = concurrent_trials(spec, ray.cluster_resources())
     log.info("study %s: %d trials, at most %d at once", spec.study_name, spec.num_samples, concurrent)
     callback = StudyCallback(paths.output / "tensorboard", spec.metric, spec.base.optim.epochs, spec.max_t)
+    retention = checkpoint_retention(spec, paths, storage)
     return tune.Tuner(
         trainable(spec, paths),
         tune_config=tune.TuneConfig(
@@ -199,7 +207,7 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.Bas
         run_config=tune.RunConfig(
             name=EXPERIMENT_NAME,
             storage_path=paths.ray_storage,
-            callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback()],
+            callbacks=[callback, retention, CSVLoggerCallback(), JsonLoggerCallback()],
             failure_config=tune.FailureConfig(max_failures=0),
             verbose=1,
         ),
@@ -264,7 +272,6 @@ def run_study(
     """Run (or resume) the study of `spec` into `output` and write its reports."""
     output = Path(output).resolve()
     paths = StudyPaths(output, ray_storage or str(output / "ray"))
-    storage, url = prepare_study(spec, paths, resume)
     # Tune's own TensorBoard logger would write the whole base config as hparams of every
     # trial; the study writes its own table (callbacks.py). CSV/JSON loggers are passed
     # explicitly in `build_tuner`.
@@ -275,8 +282,12 @@ def run_study(
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     with RaySession(address, num_cpus) as session:
         session.ensure()
+        # Before the study exists: a study that cannot run is refused before any trial.
+        check_study_cluster(spec, paths.ray_storage, session.joins_cluster)
+        storage, url = prepare_study(spec, paths, resume)
         tuner = restore_tuner(spec, paths) if resume else build_tuner(spec, paths, storage)
         tuner.fit()
+    checkpoint_retention(spec, paths, storage).sweep_study()  # the spec's rule, also on a resume
     study = optuna.load_study(study_name=spec.study_name, storage=storage)
     anchors = study_anchors(spec, output)
     summary = write_outputs(study, spec.base, output, redact(url), spec.metric, spec.mode, anchors)

@@ -40,6 +40,7 @@ SPEC_KEYS = {
     "study_storage",
     "points_to_evaluate",
     "seed",
+    "keep_checkpoints",
 }
 # Metrics the engine computes only after the last epoch: ASHA would never see them early.
 FINAL_ONLY_METRICS = ("linear_top1", "alignment", "uniformity")
@@ -88,6 +89,9 @@ class _TopLevel(_Section):
     num_samples: int = Field(20, ge=1)
     max_concurrent_trials: int | None = Field(None, ge=1)
     study_storage: str | None = None
+    keep_checkpoints: int = Field(
+        3, ge=0, description="finished trials whose Ray checkpoint copies are kept: the best N complete ones"
+    )
     scheduler: SchedulerSpec = SchedulerSpec()
     sampler: SamplerSpec = SamplerSpec()
     resources: ResourcesSpec = ResourcesSpec()
@@ -109,6 +113,8 @@ class StudySpec:
     max_concurrent_trials: int | None
     study_storage: str | None
     points_to_evaluate: list[dict[str, Any]]
+    # Not part of `resolved()`: how much disk a study keeps does not change what it measures.
+    keep_checkpoints: int = 3
 
     @property
     def max_t(self) -> int:
@@ -259,6 +265,7 @@ def spec_from_dict(
         max_concurrent_trials=top.max_concurrent_trials,
         study_storage=study_storage or top.study_storage,
         points_to_evaluate=_points(raw.get("points_to_evaluate"), space, base, source),
+        keep_checkpoints=top.keep_checkpoints,
     )
 
 

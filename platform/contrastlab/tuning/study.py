@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 from sqlalchemy.engine import make_url
 
+from contrastlab.errors import UserError
 from contrastlab.study.internals import legacy_searcher_state, searcher_trials
 from contrastlab.tuning.space import SearchSpace, choice_label
 from contrastlab.tuning.spec import SamplerSpec
@@ -63,11 +65,70 @@ def redact(url: str) -> str:
         return url
 
 
+# The full URL of a study database whose password is not written anywhere: given on the
+# command line (--storage-db), in the spec, or in this environment variable.
+STORAGE_ENV = "CONTRASTLAB_STUDY_STORAGE"
+# Redacted URL -> full URL, for the databases this process opened (never saved).
+_FULL_URLS: dict[str, str] = {}
+
+
+def full_url(redacted: str) -> str:
+    """The URL with its password, from this process's open databases or `STORAGE_ENV`."""
+    if redacted in _FULL_URLS:
+        return _FULL_URLS[redacted]
+    given = os.environ.get(STORAGE_ENV)
+    if given and redact(given) == redacted:
+        return given
+    if "***" in redacted:
+        raise UserError(
+            f"{redacted}: the study database's password is not saved with the study; pass the URL "
+            f"again with --storage-db or in the {STORAGE_ENV} environment variable"
+        )
+    return redacted
+
+
+def without_password(url: str) -> str:
+    """The URL with any password replaced by the same placeholder (to compare databases)."""
+    try:
+        return make_url(url).set(password="-").render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def storage_from_environment(given: str | None) -> str | None:
+    """`STORAGE_ENV` when set and naming the same database as `given` (or `given` is None):
+    the spec can name a database without its password, the environment adds it."""
+    env = os.environ.get(STORAGE_ENV)
+    if env and (given is None or without_password(given) == without_password(env)):
+        return env
+    return given
+
+
+class StudyStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, pickled without the password of its URL.
+
+    Tune pickles the searcher and the scheduler with its experiment (`tuner.pkl`, the
+    searcher's state file), and with them every reference to the storage. The pickle keeps
+    the redacted URL; unpickling reconnects with the full URL this process opened (or the
+    one in `STORAGE_ENV`).
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["url"] = redact(self.url)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__({**state, "url": full_url(state["url"])})
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's own RDB storage (its schema is what optuna-dashboard reads)."""
     # SQLite: wait for a lock rather than fail while optuna-dashboard reads the file.
     kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    storage = StudyStorage(url, engine_kwargs=kwargs)
+    _FULL_URLS[redact(storage.url)] = storage.url
+    return storage
 
 
 def existing_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
@@ -281,6 +342,8 @@ class StudySearcher(OptunaSearch):
 
 __all__ = [
     "EPOCHS_TRAINED",
+    "STORAGE_ENV",
+    "StudyStorage",
     "FAIL_REASON",
     "FINAL_METRICS",
     "OVERRIDES",
@@ -290,6 +353,8 @@ __all__ = [
     "default_storage_url",
     "existing_study",
     "failure_reason",
+    "full_url",
+    "storage_from_environment",
     "make_sampler",
     "open_storage",
     "redact",
