@@ -259,7 +259,7 @@ def ray_node_command(
     import json
     import sys
 
-    ports = free_ports(7)
+    ports = free_ports(6)
     command = [
         str(Path(sys.executable).with_name("ray")),
         "start",
@@ -274,8 +274,8 @@ def ray_node_command(
         f"--dashboard-agent-grpc-port={ports[3]}",
         f"--runtime-env-agent-port={ports[4]}",
         f"--metrics-export-port={ports[5]}",
-        f"--min-worker-port={ports[6]}",
-        f"--max-worker-port={ports[6] + 40}",
+        "--min-worker-port=0",  # workers bind to ports the system picks, as in Ray's own test clusters
+        "--max-worker-port=0",
         "--disable-usage-stats",
     ]
     if head is None:

@@ -53,7 +53,9 @@ def test_trials_start_as_a_node_joins(tmp_path, ray_lock, monkeypatch) -> None:
 
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
     monkeypatch.setenv("CONTRASTLAB_CACHE", str(tmp_path / "cache"))
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head_slot": 1}})
+    head_args = {"num_cpus": 1, "resources": {"head_slot": 1}, "include_dashboard": True}
+    head_args.update(dashboard_host="127.0.0.1", dashboard_port=free_ports(1)[0])  # the State API reads it
+    cluster = Cluster(initialize_head=True, head_node_args=head_args)
     outcome: dict = {}
     try:
         head = cluster.head_node.node_id
