@@ -36,10 +36,10 @@ def write_spec(folder: Path, **resources) -> Path:
     return spec_file
 
 
-def wait_for_training(study: threading.Thread, timeout: float = 120) -> None:
+def wait_for_training(study: threading.Thread, dashboard: str, timeout: float = 120) -> None:
     """Until the first Train worker is alive (on the head, the only node so far)."""
     deadline = time.monotonic() + timeout
-    while not train_worker_nodes():
+    while not train_worker_nodes(dashboard):
         assert study.is_alive(), "the study ended before any trial trained"
         assert time.monotonic() < deadline, "no trial started training"
         time.sleep(0.5)
@@ -54,7 +54,8 @@ def test_trials_start_as_a_node_joins(tmp_path, ray_lock, monkeypatch) -> None:
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
     monkeypatch.setenv("CONTRASTLAB_CACHE", str(tmp_path / "cache"))
     head_args = {"num_cpus": 1, "resources": {"head_slot": 1}, "include_dashboard": True}
-    head_args.update(dashboard_host="127.0.0.1", dashboard_port=free_ports(1)[0])  # the State API reads it
+    dashboard = free_ports(1)[0]  # the State API reads the cluster through it
+    head_args.update(dashboard_host="127.0.0.1", dashboard_port=dashboard)
     cluster = Cluster(initialize_head=True, head_node_args=head_args)
     outcome: dict = {}
     try:
@@ -64,11 +65,11 @@ def test_trials_start_as_a_node_joins(tmp_path, ray_lock, monkeypatch) -> None:
         # Ray adds nodes from the main thread only (signal handlers): the study runs beside it.
         study = threading.Thread(target=lambda: outcome.update(result=run_study(spec, tmp_path / "out")))
         study.start()
-        wait_for_training(study)
+        wait_for_training(study, f"http://127.0.0.1:{dashboard}")
         joined = cluster.add_node(num_cpus=1, resources={"worker_slot": 1}).node_id
         study.join(timeout=300)
         assert not study.is_alive(), "the study did not finish"
-        nodes = train_worker_nodes()
+        nodes = train_worker_nodes(f"http://127.0.0.1:{dashboard}")
     finally:
         ray.shutdown()
         cluster.shutdown()
