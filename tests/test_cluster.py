@@ -27,7 +27,7 @@ from contrastlab.tuning.spec import load_spec
 from tests.helpers import free_ports, ray_node_command, ray_processes, tiny_study_dict, train_worker_nodes
 
 pytestmark = pytest.mark.ray
-SAMPLES = 4
+SAMPLES = 3
 
 
 def write_spec(folder: Path, **resources) -> Path:
@@ -93,7 +93,7 @@ def wait_for(check, what: str, timeout: float, processes: list[subprocess.Popen]
 
 
 @pytest.mark.slow
-def test_a_study_submitted_to_a_two_raylet_cluster(tmp_path, ray_lock) -> None:
+def test_a_study_submitted_to_a_two_raylet_cluster(tmp_path, ray_lock, monkeypatch) -> None:
     """`ray start` a head and a second raylet (one CPU each) on the loopback, submit
     `contrastlab tune` as a Ray job, and find its trials' workers on both raylets."""
     from ray.util.state import list_nodes
@@ -104,6 +104,11 @@ def test_a_study_submitted_to_a_two_raylet_cluster(tmp_path, ray_lock) -> None:
     temp_dirs = [root / "head", root / "node"]
     gcs, dashboard, client = free_ports(3)
     dashboard_url = f"http://127.0.0.1:{dashboard}"
+    token = tmp_path / "auth_token"  # `ray start --head` turns token authentication on
+    token.write_text(os.urandom(16).hex())
+    for key, value in {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}.items():
+        monkeypatch.setenv(key, value)  # the State API calls below carry it too
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     env = {**os.environ, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "120", "CONTRASTLAB_CACHE": str(tmp_path / "cache")}
     started: list[subprocess.Popen] = []
     logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("head", "node", "job")}
