@@ -237,6 +237,19 @@ def train_worker_nodes(address: str | None = None) -> list[str]:
     return [actor.node_id for actor in actors]
 
 
+def ray_list(kind: str, address: str, env: dict[str, str], *filters: str) -> list[dict[str, Any]]:
+    """`ray list KIND` of the cluster whose dashboard is `address`, as dicts, run in a process
+    of its own: Ray reads token authentication settings once per process."""
+    import json
+    import subprocess
+    import sys
+
+    command = [str(Path(sys.executable).with_name("ray")), "list", kind, f"--address={address}"]
+    command += ["--format=json", "--detail", "--limit=10000", *(f"--filter={f}" for f in filters)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(done.stdout)
+
+
 def free_ports(count: int) -> list[int]:
     """`count` distinct TCP ports free on the loopback now (bound together, then released)."""
     import socket

@@ -24,7 +24,7 @@ import yaml
 
 from contrastlab.tuning.runner import run_study
 from contrastlab.tuning.spec import load_spec
-from tests.helpers import free_ports, ray_node_command, ray_processes, tiny_study_dict, train_worker_nodes
+from tests.helpers import free_ports, ray_list, ray_node_command, ray_processes, tiny_study_dict, train_worker_nodes
 
 pytestmark = pytest.mark.ray
 SAMPLES = 3
@@ -93,11 +93,9 @@ def wait_for(check, what: str, timeout: float, processes: list[subprocess.Popen]
 
 
 @pytest.mark.slow
-def test_a_study_submitted_to_a_two_raylet_cluster(tmp_path, ray_lock, monkeypatch) -> None:
+def test_a_study_submitted_to_a_two_raylet_cluster(tmp_path, ray_lock) -> None:
     """`ray start` a head and a second raylet (one CPU each) on the loopback, submit
     `contrastlab tune` as a Ray job, and find its trials' workers on both raylets."""
-    from ray.util.state import list_nodes
-
     from contrastlab.shutdown import stop_processes
 
     root = Path(tempfile.mkdtemp(prefix="cl-", dir="/tmp"))  # short: Ray's socket paths have a limit
@@ -106,10 +104,9 @@ def test_a_study_submitted_to_a_two_raylet_cluster(tmp_path, ray_lock, monkeypat
     dashboard_url = f"http://127.0.0.1:{dashboard}"
     token = tmp_path / "auth_token"  # `ray start --head` turns token authentication on
     token.write_text(os.urandom(16).hex())
-    for key, value in {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}.items():
-        monkeypatch.setenv(key, value)  # the State API calls below carry it too
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    env = {**os.environ, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "120", "CONTRASTLAB_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env.update(RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="120", CONTRASTLAB_CACHE=str(tmp_path / "cache"))
+    env.pop("RAY_ADDRESS", None)
     started: list[subprocess.Popen] = []
     logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("head", "node", "job")}
     try:
@@ -127,7 +124,7 @@ def test_a_study_submitted_to_a_two_raylet_cluster(tmp_path, ray_lock, monkeypat
             )
             count = len(started)
             try:
-                wait_for(lambda n=count: alive_nodes(dashboard_url) >= n, f"{count} alive nodes", 120, started)
+                wait_for(lambda n=count: alive_nodes(dashboard_url, env) >= n, f"{count} alive nodes", 120, started)
             except AssertionError:
                 if name != "node" or started[-1].poll() is None:
                     raise
@@ -167,11 +164,9 @@ def test_a_study_submitted_to_a_two_raylet_cluster(tmp_path, ray_lock, monkeypat
         ]
         done = subprocess.run(job, env=env, stdout=logs["job"], stderr=subprocess.STDOUT, timeout=400, check=False)
         assert done.returncode == 0, (tmp_path / "job.log").read_text()[-3000:]
-        nodes = {
-            ("head" if "head_slot" in node.resources_total else "node"): node.node_id
-            for node in list_nodes(address=dashboard_url, detail=True)
-        }
-        workers = train_worker_nodes(dashboard_url)
+        slots = {node["node_id"]: node["resources_total"] for node in ray_list("nodes", dashboard_url, env)}
+        nodes = {slot: node for node, total in slots.items() for slot in ("head_slot", "worker_slot") if slot in total}
+        workers = [a["node_id"] for a in ray_list("actors", dashboard_url, env, "class_name=RayTrainWorker")]
     finally:
         for handle in logs.values():
             handle.close()
@@ -185,13 +180,11 @@ def test_a_study_submitted_to_a_two_raylet_cluster(tmp_path, ray_lock, monkeypat
     assert len(rows) == SAMPLES
     assert (output / "best_config.yaml").is_file()
     assert len(workers) == SAMPLES
-    assert set(workers) == {nodes["head"], nodes["node"]}  # trials on both raylets
+    assert set(workers) == {nodes["head_slot"], nodes["worker_slot"]}  # trials on both raylets
 
 
-def alive_nodes(address: str) -> int:
-    from ray.util.state import list_nodes
-
+def alive_nodes(address: str, env: dict[str, str]) -> int:
     try:
-        return sum(node.state == "ALIVE" for node in list_nodes(address=address))
-    except Exception:  # the dashboard is not up yet
+        return sum(node["state"] == "ALIVE" for node in ray_list("nodes", address, env))
+    except subprocess.CalledProcessError:  # the dashboard is not up yet
         return 0
