@@ -247,7 +247,7 @@ def ray_list(kind: str, address: str, env: dict[str, str], *filters: str) -> lis
     command = [str(Path(sys.executable).with_name("ray")), "list", kind, f"--address={address}"]
     command += ["--format=json", "--detail", "--limit=10000", *(f"--filter={f}" for f in filters)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=True)
-    return json.loads(done.stdout)
+    return json.loads(done.stdout) if done.stdout.lstrip().startswith("[") else []  # "No resource in the cluster"
 
 
 def free_ports(count: int) -> list[int]:
