@@ -263,3 +263,114 @@ def postgres_server(password: str = PG_PASSWORD) -> Iterator[str]:
         stop = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
         subprocess.run(as_server_user(stop), check=False, capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- clusters ------------------------------------------------------------------------------------------------
+def tiny_study_dict(samples: int, **resources) -> dict[str, Any]:
+    """A FIFO study of `samples` one-epoch tiny trials, concurrency left to the cluster."""
+    return {
+        "name": "cluster",
+        "base": tiny_config_dict(optim={"epochs": 1}, eval={"probe_epochs": 1, "align_uniform": False}),
+        "metric": "loss",
+        "mode": "min",
+        "num_samples": samples,
+        "space": {"optim.lr": {"type": "categorical", "choices": [0.05, 0.1, 0.2]}},
+        "scheduler": {"type": "fifo"},
+        "resources": {"workers": 1, "cpus_per_worker": 1, **resources},
+        "max_concurrent_trials": None,
+    }
+
+
+def train_worker_nodes(address: str | None = None) -> list[str]:
+    """The node id of every Ray Train worker the cluster has started (alive or finished), in
+    the order the State API lists them; `address` is the dashboard's (None: the connected Ray)."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=address, filters=[("class_name", "=", "RayTrainWorker")], limit=10_000, detail=True)
+    return [actor.node_id for actor in actors]
+
+
+def ray_list(kind: str, address: str, env: dict[str, str], *filters: str) -> list[dict[str, Any]]:
+    """`ray list KIND` of the cluster whose dashboard is `address`, as dicts, run in a process
+    of its own: Ray reads token authentication settings once per process."""
+    import json
+    import subprocess
+    import sys
+
+    command = [str(Path(sys.executable).with_name("ray")), "list", kind, f"--address={address}"]
+    command += ["--format=json", "--detail", "--limit=10000", *(f"--filter={f}" for f in filters)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(done.stdout) if done.stdout.lstrip().startswith("[") else []  # "No resource in the cluster"
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on the loopback now (bound together, then released)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def ray_node_command(
+    temp_dir: Path, resources: dict[str, float], head: dict[str, int] | None, join: str = ""
+) -> list[str]:
+    """`ray start --block` for one node on the loopback, every port of its own: a head (`head`
+    names its gcs, dashboard and client ports) or a node joining `join`."""
+    import json
+    import sys
+
+    ports = free_ports(6)
+    command = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--temp-dir={temp_dir}",
+        "--num-cpus=1",
+        f"--resources={json.dumps(resources)}",
+        f"--node-manager-port={ports[0]}",
+        f"--object-manager-port={ports[1]}",
+        f"--dashboard-agent-listen-port={ports[2]}",
+        f"--dashboard-agent-grpc-port={ports[3]}",
+        f"--runtime-env-agent-port={ports[4]}",
+        f"--metrics-export-port={ports[5]}",
+        "--min-worker-port=0",  # workers bind to ports the system picks, as in Ray's own test clusters
+        "--max-worker-port=0",
+        "--disable-usage-stats",
+    ]
+    if head is None:
+        return [*command, f"--address=127.0.0.1:{join}"]
+    return [
+        *command,
+        "--head",
+        f"--port={head['gcs']}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={head['dashboard']}",
+        f"--ray-client-server-port={head['client']}",
+    ]
+
+
+def ray_processes(started: list[int], temp_dirs: list[Path]) -> set[int]:
+    """The processes of a cluster these tests started: the `ray start` processes, their
+    descendants, and every process whose command line names one of its temp dirs."""
+    import psutil
+
+    found = set(started)
+    for pid in started:
+        try:
+            found.update(child.pid for child in psutil.Process(pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+    marks = [str(folder) for folder in temp_dirs]
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if any(mark in cmdline for mark in marks):
+            found.add(proc.info["pid"])
+    return found

@@ -13,7 +13,7 @@ from contrastlab.raytrain import session as ray_session
 from contrastlab.raytrain.session import RaySession, init_ray
 from contrastlab.study.experiment import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys, deep_merge
 from contrastlab.study.metrics import hparam_value, numeric_metrics
-from contrastlab.study.resources import DRIVER_RESOURCES, trials_at_once
+from contrastlab.study.resources import DRIVER_RESOURCES, ClusterPace, trials_at_once
 from contrastlab.study.trial import TrialFailed, one_line
 from contrastlab.study.values import safe_name, same
 
@@ -102,8 +102,64 @@ def test_trials_at_once_counts_gpus_and_obeys_the_spec(tiny_cfg) -> None:
     assert trials_at_once(cfg, {"CPU": 64, "GPU": 3}, None, 10) == 1
     half = _with_resources(tiny_cfg, workers=2, cpus=1, gpus=0.5)
     assert trials_at_once(half, {"CPU": 64, "GPU": 3}, None, 10) == 3
-    assert trials_at_once(cfg, {"CPU": 64, "GPU": 4}, 3, 10) == 3  # the spec's cap replaces the arithmetic
-    assert trials_at_once(cfg, {"CPU": 1}, 3, 2) == 2
+    assert trials_at_once(cfg, {"CPU": 64, "GPU": 8}, 3, 10) == 3  # the spec's cap bounds what fits
+    assert trials_at_once(cfg, {"CPU": 64, "GPU": 4}, 3, 10) == 2  # a small cluster queues the rest
+    assert trials_at_once(cfg, {"CPU": 1}, 3, 2) == 1
+
+
+def test_the_pace_follows_a_growing_cluster(tiny_cfg) -> None:
+    """Concurrency is read from the cluster as it is now, not once: a head without GPUs runs
+    one trial (its workers wait for a GPU node), and more start as GPU nodes join."""
+    cfg = _with_resources(tiny_cfg, workers=1, cpus=1, gpus=1)
+    cluster = {"CPU": 4.0}
+    pace = ClusterPace(cfg, limit=None, refresh_s=0.0, resources=lambda: cluster)
+    assert pace.allowed() == 1
+    cluster.update(CPU=12.0, GPU=2.0)
+    assert pace.allowed() == 2
+    cluster.update(CPU=20.0, GPU=4.0)
+    assert pace.allowed() == 4
+    capped = ClusterPace(cfg, limit=3, refresh_s=0.0, resources=lambda: cluster)
+    assert capped.allowed() == 3
+    cluster.update(CPU=4.0, GPU=1.0)  # nodes gone: fewer trials start, the cap is no promise
+    assert capped.allowed() == 1
+    slow = ClusterPace(cfg, limit=None, refresh_s=3600.0, resources=lambda: cluster)
+    assert slow.allowed() == 1
+    cluster.update(CPU=20.0, GPU=4.0)
+    assert slow.allowed() == 1  # one reading stands for `refresh_s`
+
+
+def test_paced_search_algorithms_ask_the_pace(tiny_cfg) -> None:
+    from ray.tune.search import Searcher
+
+    from contrastlab.study.pacing import PacedGrid, PacedSearcher
+
+    class Counting(Searcher):
+        def __init__(self):
+            super().__init__(metric="loss", mode="min")
+            self.asked = 0
+
+        def suggest(self, trial_id):
+            self.asked += 1
+            return {"x": self.asked}
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            pass
+
+    cluster = {"CPU": 1.0}
+    pace = ClusterPace(
+        _with_resources(tiny_cfg, workers=1, cpus=1), limit=None, refresh_s=0.0, resources=lambda: cluster
+    )
+    searcher = PacedSearcher(Counting(), pace)
+    assert searcher.suggest("a") == {"x": 1}
+    assert searcher.suggest("b") is None  # one alive already fills a 1-CPU cluster
+    cluster["CPU"] = 3.0  # a node joins
+    assert searcher.suggest("b") == {"x": 2}
+    assert searcher.suggest("c") is None
+    searcher.on_trial_complete("a", {"loss": 0.0})
+    assert searcher.suggest("c") == {"x": 3}
+    grid = PacedGrid(pace)
+    grid.max_concurrent = 100  # what Tune may set does not replace the pace
+    assert grid.max_concurrent == 2
 
 
 # -- names and metrics ------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from contrastlab.config import ConfigError, ExperimentConfig, config_hash
 from contrastlab.engine.anchors import ANCHORS, ANCHORS_FILE, cached_anchors
 from contrastlab.engine.runfolder import claim_run_folder
 from contrastlab.raytrain.session import RaySession
-from contrastlab.study.resources import DRIVER_RESOURCES, trials_at_once
+from contrastlab.study.resources import DRIVER_RESOURCES, ClusterPace
 from contrastlab.study.values import safe_name
 
 log = logging.getLogger("contrastlab")
@@ -242,11 +242,10 @@ def descriptor(run: PlannedRun, train_name: str, train_storage: str) -> dict[str
 
 
 # -- Ray --------------------------------------------------------------------------------------------
-def concurrency(spec: AblationSpec, pending: list[PlannedRun]) -> int:
-    """Runs at once: what the cluster holds of the full experiment's resources, or the spec's cap."""
-    import ray
-
-    return trials_at_once(spec.full, ray.cluster_resources(), spec.max_concurrent, len(pending))
+def concurrency(spec: AblationSpec) -> ClusterPace:
+    """Runs at once: what the cluster holds now of the full experiment's resources (read again
+    as the grid runs), at most the spec's `max_concurrent`, at least one."""
+    return ClusterPace(spec.full, spec.max_concurrent)
 
 
 def run_grid(
@@ -265,14 +264,15 @@ def run_grid(
     from contrastlab.ablation.retention import RunCheckpointRetention
     from contrastlab.ablation.trial import RUN_KEY, RunRecorder, run_ablation_trial, trial_dirname, trial_name
     from contrastlab.raytrain.cluster import check_cluster_resources, check_shared_storage
+    from contrastlab.study.pacing import PacedGrid
 
     check_cluster_resources(spec.full, strict=False)
     check_shared_storage(ray_storage)
     # Tune's TensorBoard logger would add a second, descriptor-only copy of every run; the runs
     # write their own. CSV and JSON stay (Tune's result grid reads them).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    concurrent = concurrency(spec, pending)
-    log.info("running %d runs, at most %d at once", len(pending), concurrent)
+    pace = concurrency(spec)
+    log.info("running %d runs, %d at once on the cluster as it is now", len(pending), pace.allowed())
     recorder = RunRecorder(
         runs, results, str(output / CACHE_FILE), str(output), meta, code, total=len(spec.variants) * len(spec.seeds)
     )
@@ -280,8 +280,8 @@ def run_grid(
         tune.with_resources(tune.with_parameters(run_ablation_trial, runs=runs), DRIVER_RESOURCES),
         param_space={RUN_KEY: tune.grid_search([run.run_id for run in pending])},
         tune_config=tune.TuneConfig(
+            search_alg=PacedGrid(pace),
             num_samples=1,
-            max_concurrent_trials=concurrent,
             reuse_actors=False,
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_dirname,

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import ray
 import yaml
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -26,7 +25,8 @@ from ray.tune.schedulers import FIFOScheduler
 
 from contrastlab.config import ConfigError
 from contrastlab.raytrain.session import RaySession
-from contrastlab.study.resources import DRIVER_RESOURCES, trials_at_once
+from contrastlab.study.pacing import PacedSearcher
+from contrastlab.study.resources import DRIVER_RESOURCES, ClusterPace
 from contrastlab.tuning.callbacks import StudyCallback, write_experiment_summary
 from contrastlab.tuning.preflight import check_study_cluster
 from contrastlab.tuning.report import write_outputs
@@ -145,9 +145,10 @@ def resume_defaults(spec: StudySpec, output: Path, ray_storage: str | None) -> t
 
 
 # -- Ray Tune pieces ------------------------------------------------------------------------------
-def concurrent_trials(spec: StudySpec, cluster: dict[str, float]) -> int:
-    """Trials that fit the cluster at once (at least one), unless the spec fixes the number."""
-    return trials_at_once(spec.base, cluster, spec.max_concurrent_trials, spec.num_samples)
+def study_pace(spec: StudySpec) -> ClusterPace:
+    """Trials alive at once: what the cluster holds now (read again as it runs), at most the
+    spec's `max_concurrent_trials`, at least one."""
+    return ClusterPace(spec.base, spec.max_concurrent_trials)
 
 
 def make_scheduler(spec: StudySpec, storage: optuna.storages.BaseStorage):
@@ -190,17 +191,18 @@ def checkpoint_retention(spec: StudySpec, paths: StudyPaths, storage) -> Checkpo
 
 
 def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.BaseStorage) -> tune.Tuner:
-    concurrent = concurrent_trials(spec, ray.cluster_resources())
-    log.info("study %s: %d trials, at most %d at once", spec.study_name, spec.num_samples, concurrent)
+    pace = study_pace(spec)
+    log.info(
+        "study %s: %d trials, %d at once on the cluster as it is now", spec.study_name, spec.num_samples, pace.allowed()
+    )
     callback = StudyCallback(paths.output / "tensorboard", spec.metric, spec.base.optim.epochs, spec.max_t)
     retention = checkpoint_retention(spec, paths, storage)
     return tune.Tuner(
         trainable(spec, paths),
         tune_config=tune.TuneConfig(
-            search_alg=make_searcher(spec, storage),
+            search_alg=PacedSearcher(make_searcher(spec, storage), pace),
             scheduler=make_scheduler(spec, storage),
             num_samples=spec.num_samples,
-            max_concurrent_trials=concurrent,
             reuse_actors=False,
             trial_dirname_creator=short_trial_dirname,
         ),
@@ -302,4 +304,4 @@ def study_anchors(spec: StudySpec, output: Path) -> dict[str, Any]:
     return cached_anchors(spec.base, [spec.base.seed], output / ANCHORS_FILE)
 
 
-__all__ = ["StudyError", "StudyOutcome", "StudyPaths", "concurrent_trials", "run_study"]
+__all__ = ["StudyError", "StudyOutcome", "StudyPaths", "run_study", "study_pace"]
