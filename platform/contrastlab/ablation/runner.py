@@ -36,7 +36,8 @@ from contrastlab.config import ConfigError, ExperimentConfig, config_hash
 from contrastlab.engine.anchors import ANCHORS, ANCHORS_FILE, cached_anchors
 from contrastlab.engine.runfolder import claim_run_folder
 from contrastlab.raytrain.session import RaySession
-from contrastlab.study.resources import DRIVER_RESOURCES, trials_at_once
+from contrastlab.study.resources import trials_at_once
+from contrastlab.study.trial import trial_resources
 from contrastlab.study.values import safe_name
 
 log = logging.getLogger("contrastlab")
@@ -276,12 +277,12 @@ def run_grid(
         runs, results, str(output / CACHE_FILE), str(output), meta, code, total=len(spec.variants) * len(spec.seeds)
     )
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(run_ablation_trial, runs=runs), DRIVER_RESOURCES),
+        tune.with_resources(tune.with_parameters(run_ablation_trial, runs=runs), trial_resources(spec.full)),
         param_space={RUN_KEY: tune.grid_search([run.run_id for run in pending])},
         tune_config=tune.TuneConfig(
             num_samples=1,
             max_concurrent_trials=concurrent,
-            reuse_actors=False,
+            reuse_actors=True,  # a reused actor keeps its loaded dataset (contrastlab.study.fast)
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_dirname,
         ),
@@ -289,7 +290,8 @@ def run_grid(
             name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=ray_storage,
             callbacks=[recorder, CSVLoggerCallback(), JsonLoggerCallback()],
-            failure_config=tune.FailureConfig(max_failures=0),
+            # Lost actors and nodes are relaunched; the run's own errors are not (study.trial).
+            failure_config=tune.FailureConfig(max_failures=spec.full.resources.trial_retries),
             verbose=0,
         ),
     )

@@ -7,8 +7,10 @@ from collections.abc import Mapping
 
 from contrastlab.config import ExperimentConfig
 
-# The Tune trial itself is a light driver; its Train workers hold the real resources.
-DRIVER_RESOURCES = {"CPU": 0.01}
+# The Tune trial of a Ray Train run is a light driver; its Train workers hold the real
+# resources. It reserves no CPU (a fraction would cost a whole trial slot: two 1-CPU trials
+# plus their drivers would not fit 2 CPUs), only a little memory, since Ray needs a resource.
+DRIVER_RESOURCES = {"CPU": 0, "memory": 64 * 2**20}
 
 
 def trials_at_once(cfg: ExperimentConfig, cluster: Mapping[str, float], limit: int | None, count: int) -> int:
@@ -17,7 +19,7 @@ def trials_at_once(cfg: ExperimentConfig, cluster: Mapping[str, float], limit: i
     if limit:
         return min(limit, count)
     res = cfg.resources
-    per_trial_cpus = res.workers * res.cpus_per_worker + DRIVER_RESOURCES["CPU"]
+    per_trial_cpus = res.workers * res.cpus_per_worker + DRIVER_RESOURCES.get("CPU", 0)
     fits = math.floor((cluster.get("CPU", 0) + 1e-9) / per_trial_cpus)
     if res.gpus_per_worker > 0:
         fits = min(fits, math.floor((cluster.get("GPU", 0) + 1e-9) / (res.workers * res.gpus_per_worker)))
