@@ -37,7 +37,7 @@ from contrastlab.engine.anchors import ANCHORS, ANCHORS_FILE, cached_anchors
 from contrastlab.engine.runfolder import claim_run_folder
 from contrastlab.raytrain.session import RaySession
 from contrastlab.study.resources import trials_at_once
-from contrastlab.study.trial import trial_resources
+from contrastlab.study.trial import trial_resources, uses_fast_path
 from contrastlab.study.values import safe_name
 
 log = logging.getLogger("contrastlab")
@@ -282,7 +282,7 @@ def run_grid(
         tune_config=tune.TuneConfig(
             num_samples=1,
             max_concurrent_trials=concurrent,
-            reuse_actors=True,  # a reused actor keeps its loaded dataset (contrastlab.study.fast)
+            reuse_actors=uses_fast_path(spec.full),  # a reused actor keeps its dataset (study.fast)
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_dirname,
         ),

@@ -68,11 +68,13 @@ def fit_here(cfg: ExperimentConfig, run_dir: Path) -> None:
 
     from contrastlab.engine.loop import Trainer
     from contrastlab.raytrain.trainer import absolute_data_paths
+    from contrastlab.raytrain.worker import arm_fail_once
 
     cfg = absolute_data_paths(cfg)
     torch.set_num_threads(trial_threads(cfg))
     log.info("trial %s: in the Tune trial (one worker, %d torch thread(s))", cfg.name, torch.get_num_threads())
     trainer = Trainer(cfg, run_dir, reporter=TuneReporter(), bundle=cached_bundle(cfg))
+    arm_fail_once(trainer, 0)  # the Train path's test hook, for rank 0: this process
     arm_exit_once(trainer)
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:

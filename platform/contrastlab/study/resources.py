@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from contrastlab.config import ExperimentConfig
 
 # The Tune trial of a Ray Train run is a light driver; its Train workers hold the real
-# resources. It reserves no CPU (a fraction would cost a whole trial slot: two 1-CPU trials
-# plus their drivers would not fit 2 CPUs), only a little memory, since Ray needs a resource.
-DRIVER_RESOURCES = {"CPU": 0, "memory": 64 * 2**20}
+# resources. (One-worker trials take the fast path instead and reserve their run's CPUs
+# themselves: no driver, so two 1-CPU trials fit 2 CPUs.)
+DRIVER_RESOURCES = {"CPU": 0.01}
 
 
 def trials_at_once(cfg: ExperimentConfig, cluster: Mapping[str, float], limit: int | None, count: int) -> int:

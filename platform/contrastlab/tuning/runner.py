@@ -27,7 +27,7 @@ from ray.tune.schedulers import FIFOScheduler
 from contrastlab.config import ConfigError
 from contrastlab.raytrain.session import RaySession
 from contrastlab.study.resources import trials_at_once
-from contrastlab.study.trial import trial_resources
+from contrastlab.study.trial import trial_resources, uses_fast_path
 from contrastlab.tuning.callbacks import StudyCallback, write_experiment_summary
 from contrastlab.tuning.report import write_outputs
 from contrastlab.tuning.scheduler import StudyASHA
@@ -195,8 +195,8 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.Bas
             scheduler=make_scheduler(spec, storage),
             num_samples=spec.num_samples,
             max_concurrent_trials=concurrent,
-            # A reused actor keeps its loaded dataset (contrastlab.study.fast).
-            reuse_actors=True,
+            # A reused fast-path actor keeps its loaded dataset (contrastlab.study.fast).
+            reuse_actors=uses_fast_path(spec.base),
             trial_dirname_creator=short_trial_dirname,
         ),
         run_config=tune.RunConfig(
