@@ -13,17 +13,23 @@ from contrastlab.config import ExperimentConfig
 DRIVER_RESOURCES = {"CPU": 0.01}
 
 
+def uses_fast_path(cfg: ExperimentConfig) -> bool:
+    """One worker and `resources.trial_path: auto`: the run goes in the Tune trial itself."""
+    return cfg.resources.workers == 1 and cfg.resources.trial_path == "auto"
+
+
 def trials_at_once(cfg: ExperimentConfig, cluster: Mapping[str, float], limit: int | None, count: int) -> int:
     """Trials of `cfg`'s resources that fit `cluster` at once (at least one, at most `count`);
     a `limit` from the spec replaces the arithmetic."""
     if limit:
         return min(limit, count)
     res = cfg.resources
-    per_trial_cpus = res.workers * res.cpus_per_worker + DRIVER_RESOURCES.get("CPU", 0)
+    driver_cpus = 0 if uses_fast_path(cfg) else DRIVER_RESOURCES["CPU"]  # a fast-path trial has no driver
+    per_trial_cpus = res.workers * res.cpus_per_worker + driver_cpus
     fits = math.floor((cluster.get("CPU", 0) + 1e-9) / per_trial_cpus)
     if res.gpus_per_worker > 0:
         fits = min(fits, math.floor((cluster.get("GPU", 0) + 1e-9) / (res.workers * res.gpus_per_worker)))
     return max(1, min(fits, count))
 
 
-__all__ = ["DRIVER_RESOURCES", "trials_at_once"]
+__all__ = ["DRIVER_RESOURCES", "trials_at_once", "uses_fast_path"]

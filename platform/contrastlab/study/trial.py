@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 
 from contrastlab.config import ExperimentConfig
-from contrastlab.study.resources import DRIVER_RESOURCES
+from contrastlab.study.resources import DRIVER_RESOURCES, uses_fast_path
 
 log = logging.getLogger("contrastlab")
 
@@ -64,11 +64,6 @@ def is_final(err: BaseException) -> bool:
 
     final = (NonFiniteLossError, UserError, MemoryError, torch.OutOfMemoryError)
     return isinstance(err, final) or isinstance(root_cause(err), final)
-
-
-def uses_fast_path(cfg: ExperimentConfig) -> bool:
-    """One worker and `resources.trial_path: auto`: the run goes in the trial itself."""
-    return cfg.resources.workers == 1 and cfg.resources.trial_path == "auto"
 
 
 def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
