@@ -113,10 +113,13 @@ def test_one_cpu_trials_run_together_and_only_lost_actors_are_retried(local_ray,
     relaunched = [i for i in ids[:2] if len(attempts(output, i)) == 2]
     assert len(relaunched) == 1 and all(len(attempts(output, i)) in (1, 2) for i in ids[:2])
     assert [r["epoch"] for r in tune_results(output, relaunched[0])] == [1, 2]
-    # The two good trials ran at the same time on two CPUs.
+    # The two good trials ran at the same time on two CPUs, in two processes: each was still
+    # running at its first report (start + Tune's time_total_s), after both had started.
+    firsts = [tune_results(output, i)[0] for i in ids[:2]]
     starts = [attempts(output, i)[0]["time"] for i in ids[:2]]
-    ends = [tune_results(output, i)[-1]["timestamp"] for i in ids[:2]]
-    assert max(starts) < min(ends), (starts, ends)
+    reported = [start + first["time_total_s"] for start, first in zip(starts, firsts)]
+    assert max(starts) < min(reported), (starts, reported)
+    assert firsts[0]["pid"] != firsts[1]["pid"]
     # The NaN trial trained once: Tune relaunched it, the relaunches stopped at once.
     failed = trials[2]
     assert failed.user_attrs["fail_reason"].startswith("NonFiniteLossError: loss became NaN")
