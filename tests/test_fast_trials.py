@@ -27,6 +27,7 @@ from tests.helpers import tiny_config_dict
 pytestmark = pytest.mark.ray
 GOOD, SLOW, NAN = 0.5, 1.0e-6, 1.0e30
 STEPS_PER_EPOCH = 8  # 256 images, batches of 32
+EPOCHS = 4
 
 
 def spec(points: list[dict], **top) -> dict:
@@ -99,9 +100,11 @@ def test_both_paths_give_the_same_trials(local_ray, tmp_path):
 
 def test_one_cpu_trials_run_together_and_only_lost_actors_are_retried(local_ray, tmp_path, monkeypatch):
     marker = tmp_path / "exited"
-    monkeypatch.setenv(EXIT_ONCE_ENV, f"{STEPS_PER_EPOCH + 2}:{marker}")  # in epoch 2, after a checkpoint
+    # In the last of 4 epochs, after 3 checkpoints: long enough for the two trials to overlap.
+    monkeypatch.setenv(EXIT_ONCE_ENV, f"{3 * STEPS_PER_EPOCH + 2}:{marker}")
     points = [{"optim.lr": GOOD, "eval.knn_k": 20}, {"optim.lr": GOOD, "eval.knn_k": 10}, {"optim.lr": NAN}]
     raw = spec(points, scheduler={"type": "fifo"}, resources={"workers": 1, "cpus_per_worker": 1})
+    raw["base"]["optim"]["epochs"] = EPOCHS
     study = run_study(tmp_path / "fast", raw, local_ray)
     output = tmp_path / "fast" / "out"
     trials = sorted(study.get_trials(), key=lambda t: t.number)
@@ -109,15 +112,18 @@ def test_one_cpu_trials_run_together_and_only_lost_actors_are_retried(local_ray,
     ids = [t.user_attrs["tune_trial_id"] for t in trials]
     assert marker.exists()
     # Exactly one of the two good trials lost its process and was relaunched; it resumed from
-    # its epoch-1 checkpoint, so no epoch was reported twice.
+    # its epoch-3 checkpoint, so no epoch was reported twice.
     relaunched = [i for i in ids[:2] if len(attempts(output, i)) == 2]
     assert len(relaunched) == 1 and all(len(attempts(output, i)) in (1, 2) for i in ids[:2])
-    assert [r["epoch"] for r in tune_results(output, relaunched[0])] == [1, 2]
+    assert [r["epoch"] for r in tune_results(output, relaunched[0])] == list(range(1, EPOCHS + 1))
     # The two good trials ran at the same time on two CPUs, in two processes: each was still
     # running at its first report (start + Tune's time_total_s), after both had started.
     firsts = [tune_results(output, i)[0] for i in ids[:2]]
     starts = [attempts(output, i)[0]["time"] for i in ids[:2]]
-    reported = [start + first["time_total_s"] for start, first in zip(starts, firsts)]
+    reported = [
+        start + max(r["time_total_s"] for r in tune_results(output, i) if r["pid"] == first["pid"])
+        for i, start, first in zip(ids[:2], starts, firsts)
+    ]
     assert max(starts) < min(reported), (starts, reported)
     assert firsts[0]["pid"] != firsts[1]["pid"]
     # The NaN trial trained once: Tune relaunched it, the relaunches stopped at once.
