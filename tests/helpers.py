@@ -267,7 +267,10 @@ def postgres_server(password: str = PG_PASSWORD) -> Iterator[str]:
 
 # -- clusters ------------------------------------------------------------------------------------------------
 def tiny_study_dict(samples: int, **resources) -> dict[str, Any]:
-    """A FIFO study of `samples` one-epoch tiny trials, concurrency left to the cluster."""
+    """A FIFO study of `samples` one-epoch tiny trials, concurrency left to the cluster.
+
+    The trials take the Ray Train path, so that the State API lists where each one ran
+    (its `RayTrainWorker`), and the pace counts a driver plus its Train worker."""
     return {
         "name": "cluster",
         "base": tiny_config_dict(optim={"epochs": 1}, eval={"probe_epochs": 1, "align_uniform": False}),
@@ -276,7 +279,7 @@ def tiny_study_dict(samples: int, **resources) -> dict[str, Any]:
         "num_samples": samples,
         "space": {"optim.lr": {"type": "categorical", "choices": [0.05, 0.1, 0.2]}},
         "scheduler": {"type": "fifo"},
-        "resources": {"workers": 1, "cpus_per_worker": 1, **resources},
+        "resources": {"workers": 1, "cpus_per_worker": 1, "trial_path": "train", **resources},
         "max_concurrent_trials": None,
     }
 

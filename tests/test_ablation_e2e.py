@@ -1,5 +1,6 @@
-"""A tiny retuned ablation through Ray, end to end: 2 variants × 2 seeds as Ray Train runs in
-one Tune grid, after a one-trial Optuna search for the variant that has something to tune.
+"""A tiny retuned ablation through Ray, end to end: 2 variants × 2 seeds as one-worker runs in
+one Tune grid (the fast path: each run in its Tune trial), after a one-trial Optuna search
+for the variant that has something to tune.
 
 One local Ray instance serves the whole module (under the host's Ray lock). The steps build
 on each other, as a user would run them:
@@ -62,7 +63,8 @@ def spec_path(tmp_path_factory) -> Path:
         "design": "leave_one_out",
         "seeds": 2,
         "metrics": ["linear_top1", "knn_top1"],
-        "resources": {"workers": 1, "cpus_per_worker": 1, "max_concurrent": 2},
+        # The injected failure must end its run (no relaunch), so that --resume has it to compute.
+        "resources": {"workers": 1, "cpus_per_worker": 1, "max_concurrent": 2, "trial_retries": 0},
         "retune": {
             "parameters": {"method.synthetic_count": {"type": "int", "low": 4, "high": 8, "requires": "synthesis"}},
             "samples": 1,

@@ -159,6 +159,8 @@ FIELD_CASES: list[tuple[str, str, Any, str]] = [
     ("device-tpu", "resources.device", "tpu", "resources.device"),
     ("workers-zero", "resources.workers", 0, "resources.workers"),
     ("cpus-inf", "resources.cpus_per_worker", float("inf"), "resources.cpus_per_worker"),
+    ("trial-path-unknown", "resources.trial_path", "fast", "resources.trial_path"),
+    ("trial-retries-negative", "resources.trial_retries", -1, "resources.trial_retries"),
     ("knn-k-zero", "eval.knn_k", 0, "eval.knn_k"),
     ("knn-temperature-nan", "eval.knn_temperature", float("nan"), "eval.knn_temperature"),
     ("seed-negative", "seed", -1, "seed"),
@@ -210,6 +212,7 @@ TUNE_CASES: list[tuple[str, str | bytes | dict, list[str]]] = [
     ("empty", "", ["empty"]),
     ("binary", b"\x89PNG\r\n\x1a\n\x00\x00", ["binary"]),
     ("duplicate-key", yaml.safe_dump(TUNE) + "metric: loss\n", ["'metric' given twice"]),
+    ("trial-path-unknown", {**TUNE, "resources": {"trial_path": "fast"}}, ["resources.trial_path"]),
     (
         "duplicate-in-space",
         "metric: knn_top1\nmode: max\nspace:\n  optim.lr: {type: float, low: 0.1, high: 1}\n"
@@ -297,6 +300,7 @@ ABLATE_CASES: list[tuple[str, str | bytes | dict, list[str]]] = [
     ("overrides-inf", {**ABLATE, "overrides": {"optim.lr": float("inf")}}, ["optim.lr"]),
     ("max-concurrent-zero", {**ABLATE, "resources": {"max_concurrent": 0}}, ["resources.max_concurrent"]),
     ("resources-unknown", {**ABLATE, "resources": {"gpus": 1}}, ["resources.gpus"]),
+    ("trial-path-unknown", {**ABLATE, "resources": {"trial_path": "fast"}}, ["resources.trial_path"]),
 ]
 for case_id, content, names in ABLATE_CASES:
     spec_case("ablate", case_id, content, names)

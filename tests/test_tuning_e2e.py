@@ -52,7 +52,9 @@ def study_spec() -> dict:
             {"optim.lr": NAN},
         ],
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
-        "resources": {"workers": 1, "cpus_per_worker": 1},
+        # The Ray Train path: a one-worker trial there lives long enough for Tune's experiment
+        # state to hold it when the driver is killed (test_fast_trials covers the fast path).
+        "resources": {"workers": 1, "cpus_per_worker": 1, "trial_path": "train"},
         "max_concurrent_trials": 1,
     }
 

@@ -159,11 +159,17 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
         raise tag_override_error(err, applied, str(path)) from None
 
 
+EXECUTION_ONLY = ("trial_path", "trial_retries")
+
+
 def config_hash(cfg: ExperimentConfig) -> str:
     """Stable hash of everything that changes what is computed (outputs excluded)."""
     data = cfg.to_dict()
     data.pop("output", None)
     data.pop("name", None)
+    # How a study runs a trial (its path, its relaunches) does not change what it computes.
+    for key in EXECUTION_ONLY:
+        data["resources"].pop(key, None)
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -144,6 +144,12 @@ class ResourcesConfig(Section):
     gpus_per_worker: float = Field(0, ge=0)
     cpus_per_worker: float = Field(1, gt=0)
     max_failures: int = Field(0, ge=-1, description="worker-group restarts from the last checkpoint")
+    trial_path: Literal["auto", "train"] = Field(
+        "auto", description="in a study: auto runs one-worker trials in the Tune trial itself; train forces Ray Train"
+    )
+    trial_retries: int = Field(
+        2, ge=0, description="in a study: relaunches of a trial whose actor or node was lost (not its own errors)"
+    )
     checkpoint_every: int = Field(1, ge=1, description="checkpoint every N epochs")
 
 

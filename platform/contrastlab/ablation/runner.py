@@ -36,7 +36,8 @@ from contrastlab.config import ConfigError, ExperimentConfig, config_hash
 from contrastlab.engine.anchors import ANCHORS, ANCHORS_FILE, cached_anchors
 from contrastlab.engine.runfolder import claim_run_folder
 from contrastlab.raytrain.session import RaySession
-from contrastlab.study.resources import DRIVER_RESOURCES, ClusterPace
+from contrastlab.study.resources import ClusterPace
+from contrastlab.study.trial import trial_resources, uses_fast_path
 from contrastlab.study.values import safe_name
 
 log = logging.getLogger("contrastlab")
@@ -277,12 +278,12 @@ def run_grid(
         runs, results, str(output / CACHE_FILE), str(output), meta, code, total=len(spec.variants) * len(spec.seeds)
     )
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(run_ablation_trial, runs=runs), DRIVER_RESOURCES),
+        tune.with_resources(tune.with_parameters(run_ablation_trial, runs=runs), trial_resources(spec.full)),
         param_space={RUN_KEY: tune.grid_search([run.run_id for run in pending])},
         tune_config=tune.TuneConfig(
             search_alg=PacedGrid(pace),
             num_samples=1,
-            reuse_actors=False,
+            reuse_actors=uses_fast_path(spec.full),  # a reused actor keeps its dataset (study.fast)
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_dirname,
         ),
@@ -290,7 +291,8 @@ def run_grid(
             name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=ray_storage,
             callbacks=[recorder, RunCheckpointRetention(runs, RUN_KEY), CSVLoggerCallback(), JsonLoggerCallback()],
-            failure_config=tune.FailureConfig(max_failures=0),
+            # Lost actors and nodes are relaunched; the run's own errors are not (study.trial).
+            failure_config=tune.FailureConfig(max_failures=spec.full.resources.trial_retries),
             verbose=0,
         ),
     )

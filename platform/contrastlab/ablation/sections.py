@@ -13,7 +13,7 @@ from pydantic import field_validator
 
 from contrastlab.study.validation import Section, issue, validate
 
-RESOURCE_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker", "max_failures")
+RESOURCE_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker", "max_failures", "trial_path", "trial_retries")
 REPORT_KEYS = ("test", "interval", "confidence", "n_boot", "primary_metric", "effect")
 
 
@@ -24,11 +24,13 @@ def _plain_number(value: Any) -> bool:
 class ResourcesSection(Section):
     """Per run; copied into the experiment's `resources`, plus how many runs at once."""
 
-    _shape: ClassVar[str] = "a mapping (workers, cpus_per_worker, gpus_per_worker, max_failures, max_concurrent)"
+    _shape: ClassVar[str] = f"a mapping ({', '.join(RESOURCE_KEYS)}, max_concurrent)"
     workers: Any = None
     cpus_per_worker: Any = None
     gpus_per_worker: Any = None
     max_failures: Any = None
+    trial_path: Any = None
+    trial_retries: Any = None
     max_concurrent: Any = None
 
     @classmethod

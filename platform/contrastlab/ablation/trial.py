@@ -2,9 +2,10 @@
 callback that records each run the moment it ends.
 
 The driver is a Tune function trainable (in an importable module, so Tune can pickle it)
-that builds the run's `TorchTrainer` with `TuneReportCallback`, as the tuning package does,
-but with the ablation's own run folder (`runs/<variant>/seed<k>`) and a Train run name
-that stays the same when the run is resumed.
+that runs the run through `contrastlab.study.trial.run_in_trial`, as the tuning package
+does (one worker: in the trial itself; several: a `TorchTrainer`), but with the ablation's
+own run folder (`runs/<variant>/seed<k>`) and a Train run name that stays the same when the
+run is resumed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from contrastlab.ablation.cache import RunCache
 from contrastlab.ablation.report import save_results
 from contrastlab.config import config_from_dict
 from contrastlab.study.metrics import hparam_value, numeric_metrics
-from contrastlab.study.trial import TrialFailed, fit_in_trial
+from contrastlab.study.trial import TrialFailed, run_in_trial
 
 log = logging.getLogger("contrastlab")
 RUN_KEY = "run"
@@ -37,13 +38,13 @@ def held_out_names(metrics: list[str]) -> list[str]:
 
 
 def run_ablation_trial(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
-    """Tune function trainable: train the run named by `config["run"]` on Ray Train."""
+    """Tune function trainable: train the run named by `config["run"]` (in the trial, or on Ray Train)."""
     run = runs[config[RUN_KEY]]
     # The ablate command's CONTRASTLAB_* settings (data cache, test hooks) reach the Train
     # workers through make_trainer, even on a cluster started from another shell.
     os.environ.update(run["env"])
     cfg = config_from_dict(run["config"], f"<ablation run {config[RUN_KEY]}>")
-    fit_in_trial(cfg, Path(run["run_dir"]), run["train_name"], run["storage"])
+    run_in_trial(cfg, Path(run["run_dir"]), run["train_name"], run["storage"])
 
 
 def trial_name(trial) -> str:

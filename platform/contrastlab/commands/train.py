@@ -26,14 +26,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a config field, e.g. --set optim.lr=0.1 (repeatable)",
     )
     parser.add_argument("--output", help="run folder (default: output.dir/name)")
-    parser.add_argument("--workers", type=int, help="Ray Train workers (default: resources.workers)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="Ray Train workers (default: resources.workers); 1 trains in this process, without Ray, "
+        "unless --ray, --address or --storage is given",
+    )
     parser.add_argument("--gpus-per-worker", type=float, help="GPUs per worker")
     parser.add_argument("--cpus-per-worker", type=float, help="CPUs per worker")
     parser.add_argument(
         "--address", help="join this Ray cluster (auto or HOST:6379; for a remote cluster use ray job submit)"
     )
     parser.add_argument("--storage", help="Ray storage path or URI (shared for multi-node runs)")
-    parser.add_argument("--ray", action="store_true", help="use Ray Train even with one worker")
+    parser.add_argument("--ray", action="store_true", help="use Ray Train even with one worker (--workers 1)")
 
 
 def apply_resource_flags(args: argparse.Namespace, overrides: list[str]) -> list[str]:
@@ -65,6 +70,13 @@ def train_in_process(cfg: ExperimentConfig, run_dir: Path, source: str, override
     return Trainer(cfg, run_dir, bundle=bundle).run()
 
 
+def path_line(cfg: ExperimentConfig, use_ray: bool) -> str:
+    """Which path trains: one line in the log, so `--workers 1` is never a silent surprise."""
+    if use_ray:
+        return f"training on Ray Train with {cfg.resources.workers} worker(s)"
+    return "training in this process, without Ray (one worker; --ray runs it on Ray Train)"
+
+
 def run(args: argparse.Namespace) -> int:
     from contrastlab.data.registry import known_train_part
     from contrastlab.engine.preflight import check_batch_fits, check_device
@@ -85,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     # Held for the whole run: a second `train` on this folder is refused, and a folder that
     # holds a run of another config is refused before anything in it changes.
     with claim_run_folder(run_dir, cfg) as run_dir:
+        log.info("%s", path_line(cfg, bool(use_ray)))
         if use_ray:
             from contrastlab.raytrain import run_ray_training
 

@@ -64,6 +64,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     cfg = config_from_dict(loop_config["config"], "<ray train config>")
     run_dir = Path(loop_config["run_dir"])
+    torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))  # the CPUs the worker reserves
     context = ray.train.get_context()
     dist = TorchDistributed(worker_device(cfg), local_rank=context.get_local_rank())
     trainer = Trainer(cfg, run_dir, dist=dist, reporter=RayReporter(dist.rank))

@@ -6,7 +6,8 @@
 - `values`: value equality that keeps YAML `true` apart from 1, and safe folder names.
 - `metrics`: a Tune result's numeric metrics and TensorBoard hparam values.
 - `resources`: the driver's resources and how many trials fit a cluster at once.
-- `trial`: one Ray Train run inside a Tune trial (`fit_in_trial`, `TrialFailed`).
+- `trial`: one run inside a Tune trial, on its path (`run_in_trial`, `fit_in_trial`, `TrialFailed`).
+- `fast`: the fast path of a one-worker trial (`fit_here`, the per-actor dataset cache).
 - `internals`: every access to a private attribute of Ray or Optuna, in one place.
 
 Ray itself is joined or started by `contrastlab.raytrain.session.RaySession`, one layer

@@ -8,17 +8,25 @@ from collections.abc import Callable, Mapping
 
 from contrastlab.config import ExperimentConfig
 
-# The Tune trial itself is a light driver; its Train workers hold the real resources.
+# The Tune trial of a Ray Train run is a light driver; its Train workers hold the real
+# resources. (One-worker trials take the fast path instead and reserve their run's CPUs
+# themselves: no driver, so two 1-CPU trials fit 2 CPUs.)
 DRIVER_RESOURCES = {"CPU": 0.01}
 # How long one reading of the cluster's resources stands for the cluster (seconds).
 PACE_REFRESH_S = 2.0
+
+
+def uses_fast_path(cfg: ExperimentConfig) -> bool:
+    """One worker and `resources.trial_path: auto`: the run goes in the Tune trial itself."""
+    return cfg.resources.workers == 1 and cfg.resources.trial_path == "auto"
 
 
 def trials_at_once(cfg: ExperimentConfig, cluster: Mapping[str, float], limit: int | None, count: int) -> int:
     """Trials of `cfg`'s resources that fit `cluster` at once (at least one, at most `count`
     and at most `limit`, the spec's cap, when it gives one)."""
     res = cfg.resources
-    per_trial_cpus = res.workers * res.cpus_per_worker + DRIVER_RESOURCES["CPU"]
+    driver_cpus = 0 if uses_fast_path(cfg) else DRIVER_RESOURCES["CPU"]  # a fast-path trial has no driver
+    per_trial_cpus = res.workers * res.cpus_per_worker + driver_cpus
     fits = math.floor((cluster.get("CPU", 0) + 1e-9) / per_trial_cpus)
     if res.gpus_per_worker > 0:
         fits = min(fits, math.floor((cluster.get("GPU", 0) + 1e-9) / (res.workers * res.gpus_per_worker)))
@@ -70,4 +78,4 @@ class ClusterPace:
         return {**self.__dict__, "resources": None, "read_at": -math.inf}
 
 
-__all__ = ["DRIVER_RESOURCES", "PACE_REFRESH_S", "ClusterPace", "trials_at_once"]
+__all__ = ["DRIVER_RESOURCES", "PACE_REFRESH_S", "ClusterPace", "trials_at_once", "uses_fast_path"]

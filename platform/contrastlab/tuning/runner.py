@@ -1,4 +1,4 @@
-"""Running a study: Ray Tune (OptunaSearch + ASHA) over Ray Train trials, fresh or resumed.
+"""Running a study: Ray Tune (OptunaSearch + ASHA) over its trials, fresh or resumed.
 
 Output folder layout:
     study_spec.yaml     the resolved spec of the first run (a resume must match it)
@@ -26,7 +26,8 @@ from ray.tune.schedulers import FIFOScheduler
 from contrastlab.config import ConfigError
 from contrastlab.raytrain.session import RaySession
 from contrastlab.study.pacing import PacedSearcher
-from contrastlab.study.resources import DRIVER_RESOURCES, ClusterPace
+from contrastlab.study.resources import ClusterPace
+from contrastlab.study.trial import trial_resources, uses_fast_path
 from contrastlab.tuning.callbacks import StudyCallback, write_experiment_summary
 from contrastlab.tuning.preflight import check_study_cluster
 from contrastlab.tuning.report import write_outputs
@@ -182,7 +183,8 @@ def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage) -> Stud
 
 def trainable(spec: StudySpec, paths: StudyPaths):
     context = trial_context(spec.base, paths.output / "trials", paths.train_storage)
-    return tune.with_resources(tune.with_parameters(run_trial, context=context), DRIVER_RESOURCES)
+    # One-worker trials hold their run's CPUs and GPU share; Train-path trials only a driver's.
+    return tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(spec.base))
 
 
 def checkpoint_retention(spec: StudySpec, paths: StudyPaths, storage) -> CheckpointRetention:
@@ -203,14 +205,16 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.Bas
             search_alg=PacedSearcher(make_searcher(spec, storage), pace),
             scheduler=make_scheduler(spec, storage),
             num_samples=spec.num_samples,
-            reuse_actors=False,
+            # A reused fast-path actor keeps its loaded dataset (contrastlab.study.fast).
+            reuse_actors=uses_fast_path(spec.base),
             trial_dirname_creator=short_trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=EXPERIMENT_NAME,
             storage_path=paths.ray_storage,
             callbacks=[callback, retention, CSVLoggerCallback(), JsonLoggerCallback()],
-            failure_config=tune.FailureConfig(max_failures=0),
+            # Lost actors and nodes are relaunched; the run's own errors are not (study.trial).
+            failure_config=tune.FailureConfig(max_failures=spec.base.resources.trial_retries),
             verbose=1,
         ),
     )

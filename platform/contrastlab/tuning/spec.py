@@ -69,6 +69,8 @@ class ResourcesSpec(_Section):
     workers: int | None = Field(None, ge=1)
     cpus_per_worker: float | None = Field(None, gt=0)
     gpus_per_worker: float | None = Field(None, ge=0)
+    trial_path: Literal["auto", "train"] | None = None
+    trial_retries: int | None = Field(None, ge=0)
 
 
 class _TopLevel(_Section):

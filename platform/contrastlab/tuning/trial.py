@@ -1,4 +1,4 @@
-"""The Tune trainable of a study: a light driver that runs one Ray Train run per trial.
+"""The Tune trainable of a study: one run per trial, in the trial or on Ray Train.
 
 It lives in an importable module (never `__main__`), so `Tuner.restore` finds it again.
 The Train run is named after the Tune trial id: a relaunched trial (after a failure or a
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from ray import tune
 
 from contrastlab.config import ExperimentConfig, config_from_dict
-from contrastlab.study.trial import fit_in_trial
+from contrastlab.study.trial import check_final_error, run_in_trial
 
 log = logging.getLogger("contrastlab")
 
@@ -25,7 +26,16 @@ ATTEMPTS_FILE = "attempts.jsonl"
 
 def trial_context(base: ExperimentConfig, trials_dir: Path, train_storage: str) -> dict[str, Any]:
     """What every trial needs besides its parameters (constant across the study)."""
-    return {"base": base.to_dict(), "trials_dir": str(Path(trials_dir).resolve()), "train_storage": train_storage}
+    from contrastlab.raytrain.trainer import forwarded_environment
+
+    return {
+        "base": base.to_dict(),
+        "trials_dir": str(Path(trials_dir).resolve()),
+        "train_storage": train_storage,
+        # The tune command's CONTRASTLAB_* settings (data cache, test hooks), for trials that
+        # run in the trial's own process on a cluster started from another shell.
+        "env": forwarded_environment(),
+    }
 
 
 def trial_config(base: dict[str, Any], overrides: dict[str, Any], trial_id: str) -> ExperimentConfig:
@@ -44,17 +54,19 @@ def record_attempt(run_dir: Path, trial_id: str) -> int:
 
 
 def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
-    """Tune function trainable: build the trial's config, run it on Ray Train, report per epoch.
+    """Tune function trainable: build the trial's config, run it (`run_in_trial`), report per epoch.
 
     `context` (from `trial_context`, bound with `tune.with_parameters`) stays out of Tune's
     trial config, so Tune's tables and files show only the tuned parameters.
     """
     trial_id = tune.get_context().get_trial_id()
+    os.environ.update(context.get("env", {}))
     cfg = trial_config(context["base"], config.get("params", {}), trial_id)
     run_dir = Path(context["trials_dir"]) / trial_id
+    check_final_error(run_dir)  # before counting: a relaunch after the run's own error trains nothing
     attempt = record_attempt(run_dir, trial_id)
     log.info("trial %s: attempt %d, run folder %s", trial_id, attempt, run_dir)
-    fit_in_trial(cfg, run_dir, trial_id, context["train_storage"])
+    run_in_trial(cfg, run_dir, trial_id, context["train_storage"])
 
 
 __all__ = ["run_trial", "trial_config", "trial_context"]
