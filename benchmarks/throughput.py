@@ -14,8 +14,10 @@ Measures, in one process on one device:
                  share of one stage's training time
 
 Timing: warm-up first, then CUDA events (or perf_counter on CPU) around blocks of steps,
-synchronised, median over repeats. Writes a Markdown table and a JSON file under
-benchmarks/results/.
+synchronised. The arms are interleaved: each round times one block of every arm, in an
+order rotated from round to round, and every ratio is the median of per-round ratios, so
+that a busy spell of a shared machine cannot make one arm look faster than it is. Writes
+a Markdown table and a JSON file under benchmarks/results/.
 
     python benchmarks/throughput.py                       # GPU setting: resnet18, 32x32, batch 512, bf16
     python benchmarks/throughput.py --cpu-small           # the CPU setting used in CI-sized runs
@@ -57,31 +59,47 @@ class Timer:
     def __init__(self, device: torch.device):
         self.device = device
 
-    def measure(self, fn, steps: int, repeats: int, warmup: int) -> float:
-        """Median seconds per step over `repeats` blocks of `steps` steps."""
-        for _ in range(warmup):
+    def block(self, fn, steps: int) -> float:
+        """Seconds per step of one timed block of `steps` steps."""
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(steps):
+                fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1000 / steps
+        started = time.perf_counter()
+        for _ in range(steps):
             fn()
+        return (time.perf_counter() - started) / steps
+
+    def rounds(self, arms: dict, steps: int, repeats: int, warmup: int) -> dict[str, list[float]]:
+        """Seconds per step of every arm in each of `repeats` rounds.
+
+        A round times one block of each arm, in an order rotated from round to round, so that
+        a slow spell of a shared machine falls on all arms of a round alike; comparisons are
+        then made within a round (`paired_ratio`), never between blocks timed far apart.
+        """
+        for fn in arms.values():
+            for _ in range(warmup):
+                fn()
         self.sync()
-        times = []
-        for _ in range(repeats):
-            if self.device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                for _ in range(steps):
-                    fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1000 / steps)
-            else:
-                started = time.perf_counter()
-                for _ in range(steps):
-                    fn()
-                times.append((time.perf_counter() - started) / steps)
-        return statistics.median(times)
+        names = list(arms)
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for r in range(repeats):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                times[name].append(self.block(arms[name], steps))
+        return times
 
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """The median over rounds of numerator / denominator, each pair timed in the same round."""
+    return statistics.median(n / d for n, d in zip(numerator, denominator, strict=True))
 
 
 def build_config(args, method: dict):
@@ -164,8 +182,8 @@ class Setup:
         opt.step()
 
 
-def pil_loader_throughput(args, setup: Setup, timer: Timer) -> float:
-    """Images/s of the SimCLR step fed by a torchvision PIL-transform DataLoader."""
+def pil_loader_step(args, setup: Setup):
+    """The SimCLR step fed by a torchvision PIL-transform DataLoader, as a function."""
     from PIL import Image
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms as T
@@ -215,8 +233,7 @@ def pil_loader_throughput(args, setup: Setup, timer: Timer) -> float:
             views = tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
         setup.full_step(views)
 
-    seconds = timer.measure(step, args.steps, args.repeats, args.warmup)
-    return args.batch / seconds
+    return step
 
 
 def kmeans_share(args, setup: Setup, step_seconds: float) -> dict[str, float]:
@@ -259,30 +276,31 @@ def run(args) -> dict:
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     timer = Timer(device)
-    rows: dict[str, float] = {}
     torch.manual_seed(0)
     bundle = synthetic_bundle(args, device)
     base = Setup(args, METHODS["simclr"][0], device, bundle)
     fixed = base.views()
-    rows["model_only"] = args.batch / timer.measure(
-        lambda: base.model_only_step(fixed), args.steps, args.repeats, args.warmup
-    )
-    rows["simclr_step"] = args.batch / timer.measure(base.full_step, args.steps, args.repeats, args.warmup)
-    aug_only = timer.measure(base.views, args.steps, args.repeats, args.warmup)
-    rows["augment_only"] = args.batch / aug_only
-    kmeans = None
-    for name in args.methods:
-        if name == "simclr":
-            continue
-        setup = Setup(args, METHODS[name][0], device, bundle)
-        seconds = timer.measure(setup.full_step, args.steps, args.repeats, args.warmup)
-        rows[f"{name}_step"] = args.batch / seconds
-        if name == "mcl":
-            kmeans = kmeans_share(args, setup, seconds)
-        del setup
+    arms = {
+        "model_only": lambda: base.model_only_step(fixed),
+        "simclr_step": base.full_step,
+        "augment_only": base.views,
+    }
+    setups = {name: Setup(args, METHODS[name][0], device, bundle) for name in args.methods if name != "simclr"}
+    arms.update({f"{name}_step": setup.full_step for name, setup in setups.items()})
     if not args.skip_pil:
-        rows["pil_loader"] = pil_loader_throughput(args, base, timer)
-    return {"device": device, "rows": rows, "kmeans": kmeans}
+        arms["pil_loader"] = pil_loader_step(args, base)
+    times = timer.rounds(arms, args.steps, args.repeats, args.warmup)
+    rows = {name: args.batch / statistics.median(seconds) for name, seconds in times.items()}
+    # Every ratio is taken within a round, then the median over rounds.
+    ratios = {"simclr_of_model": paired_ratio(times["model_only"], times["simclr_step"])}
+    if "pil_loader" in times:
+        ratios["simclr_over_pil"] = paired_ratio(times["pil_loader"], times["simclr_step"])
+    for method, (_, reference, _) in METHODS.items():
+        key, ref = f"{method}_step", f"{reference}_step"
+        if key in times and method != "simclr" and ref in times:
+            ratios[f"{method}_cost"] = paired_ratio(times[key], times[ref])
+    kmeans = kmeans_share(args, setups["mcl"], statistics.median(times["mcl_step"])) if "mcl" in setups else None
+    return {"device": device, "rows": rows, "ratios": ratios, "kmeans": kmeans, "rounds": args.repeats}
 
 
 def report(args, result: dict) -> str:
@@ -294,19 +312,21 @@ def report(args, result: dict) -> str:
         "",
         f"load average at the end (1/5/15 min): {load}; torch {torch.__version__}, encoder {args.encoder}, "
         f"{args.size}x{args.size}, batch {args.batch}, "
-        f"{args.precision}, compile {'on' if args.compile else 'off'}; median of {args.repeats} x {args.steps} steps",
+        f"{args.precision}, compile {'on' if args.compile else 'off'}; {args.repeats} rounds of {args.steps} steps "
+        "per arm, arms interleaved in each round; images/s: median over rounds; ratios: median of per-round ratios",
         "",
         "| measurement | images/s | ratio | target |",
         "|---|---:|---:|---|",
     ]
+    ratios = result["ratios"]
     ceiling, simclr = rows["model_only"], rows["simclr_step"]
     lines.append(f"| model only (fwd+bwd, pre-made views) | {ceiling:,.0f} | 1.00 | |")
-    lines.append(f"| SimCLR end-to-end step | {simclr:,.0f} | {simclr / ceiling:.2f} of model | >= 0.85 |")
+    lines.append(f"| SimCLR end-to-end step | {simclr:,.0f} | {ratios['simclr_of_model']:.2f} of model | >= 0.85 |")
     lines.append(f"| augmentation alone (two views) | {rows['augment_only']:,.0f} | | |")
     if "pil_loader" in rows:
         lines.append(
             f"| PIL DataLoader + same step | {rows['pil_loader']:,.0f} | "
-            f"ours is {simclr / rows['pil_loader']:.2f}x this | ours >= 3x |"
+            f"ours is {ratios['simclr_over_pil']:.2f}x this | ours >= 3x |"
         )
     for method, (_, base, target) in METHODS.items():
         key = f"{method}_step"
@@ -315,8 +335,7 @@ def report(args, result: dict) -> str:
         if base is None:
             lines.append(f"| {method} step | {rows[key]:,.0f} | | |")
             continue
-        base_rate = rows["simclr_step"] if base == "simclr" else rows.get(f"{base}_step")
-        cost = base_rate / rows[key] if base_rate else float("nan")
+        cost = ratios.get(f"{method}_cost", float("nan"))
         lines.append(f"| {method} step | {rows[key]:,.0f} | {cost:.2f}x {base}'s step cost | <= {target} |")
     kmeans = result.get("kmeans")
     if kmeans:
@@ -378,7 +397,12 @@ def main(argv=None) -> None:
     previous = path.read_text() if path.exists() else f"# Step throughput ({kind})\n\n"
     path.write_text(previous + text + "\n")
     json_path = path.with_suffix(".json")
-    json_path.write_text(json.dumps({"args": vars(args), "rows": result["rows"], "kmeans": result["kmeans"]}, indent=1))
+    json_path.write_text(
+        json.dumps(
+            {"args": vars(args), "rows": result["rows"], "ratios": result["ratios"], "kmeans": result["kmeans"]},
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":
