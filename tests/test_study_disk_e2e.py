@@ -38,7 +38,9 @@ def study(local_ray, postgres_url, tmp_path_factory):
         "num_samples": TRIALS,
         "space": {"optim.lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True}},
         "scheduler": {"type": "fifo"},
-        "resources": {"workers": 1, "cpus_per_worker": 1},
+        # The Ray Train path, whose checkpoint copies the retention rule prunes (fast-path
+        # trials keep their copies in Tune's own trial folders, which it does not cover yet).
+        "resources": {"workers": 1, "cpus_per_worker": 1, "trial_path": "train"},
         "max_concurrent_trials": 1,
         # The spec names the database; the password comes from the environment.
         "study_storage": without_password,

@@ -152,7 +152,7 @@ def test_paced_search_algorithms_ask_the_pace(tiny_cfg) -> None:
     searcher = PacedSearcher(Counting(), pace)
     assert searcher.suggest("a") == {"x": 1}
     assert searcher.suggest("b") is None  # one alive already fills a 1-CPU cluster
-    cluster["CPU"] = 3.0  # a node joins
+    cluster["CPU"] = 2.5  # a node joins: room for two trials (with or without a 0.01-CPU driver each)
     assert searcher.suggest("b") == {"x": 2}
     assert searcher.suggest("c") is None
     searcher.on_trial_complete("a", {"loss": 0.0})
