@@ -237,3 +237,34 @@ def test_debug_flag_shows_the_debug_lines(flags, level, capsys):
         assert logger.level == level
     finally:
         logger.setLevel(before)
+
+
+def test_building_an_ablation_report_shows_progress(every_line, tmp_path):
+    from contrastlab.ablation.report import write_report
+
+    results = [
+        {
+            "variant": variant,
+            "seed": seed,
+            "reused": False,
+            "overrides": {},
+            "curves": {"loss": [(1, 2.0), (2, 1.5)]},
+            "metrics": {"test/linear_top1": 0.7 + shift + 0.01 * seed, "val/linear_top1": 0.71 + shift},
+        }
+        for variant, shift in (("full", 0.0), ("no_a", -0.05))
+        for seed in (0, 1)
+    ]
+    write_report(
+        results,
+        tmp_path / "report",
+        reference="full",
+        metrics=["linear_top1"],
+        title="t",
+        mode_note="fixed",
+        design="leave_one_out",
+        component_of={"no_a": "a"},
+        n_boot=200,
+    )
+    text = messages(every_line)
+    assert "building report: statistics: done in" in text
+    assert "building report: figures: done, 1 metrics in" in text

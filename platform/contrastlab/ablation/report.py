@@ -36,6 +36,7 @@ from contrastlab.ablation.stats import (
     split_key,
 )
 from contrastlab.config import ConfigError
+from contrastlab.progress import Progress, track
 from contrastlab.study.values import safe_name
 
 RESULTS_FILE = "results.json"
@@ -210,24 +211,25 @@ def write_report(
     settings) gives a full factorial its effects; `primary_metric` narrows the Holm family to
     that metric; `effect` (metric units, default 0.01) is what the power lines aim at.
     """
-    study = analyse_results(
-        results,
-        reference,
-        metrics,
-        design=design,
-        component_of=component_of,
-        seeds=seeds,
-        n_boot=n_boot,
-        seed=seed,
-        confidence=confidence,
-        test=test,
-        interval=interval,
-        scales=scales,
-        higher_is_better=higher_is_better,
-        primary_metric=primary_metric,
-        levels=levels,
-        effect=effect,
-    )
+    with Progress("building report: statistics"):  # a timed step: bootstrap intervals take a while
+        study = analyse_results(
+            results,
+            reference,
+            metrics,
+            design=design,
+            component_of=component_of,
+            seeds=seeds,
+            n_boot=n_boot,
+            seed=seed,
+            confidence=confidence,
+            test=test,
+            interval=interval,
+            scales=scales,
+            higher_is_better=higher_is_better,
+            primary_metric=primary_metric,
+            levels=levels,
+            effect=effect,
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     index = index_results(results)
@@ -248,7 +250,7 @@ def write_report(
     written = {"summary.csv": out / "summary.csv", "runs.csv": out / "runs.csv"}
 
     images: dict[str, str] = {}
-    for analysis in study.metrics:
+    for analysis in track(study.metrics, "building report: figures", unit="metrics"):
         name = f"bar_{safe_name(analysis.metric)}.png"
         raw_pixels = ((anchors or {}).get(RAW) or {}).get(split_key("test", analysis.metric))
         plot_bars(analysis, out / name, raw_pixels)
