@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from contrastlab.commands import add_set_option
 from contrastlab.errors import InputError
 
 HELP = "run an ablation study from a spec (variants × paired seeds on Ray) and write its report"
@@ -31,14 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue unfinished or failed runs from their last checkpoints (finished runs are "
         "always reused; without --resume unfinished ones restart)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field of the base experiment, e.g. --set optim.epochs=4 (repeatable)",
-    )
+    add_set_option(parser, "a field of the base experiment", "optim.epochs=4")
     parser.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="print the variants and runs, run nothing")
 

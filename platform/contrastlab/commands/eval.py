@@ -8,6 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
+from contrastlab.commands import add_set_option
 from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, config_hash, load_config, parse_override
 from contrastlab.yamlfile import read_yaml
 
@@ -27,14 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="treat the argument as an experiment YAML and evaluate raw pixels and its untrained "
         "encoder with its own splits and probes",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field for evaluation, e.g. --set eval.probe_epochs=50",
-    )
+    add_set_option(parser, "a config field for evaluation", "eval.probe_epochs=50")
 
 
 def _evaluate_random_init(args: argparse.Namespace) -> dict[str, float]:

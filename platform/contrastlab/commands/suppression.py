@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contrastlab.commands import add_set_option
 from contrastlab.config import ExperimentConfig, load_config
 from contrastlab.errors import InputError
 
@@ -37,14 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="runs/suppression", help="folder for both runs and the table")
     parser.add_argument("--simclr-config", default="configs/simclr_trifeature.yaml", help="SimCLR experiment YAML")
     parser.add_argument("--mcl-config", default="configs/mcl_trifeature.yaml", help="MCL experiment YAML")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field in both configs, e.g. --set data.trifeature_train=2000 (repeatable)",
-    )
+    add_set_option(parser, "a field in both configs", "data.trifeature_train=2000")
 
 
 def scale_stage_epochs(stage_epochs: list[int], total: int) -> list[int]:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from contrastlab.commands import add_set_option
 from contrastlab.config import ConfigError, ExperimentConfig, load_config, parse_override, tag_override_error
 
 HELP = "pretrain one method from an experiment YAML (in-process, or on Ray Train with --workers)"
@@ -17,14 +18,7 @@ log = logging.getLogger("contrastlab")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="experiment YAML file")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set optim.lr=0.1 (repeatable)",
-    )
+    add_set_option(parser, "a config field", "optim.lr=0.1")
     parser.add_argument("--output", help="run folder (default: output.dir/name)")
     parser.add_argument(
         "--workers",

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from contrastlab.commands import add_set_option
 from contrastlab.errors import InputError
 
 HELP = "tune a method's hyperparameters from a search-space spec (Ray Tune + Optuna TPE, ASHA)"
@@ -31,14 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue the study in --output after an interruption (the spec must be unchanged)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field of the base experiment, e.g. --set optim.epochs=4 (repeatable)",
-    )
+    add_set_option(parser, "a field of the base experiment", "optim.epochs=4")
     parser.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (default: all)")
 
 
