@@ -20,7 +20,9 @@ def test_a_ray_client_address_is_refused_naming_ray_job_submit(address):
 
 @pytest.mark.parametrize("address", [None, "", "auto", "10.0.0.1:6379", "local"])
 def test_addresses_ray_joins_directly_pass(address):
-    check_address(address, "train")
+    assert check_address(address, "train") is None  # returns, where a client address raises
+    with pytest.raises(ConfigError):
+        check_address(f"ray://{address or 'head'}:10001", "train")
 
 
 def test_ray_address_variable_with_a_client_address_is_refused_before_ray_starts(monkeypatch):
