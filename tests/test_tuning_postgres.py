@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from contrastlab.tuning.runner import make_searcher
 from contrastlab.tuning.scheduler import StudyASHA
 from contrastlab.tuning.spec import spec_from_dict
 from contrastlab.tuning.study import (
@@ -22,7 +23,6 @@ from contrastlab.tuning.study import (
     STOPPED_BY,
     TUNE_TRIAL_ID,
     StudySearcher,
-    make_sampler,
     open_storage,
     redact,
 )
@@ -47,16 +47,7 @@ def make_study(url: str) -> tuple[StudySearcher, object]:
         Path("<test>/pg.yaml"),
     )
     storage = open_storage(url)
-    searcher = StudySearcher(
-        spec.space,
-        spec.metric,
-        spec.mode,
-        spec.study_name,
-        storage,
-        make_sampler(spec.sampler),
-        base_epochs=spec.base.optim.epochs,
-        max_t=spec.max_t,
-    )
+    searcher = make_searcher(spec, storage)  # the study's own searcher, as `tune` builds it
     return searcher, spec
 
 
