@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
+from typing import NoReturn
 
 from contrastlab.errors import InputError, user_message
 from contrastlab.shutdown import Terminated, handle_termination, stop_children
@@ -78,5 +80,30 @@ def main(argv: list[str] | None = None) -> int:
             stop_children()
 
 
+def exit_process(code: int) -> NoReturn:
+    """End the process with `code`, after `main` has run every cleanup step.
+
+    Once Ray has been imported, the interpreter's own teardown is skipped: destroying Ray's
+    core worker object at exit is not safe (Ray ends its own worker processes the same way),
+    and after an interrupted study it could crash the driver with SIGSEGV and replace the
+    exit code. Logs and the standard streams are flushed first; files the commands wrote
+    are closed by their own `finally` blocks.
+    """
+    if "ray" not in sys.modules:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def console_main() -> NoReturn:
+    """The `contrastlab` console script and `python -m contrastlab.cli`."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()
