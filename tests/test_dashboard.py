@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from sqlalchemy.engine import URL, make_url
 
 from contrastlab.tuning.runner import make_searcher
 from contrastlab.tuning.spec import spec_from_dict
@@ -67,13 +69,15 @@ def write_study(url: str) -> str:
 
 
 @contextmanager
-def dashboard(url: str) -> Iterator[str]:
+def dashboard(url: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """optuna-dashboard serving `url` on a free loopback port; yields its base address."""
     if not DASHBOARD.is_file():
         pytest.fail(f"optuna_dashboard imports but its command is not at {DASHBOARD}")
     (port,) = free_ports(1)
     command = [str(DASHBOARD), url, "--host", "127.0.0.1", "--port", str(port), "--server", "wsgiref"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -111,7 +115,8 @@ def shown_value(value: float) -> float | str:
     return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
 
 
-def check_dashboard_shows_the_study(url: str, name: str) -> None:
+def check_dashboard_shows_the_study(url: str, name: str, dashboard_url: str | None = None, env=None) -> None:
+    """optuna-dashboard on `dashboard_url` (default `url`) shows the study `name` of `url` as stored."""
     # What Optuna itself reads from the database, through a connection of its own.
     study = optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(url))
     stored = sorted(study.get_trials(), key=lambda t: t.number)
@@ -121,7 +126,7 @@ def check_dashboard_shows_the_study(url: str, name: str) -> None:
     assert by_id["stopped"].intermediate_values == {1: 4.75} and by_id["stopped"].user_attrs[STOPPED_BY]
     assert by_id["done"].intermediate_values == {1: 3.25, 2: 2.5} and by_id["broken"].user_attrs[FAIL_REASON]
 
-    with dashboard(url) as base:
+    with dashboard(dashboard_url or url, env) as base:
         listed = {s["study_name"]: s for s in get_json(base, "/api/studies")["study_summaries"]}
         # Every study in the database, this one among them (a shared server may hold others).
         assert sorted(listed) == sorted(optuna.get_all_study_names(optuna.storages.RDBStorage(url)))
@@ -171,4 +176,11 @@ def test_dashboard_opens_an_sqlite_study(tmp_path):
     PG_BIN is None, reason="PostgreSQL server binaries not found (apt-get install postgresql; scripts/setup.sh does)"
 )
 def test_dashboard_opens_a_postgresql_study(postgres_url):
-    check_dashboard_shows_the_study(postgres_url, write_study(postgres_url))
+    # The password stays off the dashboard's command line (which `ps` shows): libpq reads it
+    # from PGPASSWORD, as docs/tuning.md suggests.
+    parsed = make_url(postgres_url)
+    bare = URL.create(
+        parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database, parsed.query
+    ).render_as_string(hide_password=False)
+    assert parsed.password and parsed.password not in bare
+    check_dashboard_shows_the_study(postgres_url, write_study(postgres_url), bare, {"PGPASSWORD": parsed.password})
