@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -37,7 +38,10 @@ from tests.helpers import PG_BIN, free_ports, tiny_config_dict
 
 pytest.importorskip("optuna_dashboard", reason="optuna-dashboard not installed (pip install -e '.[test]')")
 
+# The command installed beside this Python (a virtual environment), else the one on PATH.
 DASHBOARD = Path(sys.executable).with_name("optuna-dashboard")
+if not DASHBOARD.is_file() and shutil.which("optuna-dashboard"):
+    DASHBOARD = Path(shutil.which("optuna-dashboard"))
 
 
 def write_study(url: str) -> str:
