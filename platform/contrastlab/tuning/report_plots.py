@@ -23,8 +23,8 @@ from contrastlab.study.render import figure
 DPI = 100
 
 
-def _save_optuna(draw: Callable[[], Any], path: Path) -> None:
-    """Run one of Optuna's matplotlib plots and save the figure it drew on."""
+def _save_optuna(draw: Callable[[], Any], path: Path, adjust: Callable[[Any], None] | None = None) -> None:
+    """Run one of Optuna's matplotlib plots, `adjust` its first axes, save the figure."""
     import matplotlib.pyplot as plt
 
     with warnings.catch_warnings():
@@ -35,6 +35,8 @@ def _save_optuna(draw: Callable[[], Any], path: Path) -> None:
         first = drawn.flat[0] if hasattr(drawn, "flat") else drawn
         fig = first.figure
         try:
+            if adjust is not None:
+                adjust(first)
             fig.set_size_inches(max(fig.get_figwidth(), 7.0), max(fig.get_figheight(), 4.2))
             fig.tight_layout()
             fig.savefig(path, dpi=DPI)
@@ -50,11 +52,34 @@ def plot_history(study: optuna.Study, metric: str, path: Path) -> bool:
     return True
 
 
-def plot_intermediate(study: optuna.Study, path: Path) -> bool:
-    """Every trial's per-epoch values, pruned trials included."""
-    if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+def plot_intermediate(study: optuna.Study, metric: str, path: Path) -> bool:
+    """Every trial's per-epoch values, pruned trials included (dashed, ending in a cross)."""
+    trials = study.get_trials(deepcopy=False)
+    if not any(t.intermediate_values for t in trials):
         return False
-    _save_optuna(lambda: optuna.visualization.matplotlib.plot_intermediate_values(study), path)
+    states = {f"Trial{t.number}": t.state for t in trials}
+
+    def adjust(axis: Any) -> None:
+        from matplotlib.lines import Line2D
+
+        for line in axis.get_lines():
+            state = states.get(str(line.get_label()))
+            if state == TrialState.PRUNED:
+                line.set(linestyle="--", alpha=0.7, linewidth=1.0, marker="")
+                x, y = line.get_data()
+                axis.plot(x[-1:], y[-1:], marker="x", color=line.get_color(), linestyle="")
+            elif state == TrialState.COMPLETE:
+                line.set(linewidth=2.0)
+        if axis.get_legend() is not None:  # one entry per trial: unreadable past a dozen
+            axis.get_legend().remove()
+        axis.legend(
+            [Line2D([], [], linewidth=2.0), Line2D([], [], linestyle="--", marker="x")],
+            ["complete", "pruned (x: where it stopped)"],
+            fontsize="small",
+        )
+        axis.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch, every trial")
+
+    _save_optuna(lambda: optuna.visualization.matplotlib.plot_intermediate_values(study), path, adjust)
     return True
 
 

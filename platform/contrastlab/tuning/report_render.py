@@ -142,7 +142,7 @@ def single_objective_blocks(study: optuna.Study, payload: dict[str, Any], metric
         *_figure_block(
             out,
             "intermediate",
-            plot_intermediate(study, out / FIGURES["intermediate"]),
+            plot_intermediate(study, metric, out / FIGURES["intermediate"]),
             "Intermediate values",
             f"{metric} at every epoch of every trial, pruned trials included: where a line stops, "
             "the scheduler stopped the trial (or it completed).",
