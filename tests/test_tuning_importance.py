@@ -62,6 +62,7 @@ def test_conditional_parameter_ranks_first_in_its_branch_at_the_rung(study, min_
     assert sum(found["importances"].values()) == pytest.approx(1.0)
     assert "method.synthesis" not in found["importances"]  # one value in the branch: left out
     states = {study.trials[n].state for n in numbers}
+    assert found["pruned_trials"] == sum(study.trials[n].state == TrialState.PRUNED for n in numbers)
     if min_trials == 12:  # epoch 6 has 8 such trials: the rung falls to 2, mostly PRUNED trials
         assert rung == 2 and TrialState.PRUNED in states
 

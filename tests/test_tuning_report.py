@@ -87,7 +87,8 @@ def test_report_states_the_rung_and_trials_beside_the_importances(rebuilt):
     text = (folder / "report.md").read_text()
     for entry in payload["branches"]:
         top = max(entry["importances"], key=entry["importances"].get)
-        where = f"| {entry['branch']} | epoch {entry['rung']} | {entry['trials']} |"
+        pruned = sum(study.trials[n].state == optuna.trial.TrialState.PRUNED for n in entry["trial_numbers"])
+        where = f"| {entry['branch']} | epoch {entry['rung']} | {entry['trials']} ({pruned} pruned) |"
         row = f"{where} {top} | {entry['importances'][top]:.3f} |"
         assert row in text
     assert "method.synthesis = True (method.synthetic_count)" in text

@@ -160,6 +160,7 @@ def branch_importances(
         "method": method,
         "rung": rung,
         "trials": len(at_rung),
+        "pruned_trials": sum(t.state == TrialState.PRUNED for t in at_rung),
         "trial_numbers": numbers,
         "params": params,
         "importances": None,

@@ -10,6 +10,7 @@ wrote its file: a study with too little to show gets no figure, and the report s
 from __future__ import annotations
 
 import math
+import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -142,7 +143,9 @@ def plot_importances(branches: Sequence[dict[str, Any]], path: Path) -> bool:
         axis.set_xlim(0, 1)
         objective = f"objective {branch['objective']}, " if branch.get("objective") else ""
         axis.set_title(
-            f"{branch['branch']}\n{objective}{_rung_label(branch)}, {branch['trials']} trials",
+            "\n".join(textwrap.wrap(branch["branch"], 60))
+            + f"\n{objective}{_rung_label(branch)}, {branch['trials']} trials "
+            f"({branch.get('pruned_trials', 0)} pruned)",
             fontsize="small",
         )
         axis.tick_params(labelsize="small")

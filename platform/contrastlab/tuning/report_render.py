@@ -65,6 +65,10 @@ def _rung_text(rung: Any) -> str:
     return f"epoch {rung}" if isinstance(rung, int) else f"{rung} value"
 
 
+def _trials_text(entry: dict[str, Any]) -> str:
+    return f"{entry['trials']} ({entry.get('pruned_trials', 0)} pruned)"
+
+
 def importance_blocks(payload: dict[str, Any], names: list[str]) -> list[Block]:
     blocks: list[Block] = [
         ("h2", "Parameter importances"),
@@ -78,7 +82,7 @@ def importance_blocks(payload: dict[str, Any], names: list[str]) -> list[Block]:
     rows = []
     for branch in payload["branches"]:
         head = [branch["branch"]] + ([names[branch["objective"]]] if len(names) > 1 else [])
-        where = [_rung_text(branch["rung"]), branch["trials"]]
+        where = [_rung_text(branch["rung"]), _trials_text(branch)]
         if branch["importances"] is None:
             rows.append([*head, *where, "", branch.get("reason", "")])
             continue
@@ -103,7 +107,7 @@ def trials_blocks(study: optuna.Study, names: list[str]) -> list[Block]:
         f"The first {TRIAL_ROWS} of {len(trials)} trials; trials.csv lists them all."
         if len(trials) > TRIAL_ROWS
         else "A parameter left blank did not exist in that trial (its condition was not met)."
-    )
+    ) + (" A pruned trial's value is its last intermediate value, at its last epoch." if len(names) == 1 else "")
     return [("h2", "Trials"), ("text", note), ("table", head, rows)]
 
 
@@ -127,7 +131,8 @@ def single_objective_blocks(study: optuna.Study, payload: dict[str, Any], metric
         if len({repr(t.params[name]) for t in at_rung if name in t.params}) > 1
     ]
     target = f"{metric} at {_rung_text(main['rung'])}"
-    about = f"{len(at_rung)} trials that reached {_rung_text(main['rung'])}, pruned ones included; value: {target}."
+    pruned = sum(t.state == TrialState.PRUNED for t in at_rung)
+    about = f"{len(at_rung)} trials that reached {_rung_text(main['rung'])} ({pruned} of them pruned); value: {target}."
     no_rung = "the importances found no rung with enough trials"
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     return [
@@ -188,6 +193,7 @@ def facts(study: optuna.Study, names: list[str], payload: dict[str, Any]) -> lis
     if payload.get("importances"):
         top = sorted(payload["importances"].items(), key=lambda kv: -kv[1])[:3]
         where = f"{_rung_text(payload['rung'])}, {payload['trials']} trials"
+        where += f", {payload['branches'][0].get('pruned_trials', 0)} of them pruned"
         lines.append(f"most important ({where}): " + ", ".join(f"{k} {v:.2f}" for k, v in top))
     return lines
 
