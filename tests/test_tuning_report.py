@@ -12,7 +12,7 @@ import optuna
 import pytest
 import yaml
 from optuna.distributions import FloatDistribution
-from optuna.trial import create_trial
+from optuna.trial import TrialState, create_trial
 
 from contrastlab.cli import main
 from contrastlab.config import config_from_dict
@@ -145,8 +145,18 @@ def test_multi_objective_study_gets_a_pareto_front(tmp_path):
 
 def test_tune_outputs_include_the_report(tmp_path):
     study = pruned_study(trials=12)
+    # A failed trial and one still running (an interrupted driver) are listed, never measured.
+    for state in (TrialState.FAIL, TrialState.RUNNING):
+        study.add_trial(
+            create_trial(
+                state=state, params={"optim.lr": 0.1}, distributions={"optim.lr": FloatDistribution(0.05, 1.0)}
+            )
+        )
     base = config_from_dict(tiny_config_dict())
     summary = write_outputs(study, base, tmp_path, "sqlite:///x.db", "val/knn_top1", "max")
     check_report(tmp_path)
     payload = json.loads((tmp_path / "importances.json").read_text())
     assert f"importances (epoch {payload['rung']}, {payload['trials']} trials)" in summary
+    assert 12 not in payload["branches"][0]["trial_numbers"] and 13 not in payload["branches"][0]["trial_numbers"]
+    text = (tmp_path / "report.md").read_text()
+    assert "| 12 | FAIL |" in text and "| 13 | RUNNING |" in text

@@ -168,6 +168,9 @@ def summary_text(
         top = sorted(importances["importances"].items(), key=lambda kv: -kv[1])[:5]
         where = f"epoch {importances['rung']}, {importances['trials']} trials"
         lines.append(f"importances ({where}): " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+        branches = [b for b in importances.get("branches", [])[1:] if b.get("importances")]
+        if branches:
+            lines.append(f"  and {len(branches)} condition branches at their own rungs: {output / 'report.md'}")
     elif importances.get("reason"):
         lines.append(f"importances: none ({importances['reason']})")
     if anchors:
