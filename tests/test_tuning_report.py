@@ -132,15 +132,27 @@ def test_missing_folder_is_exit_2(tmp_path, capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-def test_multi_objective_study_gets_a_pareto_front(tmp_path):
+def two_objective_study() -> optuna.Study:
     study = optuna.create_study(directions=["maximize", "minimize"], study_name="two")
-    dist = {"x": FloatDistribution(0, 1), "y": FloatDistribution(0, 1)}
+    dist = {"optim.lr": FloatDistribution(0, 1), "method.temperature": FloatDistribution(0, 1)}
     for i in range(10):
         x, y = i / 10, (i * 3 % 10) / 10
-        study.add_trial(create_trial(params={"x": x, "y": y}, distributions=dist, values=[x + y, x * y]))
+        params = {"optim.lr": x, "method.temperature": y}
+        study.add_trial(create_trial(params=params, distributions=dist, values=[x + y, x * y]))
+    return study
+
+
+def test_multi_objective_study_gets_a_pareto_front(tmp_path):
+    study = two_objective_study()
     written = write_study_report(study, tmp_path, rung_importances(study))
     check_report(tmp_path, ("Parameter importances", "Pareto front", "Trials"))
     assert "pareto_front.png" in written and not (tmp_path / FIGURES["history"]).exists()
+
+
+def test_tune_outputs_of_a_multi_objective_study(tmp_path):
+    summary = write_outputs(two_objective_study(), config_from_dict(tiny_config_dict()), tmp_path, "x", "loss", "min")
+    check_report(tmp_path, ("Parameter importances", "Pareto front", "Trials"))
+    assert "Pareto front" in summary and not (tmp_path / "best_config.yaml").exists()
 
 
 def test_tune_outputs_include_the_report(tmp_path):

@@ -54,6 +54,13 @@ CSV_FIELDS = (
 )
 
 
+def csv_value(trial: FrozenTrial) -> float | str:
+    """The trial's value; with several objectives, their values in order, space-separated."""
+    if trial.values is None:
+        return ""
+    return trial.values[0] if len(trial.values) == 1 else " ".join(map(str, trial.values))
+
+
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     trials = study.get_trials(deepcopy=False)
     names = list(dict.fromkeys(name for t in trials for name in t.params))
@@ -67,7 +74,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "number": trial.number,
             "tune_trial_id": trial.user_attrs.get(TUNE_TRIAL_ID, ""),
             "state": trial.state.name,
-            "value": "" if trial.value is None else trial.value,
+            "value": csv_value(trial),
             "intermediate_values": len(trial.intermediate_values),
             "epochs_trained": trial.user_attrs.get(EPOCHS_TRAINED, ""),
             "duration_s": round(trial.duration.total_seconds(), 1) if trial.duration else "",
@@ -106,6 +113,10 @@ def write_importances(
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best complete trial; None while there is none, and for several objectives (their
+    Pareto front is in the report)."""
+    if len(study.directions) > 1:
+        return None
     return study.best_trial if complete_trials(study) else None
 
 
@@ -163,7 +174,11 @@ def summary_text(
             )
         lines.append(f"best config: {output / 'best_config.yaml'}")
     else:
-        lines.append("no complete trial yet: no best config")
+        lines.append(
+            "several objectives: no single best config; the Pareto front is in report.md"
+            if len(study.directions) > 1
+            else "no complete trial yet: no best config"
+        )
     if importances.get("importances"):
         top = sorted(importances["importances"].items(), key=lambda kv: -kv[1])[:5]
         where = f"epoch {importances['rung']}, {importances['trials']} trials"
