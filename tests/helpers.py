@@ -377,3 +377,49 @@ def ray_processes(started: list[int], temp_dirs: list[Path]) -> set[int]:
         if any(mark in cmdline for mark in marks):
             found.add(proc.info["pid"])
     return found
+
+
+def pruned_study(trials: int = 24, storage: str | None = None, name: str = "synthetic", seed: int = 0):
+    """A study as ASHA leaves it, built without Ray: every trial reports epochs 1 and 2, every
+    third one also 3 to 6 (COMPLETE at 6), the rest are PRUNED. `method.synthetic_count`
+    exists only when `method.synthesis` is true, and there the value at every epoch rises
+    with it (0.3 over its range); `method.temperature` and `optim.lr` add noise of 0.005."""
+    import numpy as np
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    rng = np.random.default_rng(seed)
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
+    study.set_user_attr("metric", "val/knn_top1")
+    shared = {
+        "method.temperature": FloatDistribution(0.1, 1.0, log=True),
+        "optim.lr": FloatDistribution(0.05, 1.0, log=True),
+        "method.synthesis": CategoricalDistribution([True, False]),
+    }
+    count = IntDistribution(0, 256, step=16)
+    for number in range(trials):
+        params = {
+            "method.temperature": float(rng.uniform(0.1, 1.0)),
+            "optim.lr": float(rng.uniform(0.05, 1.0)),
+            "method.synthesis": number % 2 == 0,
+        }
+        distributions = dict(shared)
+        level = 0.5
+        if params["method.synthesis"]:
+            params["method.synthetic_count"] = int(rng.integers(0, 17)) * 16
+            distributions["method.synthetic_count"] = count
+            level += 0.3 * params["method.synthetic_count"] / 256
+        last = 6 if number % 3 == 0 else 2
+        curve = {epoch: level + 0.01 * epoch + float(rng.normal(0, 0.005)) for epoch in range(1, last + 1)}
+        complete = last == 6
+        study.add_trial(
+            create_trial(
+                state=TrialState.COMPLETE if complete else TrialState.PRUNED,
+                value=curve[last] if complete else None,
+                params=params,
+                distributions=distributions,
+                intermediate_values=curve,
+            )
+        )
+    return study

@@ -492,6 +492,23 @@ client_address_case("train", "exp.yaml", TINY)
 client_address_case("tune", "spec.yaml", TUNE)
 client_address_case("ablate", "spec.yaml", ABLATE)
 
+# -- contrastlab report: a folder that is neither an ablation's nor a study's ----------------------------
+CASES.append(
+    Case(
+        "report-neither-folder", lambda tmp: (["report", str(tmp)], tmp, [str(tmp), "results.json", "study_spec.yaml"])
+    )
+)
+CASES.append(
+    Case(
+        "report-study-spec-without-name",
+        lambda tmp: (
+            ["report", str(write(tmp / "study_spec.yaml", {"name": "x"}).parent)],
+            tmp,
+            ["study_spec.yaml", "study_name"],
+        ),
+    )
+)
+
 
 # -- the tests -------------------------------------------------------------------------------------------
 @pytest.fixture

@@ -8,7 +8,7 @@ saw), `test/knn_top1` (evaluated once at the end), plus training scalars such as
 report's statistics read `test/<metric>`; `val/<metric>` is shown beside it. A missing or
 failed run is listed as such in every output; comparisons use only the seeds where both the
 variant and the reference have a value. The words and tables are in `report_text`, the
-plots and the markdown/HTML renderings in `report_render`.
+plots in `report_render`, the markdown/HTML renderings in `contrastlab.study.render`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from contrastlab.ablation.analysis import Result, StudyAnalysis
-from contrastlab.ablation.report_render import html_page, markdown, plot_bars, plot_overlay, plot_small_multiples
+from contrastlab.ablation.report_render import plot_bars, plot_overlay, plot_small_multiples
 from contrastlab.ablation.report_text import RAW, anchor_flags, fmt
 from contrastlab.ablation.report_text import blocks as text_blocks
 from contrastlab.ablation.report_text import facts as text_facts
@@ -37,6 +37,7 @@ from contrastlab.ablation.stats import (
 )
 from contrastlab.config import ConfigError
 from contrastlab.progress import Progress, track
+from contrastlab.study.render import html_page, markdown
 from contrastlab.study.values import safe_name
 
 RESULTS_FILE = "results.json"

@@ -2,9 +2,14 @@
 
 - `trials.csv`: every trial (number, state, value, intermediate count, params, reason), with
   the val and test numbers of each complete trial side by side (selection read val only);
-- `importances.json`: Optuna's parameter importances, once two trials are complete;
+- `importances.json`: parameter importances at the highest rung enough trials reached,
+  pruned trials included, per condition branch (`importance`);
 - `best_config.yaml`: the best complete trial as an experiment `contrastlab train` runs;
+- `report.md`, `report.html` and their figures (`report_render`);
 - a short summary for the terminal.
+
+`report_from_study_dir` remakes the table, the importances and the report of a study folder
+from its database (`contrastlab report STUDY_FOLDER`).
 """
 
 from __future__ import annotations
@@ -19,9 +24,23 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from contrastlab.config import ExperimentConfig
+from contrastlab.config import ConfigError, ExperimentConfig
 from contrastlab.engine.anchors import anchors_table
-from contrastlab.tuning.study import EPOCHS_TRAINED, FAIL_REASON, FINAL_METRICS, OVERRIDES, TUNE_TRIAL_ID
+from contrastlab.errors import InputError
+from contrastlab.tuning.importance import MIN_TRIALS, rung_importances
+from contrastlab.tuning.report_render import write_study_report
+from contrastlab.tuning.study import (
+    EPOCHS_TRAINED,
+    FAIL_REASON,
+    FINAL_METRICS,
+    OVERRIDES,
+    TUNE_TRIAL_ID,
+    existing_study,
+    full_url,
+    open_storage,
+    redact,
+)
+from contrastlab.yamlfile import read_yaml
 
 CSV_FIELDS = (
     "number",
@@ -33,6 +52,13 @@ CSV_FIELDS = (
     "duration_s",
     "fail_reason",
 )
+
+
+def csv_value(trial: FrozenTrial) -> float | str:
+    """The trial's value; with several objectives, their values in order, space-separated."""
+    if trial.values is None:
+        return ""
+    return trial.values[0] if len(trial.values) == 1 else " ".join(map(str, trial.values))
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
@@ -48,7 +74,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "number": trial.number,
             "tune_trial_id": trial.user_attrs.get(TUNE_TRIAL_ID, ""),
             "state": trial.state.name,
-            "value": "" if trial.value is None else trial.value,
+            "value": csv_value(trial),
             "intermediate_values": len(trial.intermediate_values),
             "epochs_trained": trial.user_attrs.get(EPOCHS_TRAINED, ""),
             "duration_s": round(trial.duration.total_seconds(), 1) if trial.duration else "",
@@ -76,25 +102,21 @@ def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def write_importances(study: optuna.Study, path: Path) -> dict[str, Any]:
-    """Importances over the complete trials; when they cannot be computed, the file says why."""
-    complete = complete_trials(study)
-    if len(complete) < 2:
-        payload: dict[str, Any] = {
-            "importances": None,
-            "reason": f"needs at least 2 complete trials (have {len(complete)})",
-        }
-    else:
-        try:
-            values = optuna.importance.get_param_importances(study)
-            payload = {"importances": {k: float(v) for k, v in values.items()}, "complete_trials": len(complete)}
-        except (RuntimeError, ValueError) as err:
-            payload = {"importances": None, "reason": str(err)}
+def write_importances(
+    study: optuna.Study, path: Path, min_trials: int = MIN_TRIALS, method: str = "fanova"
+) -> dict[str, Any]:
+    """Importances at the highest well-populated rung, per condition branch (`importance`);
+    when they cannot be computed, the file says why."""
+    payload = rung_importances(study, min_trials=min_trials, method=method)
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return payload
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best complete trial; None while there is none, and for several objectives (their
+    Pareto front is in the report)."""
+    if len(study.directions) > 1:
+        return None
     return study.best_trial if complete_trials(study) else None
 
 
@@ -152,10 +174,20 @@ def summary_text(
             )
         lines.append(f"best config: {output / 'best_config.yaml'}")
     else:
-        lines.append("no complete trial yet: no best config")
+        lines.append(
+            "several objectives: no single best config; the Pareto front is in report.md"
+            if len(study.directions) > 1
+            else "no complete trial yet: no best config"
+        )
     if importances.get("importances"):
         top = sorted(importances["importances"].items(), key=lambda kv: -kv[1])[:5]
-        lines.append("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+        where = f"epoch {importances['rung']}, {importances['trials']} trials"
+        lines.append(f"importances ({where}): " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+        branches = [b for b in importances.get("branches", [])[1:] if b.get("importances")]
+        if branches:
+            lines.append(f"  and {len(branches)} condition branches at their own rungs: {output / 'report.md'}")
+    elif importances.get("reason"):
+        lines.append(f"importances: none ({importances['reason']})")
     if anchors:
         names = [
             n
@@ -163,7 +195,7 @@ def summary_text(
             if n in (anchors.get("raw_pixels") or {})
         ]
         lines += anchors_table(anchors, names)
-    lines.append(f"trials table: {output / 'trials.csv'}")
+    lines.append(f"trials table: {output / 'trials.csv'}; report: {output / 'report.md'}")
     lines.append(f"tensorboard --logdir {output / 'tensorboard'}")
     lines.append(f"optuna-dashboard {storage_url}")
     return "\n".join(lines)
@@ -183,10 +215,51 @@ def write_outputs(
     write_trials_csv(study, output / "trials.csv")
     importances = write_importances(study, output / "importances.json")
     write_best_config(study, base, output / "best_config.yaml", study.study_name)
+    write_study_report(study, output, importances)
     return summary_text(study, output, storage_url, metric, mode, importances, anchors, base.seed)
 
 
+# -- rebuilding a study folder's report ------------------------------------------------------------
+SPEC_FILE = "study_spec.yaml"  # the resolved spec the runner saves in every study folder (runner.SPEC_FILE)
+
+
+def load_study_dir(folder: str | Path) -> optuna.Study:
+    """The study of a study folder: its study.db when the folder holds one (also after the
+    folder was moved), else the database its study_spec.yaml names."""
+    folder = Path(folder)
+    spec_path = folder / SPEC_FILE
+    if not spec_path.is_file():
+        raise InputError(f"{folder}: not a study folder (expected {SPEC_FILE}, written by contrastlab tune)")
+    record = read_yaml(spec_path)
+    name = record.get("study_name") if isinstance(record, dict) else None
+    if not isinstance(name, str):
+        raise ConfigError(str(spec_path), "study_name", "the Optuna study's name, as contrastlab tune saves it")
+    local = folder / "study.db"
+    url = f"sqlite:///{local.resolve()}" if local.is_file() else full_url(str(record.get("study_storage") or ""))
+    if not url:
+        raise ConfigError(str(spec_path), "study_storage", "the study's database URL (no study.db in the folder)")
+    study = existing_study(open_storage(url), name)
+    if study is None:
+        raise InputError(f"{spec_path}: study_name: expected a study in {redact(url)}; it has no study {name!r}")
+    return study
+
+
+def report_from_study_dir(
+    folder: str | Path, out_dir: str | Path | None = None, min_trials: int = MIN_TRIALS, method: str = "fanova"
+) -> dict[str, Path]:
+    """Remake trials.csv, importances.json and the report (into the folder by default)."""
+    study = load_study_dir(folder)
+    out = Path(out_dir) if out_dir else Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    write_trials_csv(study, out / "trials.csv")
+    payload = write_importances(study, out / "importances.json", min_trials, method)
+    written = write_study_report(study, out, payload)
+    return {"trials.csv": out / "trials.csv", "importances.json": out / "importances.json", **written}
+
+
 __all__ = [
+    "load_study_dir",
+    "report_from_study_dir",
     "state_counts",
     "summary_text",
     "trial_rows",
