@@ -358,3 +358,41 @@ def test_bad_spec_is_one_line_exit_2_naming_file_and_field(tmp_path, capsys, mon
     with pytest.raises(ConfigError) as caught:  # the same refusal from the library
         load_spec(spec_file)
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    "space, field, words",
+    [
+        (
+            {
+                "method.stages": {"type": "int", "low": 0, "high": 2},
+                "method.stage_epochs": {"type": "composition", "length": "method.stages", "total": 9},
+            },
+            "space.method.stage_epochs.length",
+            "at least one part",
+        ),
+        (
+            {"method.stage_epochs": {"type": "composition", "length": 3, "total": 9, "min": True}},
+            "space.method.stage_epochs.min",
+            "an integer of at least 0",
+        ),
+        (
+            {"method.stage_epochs": {"type": "composition", "length": 3, "total": "optim.", "min": 1}},
+            "space.method.stage_epochs.total",
+            "a dotted config path",
+        ),
+        (
+            {
+                "optim.epochs": {"type": "categorical", "choices": [4.5, 9]},
+                "method.stage_epochs": {"type": "composition", "length": 2, "total": "optim.epochs"},
+            },
+            "space.method.stage_epochs.total",
+            "an integer parameter",
+        ),
+    ],
+)
+def test_composition_definitions_are_checked_on_their_own(tmp_path, space, field, words):
+    with pytest.raises(ConfigError) as caught:
+        spec_from_dict({**raw_spec(MCL), "space": space, "points_to_evaluate": None}, tmp_path / "unit.yaml")
+    assert caught.value.field == field, str(caught.value)
+    assert words in caught.value.expected and "\n" not in str(caught.value)

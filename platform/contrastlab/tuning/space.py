@@ -322,13 +322,17 @@ def bind_totals(space: SearchSpace, base: ExperimentConfig, source: str) -> None
 
 
 def check_composition_fits(space: SearchSpace, param: Parameter, source: str) -> None:
+    """At least one part, and `length × min <= total` for the longest length and the
+    smallest total (a sampled total's low end, and the base value where it may be inactive)."""
+    if space.min_length(param) < 1:
+        raise ConfigError(source, f"space.{param.path}.length", "at least one part in every trial")
     total_param = space.parameter(param.total.path) if param.total.path else None
+    totals = [param.total.value] if param.total.value is not None else []
     if total_param is not None:
-        totals = [v for v in total_param.extreme_values() if isinstance(v, int) and not isinstance(v, bool)]
-        if len(totals) != len(total_param.extreme_values()):
+        extremes = total_param.extreme_values()
+        if not extremes or not all(isinstance(v, int) and not isinstance(v, bool) for v in extremes):
             raise ConfigError(source, f"space.{param.path}.total", f"an integer parameter ({total_param.path})")
-    else:
-        totals = [param.total.value]
+        totals = extremes + (totals if total_param.condition else [])
     total, parts = min(totals), space.max_length(param)
     if parts * param.minimum > total:
         named = f" ({param.total.path})" if param.total.path else ""

@@ -237,7 +237,11 @@ class CompositionDef(_ParameterDef):
         if not isinstance(self.length, ListLength):
             self.length = _length(self.length)
         self.min = _whole(self.min, "min", 0)
-        if isinstance(self.total, str) and self.total and all(self.total.split(".")):
+        if isinstance(self.total, str):
+            if not all(self.total.split(".")):
+                raise issue(
+                    f"an integer, or a dotted config path such as optim.epochs (got {self.total!r})", at="total"
+                )
             self.total = Total(path=self.total)
         elif not isinstance(self.total, Total):
             self.total = Total(value=_whole(self.total, "total", 1))
