@@ -22,6 +22,7 @@ import yaml
 from contrastlab.cli import main
 from contrastlab.config import ConfigError, read_yaml
 from contrastlab.methods.mcl_config import resolve_stage_epochs
+from contrastlab.methods.sscl import check_pool_size
 from contrastlab.tuning.composition import cut_name, cuts_for, integer_parts, parts_from_cuts, proportions
 from contrastlab.tuning.runner import make_searcher
 from contrastlab.tuning.space_spec import parse_space
@@ -77,12 +78,13 @@ def test_every_sample_of_every_space_is_a_valid_experiment(path):
         assert {name.partition("[")[0] for name in trial.params} == set(params)
         method = cfg.method
         if cfg.method.name == "sscl":
+            check_pool_size(method, cfg.optim.batch_size)  # checked when a run starts
             assert not method.synthesis or method.synthetic_count > 0
             assert not method.debias or method.tau_plus > 0
             assert not method.hard_sampling or method.beta > 0
         if cfg.method.name == "slr":
             assert not method.slr or method.alpha > 0
-        if cfg.method.name == "mcl":
+        if cfg.method.name == "mcl":  # the sum is checked when a run starts
             assert resolve_stage_epochs(method, cfg.optim.epochs) == method.stage_epochs
     assert seen == set(spec.space.paths)  # every parameter was active in some trial
 
