@@ -401,7 +401,7 @@ def test_non_finite_scheduler_settings_are_refused(tmp_path, value):
         ({"type": "float", "high": 1}, "space.p.low", "required for float and int"),
         ({"type": "int", "low": 1, "high": 8, "log": True, "step": 2}, "space.p.step", "no step on a log scale"),
         ({"type": "categorical", "choices": [1, 1.0]}, "space.p.choices", "distinct values"),
-        ({"low": 1}, "space.p.type", "one of float, int, categorical, list (got None)"),
+        ({"low": 1}, "space.p.type", "one of float, int, categorical, list, composition (got None)"),
         ([1], "space.p", "a mapping with a 'type'"),
     ],
 )

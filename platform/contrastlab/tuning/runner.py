@@ -174,7 +174,7 @@ def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage) -> Stud
         spec.mode,
         spec.study_name,
         storage,
-        make_sampler(spec.sampler),
+        make_sampler(spec.sampler, spec.space),
         base_epochs=spec.base.optim.epochs,
         max_t=spec.max_t,
         points_to_evaluate=spec.points_to_evaluate,

@@ -1,7 +1,7 @@
 """The `space` section of a study spec as pydantic models, turned into a `SearchSpace`.
 
 Each parameter definition is one model, picked by its `type` (float, int, categorical,
-list); the models check the shape and the values of one definition, `parse_space` then
+list, composition); the models check the shape and the values of one definition, `parse_space` then
 checks what involves several parameters (condition targets, list lengths, circular
 conditions) and orders them so that each comes after the ones it depends on.
 """
@@ -15,7 +15,17 @@ from pydantic import BeforeValidator, Field, TypeAdapter, field_validator, model
 
 from contrastlab.errors import ConfigError
 from contrastlab.study.validation import Section, issue, validate
-from contrastlab.tuning.space import KINDS, Condition, ListLength, Parameter, SearchSpace, choice_label
+from contrastlab.tuning.composition import Total
+from contrastlab.tuning.space import (
+    KINDS,
+    SEQUENCES,
+    Condition,
+    ListLength,
+    Parameter,
+    SearchSpace,
+    check_composition_fits,
+    choice_label,
+)
 
 
 class ConditionDef(Section):
@@ -189,7 +199,7 @@ class ListDef(_ParameterDef):
     @model_validator(mode="after")
     def _scalar_item(self) -> ListDef:
         self._check_given()
-        if self.item.kind == "list" or self.item.condition is not None:
+        if self.item.kind in SEQUENCES or self.item.condition is not None:
             raise issue("a float, int or categorical parameter without a condition", at="item")
         if not isinstance(self.length, ListLength):
             self.length = _length(self.length)
@@ -200,16 +210,60 @@ class ListDef(_ParameterDef):
         return Parameter(path, "list", item=self.item.build(path), length=self.length, condition=condition)
 
 
+def _whole(value: Any, at: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise issue(f"an integer of at least {least} (got {value!r})", at=at)
+    return value
+
+
+class CompositionDef(_ParameterDef):
+    """`length` parts (as a list's length), each at least `min`, summing to `total`: an
+    integer, or the dotted path of an integer field of the experiment (`optim.epochs`)."""
+
+    kind: ClassVar[str] = "composition"
+    type: Literal["composition"]
+    length: Any = None
+    total: Any = None
+    min: Any = 1
+
+    _required_keys: ClassVar[dict[str, str]] = {
+        "length": "the number of parts: an int, a parameter path, or {param: PATH, add: INT}",
+        "total": "the sum of the parts: an integer, or a config path such as optim.epochs",
+    }
+
+    @model_validator(mode="after")
+    def _parts(self) -> CompositionDef:
+        self._check_given()
+        if not isinstance(self.length, ListLength):
+            self.length = _length(self.length)
+        self.min = _whole(self.min, "min", 0)
+        if isinstance(self.total, str):
+            if not all(self.total.split(".")):
+                raise issue(
+                    f"an integer, or a dotted config path such as optim.epochs (got {self.total!r})", at="total"
+                )
+            self.total = Total(path=self.total)
+        elif not isinstance(self.total, Total):
+            self.total = Total(value=_whole(self.total, "total", 1))
+        return self
+
+    def build(self, path: str) -> Parameter:
+        condition = self.condition.build() if self.condition else None
+        return Parameter(
+            path, "composition", length=self.length, total=self.total, minimum=self.min, condition=condition
+        )
+
+
 def _kind(data: Any) -> Any:
     if not isinstance(data, dict):
-        raise issue("a mapping with a 'type' (float, int, categorical or list)")
+        raise issue("a mapping with a 'type' (float, int, categorical, list or composition)")
     if data.get("type") not in KINDS:
         raise issue(f"one of {', '.join(KINDS)} (got {data.get('type')!r})", at="type")
     return data
 
 
 ParameterDef = Annotated[
-    Annotated[Union[FloatDef, IntDef, CategoricalDef, ListDef], Field(discriminator="type")],  # noqa: UP007
+    Annotated[Union[FloatDef, IntDef, CategoricalDef, ListDef, CompositionDef], Field(discriminator="type")],  # noqa: UP007
     BeforeValidator(_kind),
 ]
 ListDef.model_rebuild()
@@ -231,7 +285,11 @@ def parse_space(raw: Any, source: str) -> SearchSpace:
             raise ConfigError(source, f"space.{path}", "a dotted config path such as method.temperature")
         params[path] = parse_parameter(path, definition, source, f"space.{path}")
     _check_references(params, source)
-    return SearchSpace(tuple(_dependency_order(params, source)))
+    space = SearchSpace(tuple(_dependency_order(params, source)))
+    for param in space.parameters:
+        if param.kind == "composition" and param.total.path is None:
+            check_composition_fits(space, param, source)  # a path's total is known with the experiment
+    return space
 
 
 def _check_references(params: dict[str, Parameter], source: str) -> None:
@@ -245,9 +303,11 @@ def _check_references(params: dict[str, Parameter], source: str) -> None:
                     f"{where}.condition.param",
                     f"a parameter of this space (no parameter {param.condition.param!r})",
                 )
-            if target.kind == "list":
+            if target.kind in SEQUENCES:
                 raise ConfigError(
-                    source, f"{where}.condition.param", "a scalar parameter (conditions on lists are not supported)"
+                    source,
+                    f"{where}.condition.param",
+                    "a scalar parameter (conditions on lists and compositions are not supported)",
                 )
             if target.kind == "categorical":
                 labels = [choice_label(c) for c in target.choices]
@@ -283,7 +343,8 @@ def _dependency_order(params: dict[str, Parameter], source: str) -> list[Paramet
             raise ConfigError(source, f"space.{path}", f"no circular conditions ({cycle})")
         state[path] = "visiting"
         for name in params[path].depends_on():
-            visit(name, [*chain, path])
+            if name in params:  # a composition's total may be a field the space does not sample
+                visit(name, [*chain, path])
         state[path] = "done"
         ordered.append(params[path])
 

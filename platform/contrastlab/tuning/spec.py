@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_serializer, model_validator
 
 from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, config_hash, parse_override, read_yaml
 from contrastlab.engine.evaluate import selection_metric
 from contrastlab.study.experiment import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys
-from contrastlab.study.validation import validate
+from contrastlab.study.validation import issue, validate
 from contrastlab.tuning.space import SearchSpace, check_against_config
 from contrastlab.tuning.space_spec import parse_space
 
@@ -61,6 +61,23 @@ class SamplerSpec(_Section):
     type: Literal["tpe", "random"] = "tpe"
     seed: int | None = Field(0, description="sampler seed (null: a fresh one each run)")
     n_startup_trials: int = Field(10, ge=0, description="random trials before TPE models the results")
+    # TPE only; null: on for a space with conditional parameters (Optuna's own default otherwise).
+    multivariate: StrictBool | None = Field(None, description="TPE models the parameters jointly")
+    group: StrictBool | None = Field(None, description="TPE models each set of parameters that occur together")
+
+    @model_validator(mode="after")
+    def _tpe_options(self) -> SamplerSpec:
+        for key in ("multivariate", "group"):
+            if self.type != "tpe" and getattr(self, key) is not None:
+                raise issue(f"no {key} for a {self.type} sampler (a TPE option)", at=key)
+        if self.group and self.multivariate is False:
+            raise issue("group: true only with multivariate TPE (multivariate: false is set)", at="group")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        # Unset TPE options are left out, so a study saved before they existed resumes unchanged.
+        return {k: v for k, v in handler(self).items() if v is not None or k not in ("multivariate", "group")}
 
 
 class ResourcesSpec(_Section):
@@ -210,13 +227,25 @@ def _points(raw: Any, space: SearchSpace, base: ExperimentConfig, source: str) -
         return []
     if not isinstance(raw, list) or not all(isinstance(p, dict) for p in raw):
         raise ConfigError(source, "points_to_evaluate", "a list of mappings {config path: value}")
-    scalars = {p.path: p for p in space.parameters if p.kind != "list"}
+    scalars = {p.path: p for p in space.parameters if p.kind != "list"}  # a composition is given as its list
     for index, point in enumerate(raw):
         unknown = sorted(set(point) - set(scalars))
         if unknown:
-            raise ConfigError(source, f"points_to_evaluate[{index}].{unknown[0]}", "a scalar parameter of the space")
+            raise ConfigError(
+                source,
+                f"points_to_evaluate[{index}].{unknown[0]}",
+                "a scalar parameter of the space (or a composition)",
+            )
         for path, value in point.items():
-            if not scalars[path].contains(value):
+            param = scalars[path]
+            if param.kind == "composition" and not (param.contains(value) and len(value) in space.lengths(param)):
+                raise ConfigError(
+                    source,
+                    f"points_to_evaluate[{index}].{path}",
+                    f"{'/'.join(map(str, space.lengths(param)))} integers of at least {param.minimum} "
+                    f"summing to {param.total.value} (got {value!r})",
+                )
+            if not param.contains(value):
                 raise ConfigError(
                     source,
                     f"points_to_evaluate[{index}].{path}",

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 from contrastlab.errors import UserError
 from contrastlab.study.internals import legacy_searcher_state, searcher_trials
-from contrastlab.tuning.space import SearchSpace, choice_label
+from contrastlab.tuning.space import SearchSpace
 from contrastlab.tuning.spec import SamplerSpec
 
 log = logging.getLogger("contrastlab")
@@ -138,10 +139,30 @@ def existing_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.St
         return None
 
 
-def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
+def tpe_settings(spec: SamplerSpec, space: SearchSpace | None = None) -> dict[str, Any]:
+    """The TPE sampler's arguments. Where the parameters differ from trial to trial
+    (conditions, lengths that follow a parameter), TPE is multivariate with `group`, so each
+    set of parameters that occur together is modelled jointly instead of one by one; the
+    spec's `multivariate` and `group` decide where given."""
+    settings: dict[str, Any] = {"seed": spec.seed, "n_startup_trials": spec.n_startup_trials}
+    conditional = space is not None and space.has_conditional_parameters
+    multivariate = spec.multivariate if spec.multivariate is not None else (True if conditional else None)
+    group = spec.group if spec.group is not None else (conditional and multivariate is not False)
+    if group:
+        multivariate = True
+    if multivariate is not None:  # unset: Optuna's default
+        settings["multivariate"] = multivariate
+    if group:
+        settings["group"] = True
+    return settings
+
+
+def make_sampler(spec: SamplerSpec, space: SearchSpace | None = None) -> optuna.samplers.BaseSampler:
     if spec.type == "random":
         return optuna.samplers.RandomSampler(seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.n_startup_trials)
+    with warnings.catch_warnings():  # `group` is marked experimental in Optuna; the choice is the spec's
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(**tpe_settings(spec, space))
 
 
 # -- per-trial decisions ----------------------------------------------------------------------
@@ -205,7 +226,7 @@ class StudySearcher(OptunaSearch):
         max_t: int,
         points_to_evaluate: list[dict[str, Any]] | None = None,
     ):
-        points = [{k: choice_label(v) for k, v in p.items()} for p in points_to_evaluate or []]
+        points = [space.optuna_point(p) for p in points_to_evaluate or []]
         super().__init__(
             space=space,
             metric=metric,
@@ -356,6 +377,7 @@ __all__ = [
     "full_url",
     "storage_from_environment",
     "make_sampler",
+    "tpe_settings",
     "open_storage",
     "redact",
     "register_trials",
