@@ -132,6 +132,38 @@ def test_mixing_weights_follow_their_uniform_laws():
     assert ((counts - 2000).abs() < 4 * math.sqrt(8000 * 0.25 * 0.75)).all()
 
 
+def test_mix_max_caps_the_weight_of_the_second_point():
+    """pair_mix: the lighter weight ~ U(0, mix_max); anchor_mix: β ~ U(0, mix_max); read back."""
+    anchor, members = unit(1, seed=3), unit(2, seed=4)
+    draws, pool = 40000, torch.tensor([[0, 1]])
+    gen = torch.Generator().manual_seed(11)
+    h = synthesize_negatives(anchor, members, pool, draws, "pair_mix", gen, mix_max=0.2).numpy()[0]
+    coef, *_ = np.linalg.lstsq(members.numpy().T, h.T, rcond=None)
+    mixed = np.abs(coef).min(0) > 1e-9
+    lighter = np.abs(coef[:, mixed]).min(0) / coef[:, mixed].sum(0)
+    assert lighter.max() <= 0.2 + 1e-6
+    assert ks_distance_to_uniform(lighter, 0.2) < 1.63 / math.sqrt(mixed.sum())
+    h = synthesize_negatives(anchor, members, pool[:, :1], draws, "anchor_mix", gen, mix_max=0.1).numpy()[0]
+    basis = np.stack([anchor[0].numpy(), members[0].numpy()], axis=1)
+    coef, *_ = np.linalg.lstsq(basis, h.T, rcond=None)
+    assert ks_distance_to_uniform(coef[0] / coef.sum(0), 0.1) < 1.63 / math.sqrt(draws)
+
+
+def test_mix_max_at_the_published_bound_is_the_published_law():
+    anchors, candidates, pool = (
+        unit(5, seed=1),
+        unit(9, seed=2),
+        torch.randint(0, 9, (5, 4), generator=torch.Generator().manual_seed(0)),
+    )
+    for mode, bound in (("anchor_mix", 0.5), ("duplicate", 0.3)):  # the same draws, the same points
+        default = synthesize_negatives(anchors, candidates, pool, 6, mode, torch.Generator().manual_seed(3))
+        capped = synthesize_negatives(anchors, candidates, pool, 6, mode, torch.Generator().manual_seed(3), bound)
+        assert torch.equal(default, capped)
+    for bad in (0.0, 0.51, -1.0):
+        with pytest.raises(ValueError, match="mix_max"):
+            synthesize_negatives(anchors, candidates, pool, 2, "pair_mix", mix_max=bad)
+
+
 def test_seeded_generator_reproduces_the_draws():
     anchors, candidates, pool = _setup()
     draw = [

@@ -61,6 +61,7 @@ def synthesize_negatives(
     k: int,
     mode: str = "pair_mix",
     generator: torch.Generator | None = None,
+    mix_max: float | None = None,
 ) -> torch.Tensor:
     """[n, k, d] unit-norm, detached synthetic negatives made from each anchor's hard pool.
 
@@ -70,11 +71,19 @@ def synthesize_negatives(
     duplicate:         h = z_u, u ~ U(H_a) (α = 1: no new point, only re-weighting)
     anchor_mix (MoCHi type 2): h = normalize(β·z_a + (1−β)·z_u), u ~ U(H_a), β ~ U(0, 0.5)
     k = 0 gives an empty [n, 0, d]. Draws use `generator`, so a seeded generator reproduces them.
+
+    `mix_max` (0 < mix_max <= 0.5) caps the weight of the second point of every mix: pair_mix
+    draws h = normalize((1−γ)·z_u + γ·z_w), γ ~ U(0, mix_max), and anchor_mix draws
+    β ~ U(0, mix_max). None keeps the laws above (for pair_mix, U(0, 0.5) on the lighter point
+    is the same law as α ~ U(0, 1), since u and w are exchangeable); small values keep the
+    synthetic points close to real hard negatives. duplicate ignores it.
     """
     if mode not in MIX_MODES:
         raise ValueError(f"mix mode {mode!r}: expected one of {', '.join(MIX_MODES)}")
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
+    if mix_max is not None and not 0 < mix_max <= 0.5:
+        raise ValueError(f"mix_max must be in (0, 0.5], got {mix_max}")
     n, d = anchors.shape[0], candidates.shape[1]
     with float32_math(candidates.device):
         candidates = f32(candidates.detach())
@@ -84,11 +93,14 @@ def synthesize_negatives(
         if mode == "duplicate":
             return F.normalize(first, dim=2)
         if mode == "anchor_mix":
-            beta = 0.5 * _uniform((n, k, 1), generator, candidates.device).to(first.dtype)
+            high = 0.5 if mix_max is None else mix_max
+            beta = high * _uniform((n, k, 1), generator, candidates.device).to(first.dtype)
             anchor = f32(anchors.detach()).to(first.dtype)[:, None, :]
             return F.normalize(beta * anchor + (1 - beta) * first, dim=2)
         second = _pool_members(candidates, pool_indices, k, generator)
         alpha = _uniform((n, k, 1), generator, candidates.device).to(first.dtype)
+        if mix_max is not None:
+            alpha = 1 - mix_max * alpha  # the weight on the first point; γ = 1 − α ~ U(0, mix_max)
         return F.normalize(alpha * first + (1 - alpha) * second, dim=2)
 
 

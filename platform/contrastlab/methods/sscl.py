@@ -71,6 +71,16 @@ class SSCLConfig(MoCoKeyConfig):
             f"MoCHi's second type) ({PAPER}; Kalantidis et al., NeurIPS 2020)"
         ),
     )
+    mix_max: float | None = Field(
+        None,
+        gt=0,
+        le=0.5,
+        description=(
+            "cap on the weight of a mix's second point, drawn from U(0, mix_max): the pool member w in pair_mix, "
+            "the anchor in anchor_mix; None is the published law (pair_mix α ~ U(0,1), anchor_mix β ~ U(0,0.5)); "
+            "duplicate ignores it"
+        ),
+    )
     hard_sampling: bool = Field(
         True, description=f"HCL hardness weights over the extended negatives; off is β = 0, leaving DCL ({PAPER})"
     )
@@ -159,7 +169,13 @@ def synthetic_points(
     pool = hard_pool(neg_sim, mcfg.hard_pool_size)
     rows = pool if candidate_index is None else candidate_index.gather(1, pool)
     return synthesize_negatives(
-        anchors.detach(), candidates.detach(), rows, mcfg.effective_synthetic_count, mcfg.mix_mode, generator
+        anchors.detach(),
+        candidates.detach(),
+        rows,
+        mcfg.effective_synthetic_count,
+        mcfg.mix_mode,
+        generator,
+        mcfg.mix_max,
     )
 
 
