@@ -48,7 +48,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "number": trial.number,
             "tune_trial_id": trial.user_attrs.get(TUNE_TRIAL_ID, ""),
             "state": trial.state.name,
-            "value": "" if trial.value is None else trial.value,
+            # values[0]: the value of a one-objective trial, the first objective's of several.
+            "value": "" if trial.values is None else trial.values[0],
             "intermediate_values": len(trial.intermediate_values),
             "epochs_trained": trial.user_attrs.get(EPOCHS_TRAINED, ""),
             "duration_s": round(trial.duration.total_seconds(), 1) if trial.duration else "",

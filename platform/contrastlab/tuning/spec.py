@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +21,13 @@ from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, 
 from contrastlab.engine.evaluate import selection_metric
 from contrastlab.study.experiment import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys
 from contrastlab.study.validation import validate
+from contrastlab.tuning.objectives import (
+    Objective,
+    check_sampler,
+    objectives_raw,
+    parse_objectives,
+    single_objective_view,
+)
 from contrastlab.tuning.space import SearchSpace, check_against_config
 from contrastlab.tuning.space_spec import parse_space
 
@@ -31,6 +38,7 @@ SPEC_KEYS = {
     "base",
     "metric",
     "mode",
+    "objectives",
     "space",
     "resources",
     "num_samples",
@@ -58,7 +66,7 @@ class SchedulerSpec(_Section):
 
 
 class SamplerSpec(_Section):
-    type: Literal["tpe", "random"] = "tpe"
+    type: Literal["tpe", "random", "nsga2"] = "tpe"
     seed: int | None = Field(0, description="sampler seed (null: a fresh one each run)")
     n_startup_trials: int = Field(10, ge=0, description="random trials before TPE models the results")
 
@@ -117,6 +125,18 @@ class StudySpec:
     points_to_evaluate: list[dict[str, Any]]
     # Not part of `resolved()`: how much disk a study keeps does not change what it measures.
     keep_checkpoints: int = 3
+    # Two or more objectives (empty: the one objective `metric`/`mode`, which then hold the first).
+    objectives: list[Objective] = field(default_factory=list)
+    # Points enqueued from a previous study (`--warm-start`), after `points_to_evaluate`.
+    warm_start: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> list[str]:
+        return [o.metric for o in self.objectives] or [self.metric]
+
+    @property
+    def modes(self) -> list[str]:
+        return [o.mode for o in self.objectives] or [self.mode]
 
     @property
     def max_t(self) -> int:
@@ -125,8 +145,16 @@ class StudySpec:
     @property
     def study_name(self) -> str:
         """The spec's name plus a hash of what the trials measure (experiment, space, objective)."""
+        measured = {
+            "base": config_hash(self.base),
+            "space": self.space.to_dict(),
+            "metric": self.metric,
+            "mode": self.mode,
+        }
+        if self.objectives:
+            measured["objectives"] = [o.model_dump() for o in self.objectives]
         blob = json.dumps(
-            {"base": config_hash(self.base), "space": self.space.to_dict(), "metric": self.metric, "mode": self.mode},
+            measured,
             sort_keys=True,
             default=str,
         )
@@ -134,7 +162,7 @@ class StudySpec:
 
     def resolved(self) -> dict[str, Any]:
         """Everything that defines the study, as plain data: saved at the first run, compared on resume."""
-        return {
+        record: dict[str, Any] = {
             "name": self.name,
             "study_name": self.study_name,
             "metric": self.metric,
@@ -147,6 +175,11 @@ class StudySpec:
             "space": self.space.to_dict(),
             "base": self.base.to_dict(),
         }
+        if self.objectives:
+            record["objectives"] = [o.model_dump() for o in self.objectives]
+        if self.warm_start:
+            record["warm_start"] = copy.deepcopy(self.warm_start)
+        return record
 
 
 def _build_base(raw: dict[str, Any], path: Path, overrides: list[str], resources: ResourcesSpec) -> ExperimentConfig:
@@ -241,7 +274,11 @@ def spec_from_dict(
     path = Path(path)
     source = str(path)
     check_spec_keys(raw, source, SPEC_KEYS, "a study spec")
+    several = objectives_raw(raw, source)
+    if several is not None:
+        raw = single_objective_view(raw, several)
     top = _top_level(raw, source)
+    check_sampler(top.sampler.type, several is not None, source)
     if num_samples is not None:
         if num_samples < 1:
             raise ConfigError(source, "--samples", f"at least 1 (got {num_samples})")
@@ -250,7 +287,12 @@ def spec_from_dict(
     space = parse_space(raw.get("space"), source)
     check_overrides_against_space(list(overrides), space, source)
     check_against_config(space, base, source)
-    _check_metric(top, base, source)
+    objectives = []
+    if several is None:
+        _check_metric(top, base, source)
+    else:
+        objectives = parse_objectives(several, base, top.scheduler.type, source)
+        top.metric, top.mode = objectives[0].metric, objectives[0].mode
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(source, "name", f"letters, digits, '-' and '_' only (got {name!r})")
@@ -268,6 +310,7 @@ def spec_from_dict(
         study_storage=study_storage or top.study_storage,
         points_to_evaluate=_points(raw.get("points_to_evaluate"), space, base, source),
         keep_checkpoints=top.keep_checkpoints,
+        objectives=objectives,
     )
 
 
