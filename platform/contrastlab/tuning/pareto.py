@@ -145,7 +145,9 @@ def write_importances(study: optuna.Study, metrics: list[str], modes: list[str],
             sign = -1.0 if modes[index] == "max" else 1.0
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the evaluator's notes on custom targets
-                values = optuna.importance.get_param_importances(study, target=lambda t, i=index: sign * t.values[i])
+                values = optuna.importance.get_param_importances(
+                    study, target=lambda t, i=index, s=sign: s * t.values[i]
+                )
             payload["importances"][metric] = {k: float(v) for k, v in values.items()}
         except (RuntimeError, ValueError) as err:
             payload["importances"][metric] = None
