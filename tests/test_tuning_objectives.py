@@ -26,7 +26,7 @@ from contrastlab.errors import InputError
 from contrastlab.tuning.grow import growth_target
 from contrastlab.tuning.pareto import FRONT_DIR, FRONT_PLOT, PARETO_CSV, write_pareto_outputs
 from contrastlab.tuning.spec import spec_from_dict
-from contrastlab.tuning.study import OVERRIDES, TUNE_TRIAL_ID, default_storage_url, open_storage
+from contrastlab.tuning.study import OVERRIDES, TUNE_TRIAL_ID, default_storage_url, make_sampler, open_storage
 from contrastlab.tuning.warmstart import ranked_trials, warm_start_points
 from tests.helpers import snapshot, tiny_config_dict, tiny_study_dict, write
 
@@ -111,7 +111,13 @@ def test_nsga2_needs_several_objectives(tmp_path, capsys, nothing_runs):
     spec = write(tmp_path / "spec.yaml", {**tiny_study_dict(2), "sampler": {"type": "nsga2"}})
     assert main(["tune", str(spec), "--output", str(tmp_path / "out")]) == 2
     assert "sampler.type" in capsys.readouterr().err
-    assert spec_from_dict(multi_dict(sampler={"type": "nsga2"}), "m.yaml").sampler.type == "nsga2"
+    capsys.readouterr()
+    spec = write(tmp_path / "multi.yaml", multi_dict(sampler={"type": "grid"}))
+    assert main(["tune", str(spec), "--output", str(tmp_path / "out")]) == 2
+    assert "sampler.type: tpe, random or nsga2" in capsys.readouterr().err
+    multi = spec_from_dict(multi_dict(sampler={"type": "nsga2", "seed": 3}), "m.yaml")
+    assert multi.sampler.type == "nsga2" and multi.resolved()["sampler"]["type"] == "nsga2"
+    assert isinstance(make_sampler(multi.sampler), optuna.samplers.NSGAIISampler)
 
 
 # -- the Pareto outputs -------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from contrastlab.study.validation import validate
 # they say what a configuration costs, not how good its representation is).
 COST_METRICS = {"train_seconds": "seconds of training of the whole run, evaluation excluded"}
 MAX_OBJECTIVES = 3
+# Samplers for several objectives only (one objective keeps TPE or random sampling).
+MULTI_SAMPLERS = ("nsga2",)
 
 
 class Objective(BaseModel):
@@ -57,10 +59,21 @@ def objectives_raw(raw: dict[str, Any], source: str) -> list[dict[str, Any]] | N
     return given
 
 
-def single_objective_view(raw: dict[str, Any], given: list[dict[str, Any]]) -> dict[str, Any]:
+def single_objective_view(
+    raw: dict[str, Any], given: list[dict[str, Any]], source: str
+) -> tuple[dict[str, Any], str | None]:
     """The spec as the one-objective checks read it: the first objective as `metric`/`mode`,
-    and FIFO as the default scheduler (ASHA stops trials on one metric only)."""
+    FIFO as the default scheduler (ASHA stops trials on one metric only), and a sampler of
+    several objectives only (`nsga2`) read as TPE; returns the view and that sampler's type."""
     view = {k: v for k, v in raw.items() if k != "objectives"}
+    sampler_type = None
+    sampler = view.get("sampler")
+    if isinstance(sampler, dict) and "type" in sampler:
+        if sampler["type"] not in ("tpe", "random", *MULTI_SAMPLERS):
+            raise ConfigError(source, "sampler.type", f"tpe, random or nsga2 (got {sampler['type']!r})")
+        if sampler["type"] in MULTI_SAMPLERS:
+            sampler_type = sampler["type"]
+            view["sampler"] = {**sampler, "type": "tpe"}
     first = given[0]
     if isinstance(first.get("metric"), str) and first.get("mode") in ("min", "max"):
         view.update(metric=first["metric"], mode=first["mode"])
@@ -71,7 +84,7 @@ def single_objective_view(raw: dict[str, Any], given: list[dict[str, Any]]) -> d
         view["scheduler"] = {"type": "fifo"}
     elif isinstance(scheduler, dict) and "type" not in scheduler:
         view["scheduler"] = {**scheduler, "type": "fifo"}
-    return view
+    return view, sampler_type
 
 
 def parse_objectives(
@@ -97,11 +110,6 @@ def parse_objectives(
     return objectives
 
 
-def check_sampler(sampler_type: str, multi: bool, source: str) -> None:
-    if sampler_type == "nsga2" and not multi:
-        raise ConfigError(source, "sampler.type", "tpe or random for one objective (nsga2 needs objectives:)")
-
-
 def study_directions(objectives: list[Objective], mode: str) -> dict[str, Any]:
     """The keyword `optuna.create_study` takes: `direction` for one objective, `directions` for several."""
     if not objectives:
@@ -112,7 +120,6 @@ def study_directions(objectives: list[Objective], mode: str) -> dict[str, Any]:
 __all__ = [
     "COST_METRICS",
     "Objective",
-    "check_sampler",
     "objectives_raw",
     "parse_objectives",
     "single_objective_view",

@@ -21,13 +21,7 @@ from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, 
 from contrastlab.engine.evaluate import selection_metric
 from contrastlab.study.experiment import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys
 from contrastlab.study.validation import validate
-from contrastlab.tuning.objectives import (
-    Objective,
-    check_sampler,
-    objectives_raw,
-    parse_objectives,
-    single_objective_view,
-)
+from contrastlab.tuning.objectives import Objective, objectives_raw, parse_objectives, single_objective_view
 from contrastlab.tuning.space import SearchSpace, check_against_config
 from contrastlab.tuning.space_spec import parse_space
 
@@ -66,7 +60,7 @@ class SchedulerSpec(_Section):
 
 
 class SamplerSpec(_Section):
-    type: Literal["tpe", "random", "nsga2"] = "tpe"
+    type: Literal["tpe", "random"] = "tpe"
     seed: int | None = Field(0, description="sampler seed (null: a fresh one each run)")
     n_startup_trials: int = Field(10, ge=0, description="random trials before TPE models the results")
 
@@ -274,11 +268,12 @@ def spec_from_dict(
     path = Path(path)
     source = str(path)
     check_spec_keys(raw, source, SPEC_KEYS, "a study spec")
-    several = objectives_raw(raw, source)
+    several, sampler_type = objectives_raw(raw, source), None
     if several is not None:
-        raw = single_objective_view(raw, several)
+        raw, sampler_type = single_objective_view(raw, several, source)
     top = _top_level(raw, source)
-    check_sampler(top.sampler.type, several is not None, source)
+    if sampler_type:  # nsga2: only a sampler of several objectives
+        top.sampler = top.sampler.model_copy(update={"type": sampler_type})
     if num_samples is not None:
         if num_samples < 1:
             raise ConfigError(source, "--samples", f"at least 1 (got {num_samples})")
