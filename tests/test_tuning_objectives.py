@@ -327,3 +327,31 @@ def test_incompatible_warm_start_is_one_line_exit_2(case, tmp_path, capsys, noth
     assert code == 2 and len(lines) == 1, lines
     assert "--warm-start" in lines[0]
     assert snapshot(folder) == before and not (tmp_path / "out").exists()
+
+
+def test_growth_runs_the_missing_trials_in_a_new_experiment(tmp_path):
+    from contrastlab.tuning.grow import grow
+    from contrastlab.tuning.runner import StudyPaths
+
+    spec_file, output = finished_study_folder(tmp_path, 2)
+    spec = spec_from_dict({**tiny_study_dict(2), "points_to_evaluate": [{"optim.lr": 0.1}]}, spec_file)
+    storage = open_storage(default_storage_url(output))
+    asked = []
+
+    class Tuner:
+        def __init__(self, spec, paths, storage):
+            asked.append((spec, paths))
+
+        def fit(self):
+            record = yaml.safe_load((output / "study_spec.yaml").read_text())
+            asked.append(record)  # saved before the trials run
+
+    paths = StudyPaths(output, str(output / "ray"))
+    grown = grow(spec, paths, storage, 5, Tuner)
+    (more, where), record = asked
+    assert more.num_samples == 3 and more.points_to_evaluate == [] and more.study_name == spec.study_name
+    assert where.experiment == f"{output / 'ray'}/tune-grow1" == grown.experiment
+    assert record["num_samples"] == 5 and record["experiment_name"] == "tune-grow1"
+    asked.clear()
+    assert grow(spec, grown, storage, 7, Tuner).experiment_name == "tune-grow2"  # 2 trials told: 5 more
+    assert asked[0][0].num_samples == 5
