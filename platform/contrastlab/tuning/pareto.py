@@ -107,8 +107,8 @@ def write_front_configs(
 
 
 def plot_front(study: optuna.Study, metrics: list[str], path: Path) -> Path | None:
-    """Optuna's Pareto-front plot of the complete trials, as a PNG (None without two complete trials)."""
-    if len(complete_trials(study)) < 1 or len(metrics) not in (2, 3):
+    """Optuna's Pareto-front plot of the complete trials, as a PNG (None without a complete trial)."""
+    if not complete_trials(study) or len(metrics) not in (2, 3):
         path.unlink(missing_ok=True)
         return None
     import warnings
