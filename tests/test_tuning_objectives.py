@@ -355,3 +355,27 @@ def test_growth_runs_the_missing_trials_in_a_new_experiment(tmp_path):
     asked.clear()
     assert grow(spec, grown, storage, 7, Tuner).experiment_name == "tune-grow2"  # 2 trials told: 5 more
     assert asked[0][0].num_samples == 5
+
+
+def test_a_plain_resume_after_a_growth_compares_equal(tmp_path):
+    from contrastlab.tuning.grow import experiment_name, grow
+    from contrastlab.tuning.runner import StudyPaths, spec_record
+    from contrastlab.tuning.spec import diff_specs
+
+    spec_file, output = finished_study_folder(tmp_path, 2)
+    storage = open_storage(default_storage_url(output))
+
+    class Tuner:
+        def __init__(self, *args):
+            pass
+
+        def fit(self):
+            pass
+
+    grow(spec_from_dict(tiny_study_dict(2), spec_file), StudyPaths(output, str(output / "ray")), storage, 4, Tuner)
+    spec = spec_from_dict(tiny_study_dict(2), spec_file)  # the spec file still says 2
+    assert growth_target(spec, output, None) is None and spec.num_samples == 4
+    paths = StudyPaths(output, str(output / "ray"), experiment_name(output, "tune"))
+    assert paths.experiment.endswith("/tune-grow1")
+    saved = yaml.safe_load((output / "study_spec.yaml").read_text())
+    assert diff_specs(saved, spec_record(spec, default_storage_url(output), paths)) == []
