@@ -28,7 +28,7 @@ from contrastlab.tuning.pareto import FRONT_DIR, FRONT_PLOT, PARETO_CSV, write_p
 from contrastlab.tuning.spec import spec_from_dict
 from contrastlab.tuning.study import OVERRIDES, TUNE_TRIAL_ID, default_storage_url, make_sampler, open_storage
 from contrastlab.tuning.warmstart import ranked_trials, warm_start_points
-from tests.helpers import snapshot, tiny_config_dict, tiny_study_dict, write
+from tests.helpers import snapshot, tiny_config, tiny_config_dict, tiny_study_dict, write
 
 OBJECTIVES = [{"metric": "knn_top1", "mode": "max"}, {"metric": "train_seconds", "mode": "min"}]
 
@@ -379,3 +379,14 @@ def test_a_plain_resume_after_a_growth_compares_equal(tmp_path):
     assert paths.experiment.endswith("/tune-grow1")
     saved = yaml.safe_load((output / "study_spec.yaml").read_text())
     assert diff_specs(saved, spec_record(spec, default_storage_url(output), paths)) == []
+
+
+def test_train_seconds_add_up_the_epochs_of_the_run(tmp_path):
+    from contrastlab.engine.loop import Trainer
+
+    cfg = tiny_config(optim={"epochs": 2}, eval={"knn_every": 0, "linear_probe": False, "align_uniform": False})
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.run()
+    first, second = trainer.history
+    assert first["train_seconds"] == first["epoch_seconds"] > 0
+    assert second["train_seconds"] == pytest.approx(first["epoch_seconds"] + second["epoch_seconds"])
