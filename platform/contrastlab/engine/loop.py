@@ -203,6 +203,8 @@ class Trainer:
             lr=self.optimizers[0].param_groups[0]["lr"],
             throughput=total_images / max(elapsed, 1e-9),
             epoch_seconds=elapsed,
+            # Training time of the whole run so far (evaluation excluded), kept across resumes.
+            train_seconds=elapsed + sum(h.get("epoch_seconds", 0.0) for h in self.history),
             train_samples=total_images,
         )
         metrics.update(self.method.tensorboard_scalars())

@@ -54,13 +54,6 @@ CSV_FIELDS = (
 )
 
 
-def csv_value(trial: FrozenTrial) -> float | str:
-    """The trial's value; with several objectives, their values in order, space-separated."""
-    if trial.values is None:
-        return ""
-    return trial.values[0] if len(trial.values) == 1 else " ".join(map(str, trial.values))
-
-
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     trials = study.get_trials(deepcopy=False)
     names = list(dict.fromkeys(name for t in trials for name in t.params))
@@ -74,7 +67,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "number": trial.number,
             "tune_trial_id": trial.user_attrs.get(TUNE_TRIAL_ID, ""),
             "state": trial.state.name,
-            "value": csv_value(trial),
+            # values[0]: the value of a one-objective trial, the first objective's of several.
+            "value": "" if trial.values is None else trial.values[0],
             "intermediate_values": len(trial.intermediate_values),
             "epochs_trained": trial.user_attrs.get(EPOCHS_TRAINED, ""),
             "duration_s": round(trial.duration.total_seconds(), 1) if trial.duration else "",

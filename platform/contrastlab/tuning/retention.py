@@ -26,9 +26,9 @@ FINISHED = (Trial.TERMINATED, Trial.ERROR)
 def complete_values(study: optuna.Study) -> dict[str, float]:
     """Tune trial id -> objective of each complete trial."""
     return {
-        t.user_attrs[TUNE_TRIAL_ID]: float(t.value)
+        t.user_attrs[TUNE_TRIAL_ID]: float(t.values[0])  # the first objective of several
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if TUNE_TRIAL_ID in t.user_attrs and t.value is not None
+        if TUNE_TRIAL_ID in t.user_attrs and t.values is not None
     }
 
 

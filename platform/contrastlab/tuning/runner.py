@@ -29,6 +29,10 @@ from contrastlab.study.pacing import PacedSearcher
 from contrastlab.study.resources import ClusterPace
 from contrastlab.study.trial import trial_resources, uses_fast_path
 from contrastlab.tuning.callbacks import StudyCallback, write_experiment_summary
+from contrastlab.tuning.grow import GROWN, experiment_name, grow
+from contrastlab.tuning.multisearch import multi_searcher
+from contrastlab.tuning.objectives import study_directions
+from contrastlab.tuning.pareto import write_pareto_outputs
 from contrastlab.tuning.preflight import check_study_cluster
 from contrastlab.tuning.report import write_outputs
 from contrastlab.tuning.retention import CheckpointRetention
@@ -57,6 +61,7 @@ class StudyError(ValueError):
 class StudyPaths:
     output: Path
     ray_storage: str
+    experiment_name: str = EXPERIMENT_NAME  # another after the study grew (tuning.grow)
 
     @property
     def spec_file(self) -> Path:
@@ -64,7 +69,7 @@ class StudyPaths:
 
     @property
     def experiment(self) -> str:
-        return f"{self.ray_storage}/{EXPERIMENT_NAME}"
+        return f"{self.ray_storage}/{self.experiment_name}"
 
     @property
     def train_storage(self) -> str:
@@ -91,7 +96,10 @@ def saved_spec(paths: StudyPaths) -> dict[str, Any] | None:
 
 
 def spec_record(spec: StudySpec, storage_url: str, paths: StudyPaths) -> dict[str, Any]:
-    return {**spec.resolved(), "study_storage": redact(storage_url), "ray_storage": paths.ray_storage}
+    record = {**spec.resolved(), "study_storage": redact(storage_url), "ray_storage": paths.ray_storage}
+    if paths.experiment_name != EXPERIMENT_NAME:
+        record[GROWN] = paths.experiment_name
+    return record
 
 
 def check_fresh(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.BaseStorage, url: str) -> None:
@@ -168,6 +176,8 @@ def make_scheduler(spec: StudySpec, storage: optuna.storages.BaseStorage):
 
 
 def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage) -> StudySearcher:
+    if spec.objectives:
+        return multi_searcher(spec, storage, spec.points_to_evaluate + spec.warm_start)
     return StudySearcher(
         spec.space,
         spec.metric,
@@ -177,7 +187,7 @@ def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage) -> Stud
         make_sampler(spec.sampler, spec.space),
         base_epochs=spec.base.optim.epochs,
         max_t=spec.max_t,
-        points_to_evaluate=spec.points_to_evaluate,
+        points_to_evaluate=spec.points_to_evaluate + spec.warm_start,
     )
 
 
@@ -210,7 +220,7 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.Bas
             trial_dirname_creator=short_trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=EXPERIMENT_NAME,
+            name=paths.experiment_name,
             storage_path=paths.ray_storage,
             callbacks=[callback, retention, CSVLoggerCallback(), JsonLoggerCallback()],
             # Lost actors and nodes are relaunched; the run's own errors are not (study.trial).
@@ -253,7 +263,7 @@ def prepare_study(spec: StudySpec, paths: StudyPaths, resume: bool) -> tuple[opt
         storage=storage,
         study_name=spec.study_name,
         load_if_exists=True,
-        direction="maximize" if spec.mode == "max" else "minimize",
+        **study_directions(spec.objectives, spec.mode),
     )
     for key, value in {
         "output_dir": str(paths.output.resolve()),
@@ -274,10 +284,11 @@ def run_study(
     ray_storage: str | None = None,
     resume: bool = False,
     num_cpus: int | None = None,
+    grow_to: int | None = None,
 ) -> StudyOutcome:
     """Run (or resume) the study of `spec` into `output` and write its reports."""
     output = Path(output).resolve()
-    paths = StudyPaths(output, ray_storage or str(output / "ray"))
+    paths = StudyPaths(output, ray_storage or str(output / "ray"), experiment_name(output, EXPERIMENT_NAME))
     # Tune's own TensorBoard logger would write the whole base config as hparams of every
     # trial; the study writes its own table (callbacks.py). CSV/JSON loggers are passed
     # explicitly in `build_tuner`.
@@ -293,8 +304,13 @@ def run_study(
         storage, url = prepare_study(spec, paths, resume)
         tuner = restore_tuner(spec, paths) if resume else build_tuner(spec, paths, storage)
         tuner.fit()
+        if grow_to is not None:  # --resume --samples N: more trials in the same study
+            paths = grow(spec, paths, storage, grow_to, build_tuner)
     checkpoint_retention(spec, paths, storage).sweep_study()  # the spec's rule, also on a resume
     study = optuna.load_study(study_name=spec.study_name, storage=storage)
+    if spec.objectives:
+        summary = write_pareto_outputs(study, spec.base, output, redact(url), spec.metrics, spec.modes)
+        return StudyOutcome(study, summary, output)
     anchors = study_anchors(spec, output)
     summary = write_outputs(study, spec.base, output, redact(url), spec.metric, spec.mode, anchors)
     return StudyOutcome(study, summary, output)

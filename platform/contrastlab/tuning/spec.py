@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from contrastlab.config import ConfigError, ExperimentConfig, config_from_dict, 
 from contrastlab.engine.evaluate import selection_metric
 from contrastlab.study.experiment import TUNING_SEED_FLOOR, base_experiment_dict, check_spec_keys
 from contrastlab.study.validation import issue, validate
+from contrastlab.tuning.objectives import Objective, objectives_raw, parse_objectives, single_objective_view
 from contrastlab.tuning.space import SearchSpace, check_against_config
 from contrastlab.tuning.space_spec import parse_space
 
@@ -31,6 +32,7 @@ SPEC_KEYS = {
     "base",
     "metric",
     "mode",
+    "objectives",
     "space",
     "resources",
     "num_samples",
@@ -134,6 +136,18 @@ class StudySpec:
     points_to_evaluate: list[dict[str, Any]]
     # Not part of `resolved()`: how much disk a study keeps does not change what it measures.
     keep_checkpoints: int = 3
+    # Two or more objectives (empty: the one objective `metric`/`mode`, which then hold the first).
+    objectives: list[Objective] = field(default_factory=list)
+    # Points enqueued from a previous study (`--warm-start`), after `points_to_evaluate`.
+    warm_start: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> list[str]:
+        return [o.metric for o in self.objectives] or [self.metric]
+
+    @property
+    def modes(self) -> list[str]:
+        return [o.mode for o in self.objectives] or [self.mode]
 
     @property
     def max_t(self) -> int:
@@ -142,8 +156,16 @@ class StudySpec:
     @property
     def study_name(self) -> str:
         """The spec's name plus a hash of what the trials measure (experiment, space, objective)."""
+        measured = {
+            "base": config_hash(self.base),
+            "space": self.space.to_dict(),
+            "metric": self.metric,
+            "mode": self.mode,
+        }
+        if self.objectives:
+            measured["objectives"] = [o.model_dump() for o in self.objectives]
         blob = json.dumps(
-            {"base": config_hash(self.base), "space": self.space.to_dict(), "metric": self.metric, "mode": self.mode},
+            measured,
             sort_keys=True,
             default=str,
         )
@@ -151,7 +173,7 @@ class StudySpec:
 
     def resolved(self) -> dict[str, Any]:
         """Everything that defines the study, as plain data: saved at the first run, compared on resume."""
-        return {
+        record: dict[str, Any] = {
             "name": self.name,
             "study_name": self.study_name,
             "metric": self.metric,
@@ -164,6 +186,11 @@ class StudySpec:
             "space": self.space.to_dict(),
             "base": self.base.to_dict(),
         }
+        if self.objectives:
+            record["objectives"] = [o.model_dump() for o in self.objectives]
+        if self.warm_start:
+            record["warm_start"] = copy.deepcopy(self.warm_start)
+        return record
 
 
 def _build_base(raw: dict[str, Any], path: Path, overrides: list[str], resources: ResourcesSpec) -> ExperimentConfig:
@@ -270,7 +297,12 @@ def spec_from_dict(
     path = Path(path)
     source = str(path)
     check_spec_keys(raw, source, SPEC_KEYS, "a study spec")
+    several, sampler_type = objectives_raw(raw, source), None
+    if several is not None:
+        raw, sampler_type = single_objective_view(raw, several, source)
     top = _top_level(raw, source)
+    if sampler_type:  # nsga2: only a sampler of several objectives
+        top.sampler = top.sampler.model_copy(update={"type": sampler_type})
     if num_samples is not None:
         if num_samples < 1:
             raise ConfigError(source, "--samples", f"at least 1 (got {num_samples})")
@@ -279,7 +311,12 @@ def spec_from_dict(
     space = parse_space(raw.get("space"), source)
     check_overrides_against_space(list(overrides), space, source)
     check_against_config(space, base, source)
-    _check_metric(top, base, source)
+    objectives = []
+    if several is None:
+        _check_metric(top, base, source)
+    else:
+        objectives = parse_objectives(several, base, top.scheduler.type, source)
+        top.metric, top.mode = objectives[0].metric, objectives[0].mode
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(source, "name", f"letters, digits, '-' and '_' only (got {name!r})")
@@ -297,6 +334,7 @@ def spec_from_dict(
         study_storage=study_storage or top.study_storage,
         points_to_evaluate=_points(raw.get("points_to_evaluate"), space, base, source),
         keep_checkpoints=top.keep_checkpoints,
+        objectives=objectives,
     )
 
 

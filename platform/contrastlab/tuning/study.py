@@ -160,6 +160,8 @@ def tpe_settings(spec: SamplerSpec, space: SearchSpace | None = None) -> dict[st
 def make_sampler(spec: SamplerSpec, space: SearchSpace | None = None) -> optuna.samplers.BaseSampler:
     if spec.type == "random":
         return optuna.samplers.RandomSampler(seed=spec.seed)
+    if spec.type == "nsga2":  # several objectives only (the spec checks)
+        return optuna.samplers.NSGAIISampler(seed=spec.seed)
     with warnings.catch_warnings():  # `group` is marked experimental in Optuna; the choice is the spec's
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(**tpe_settings(spec, space))
