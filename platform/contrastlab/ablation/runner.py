@@ -265,6 +265,7 @@ def run_grid(
     from contrastlab.ablation.retention import RunCheckpointRetention
     from contrastlab.ablation.trial import RUN_KEY, RunRecorder, run_ablation_trial, trial_dirname, trial_name
     from contrastlab.raytrain.cluster import check_cluster_resources, check_shared_storage
+    from contrastlab.study.checkpoints import tune_checkpoint_config
     from contrastlab.study.pacing import PacedGrid
 
     check_cluster_resources(spec.full, strict=False)
@@ -291,6 +292,7 @@ def run_grid(
             name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=ray_storage,
             callbacks=[recorder, RunCheckpointRetention(runs, RUN_KEY), CSVLoggerCallback(), JsonLoggerCallback()],
+            checkpoint_config=tune_checkpoint_config(),  # fast-path runs: Tune keeps one copy each
             # Lost actors and nodes are relaunched; the run's own errors are not (study.trial).
             failure_config=tune.FailureConfig(max_failures=spec.full.resources.trial_retries),
             verbose=0,

@@ -2,7 +2,8 @@
 
 No Train controller, worker group or process group is started: the Tune actor holds the
 trial's resources (`contrastlab.study.trial.trial_resources`), reports each epoch and its
-checkpoint through `tune.report`, and resumes from `tune.get_checkpoint()` after a relaunch.
+checkpoint through `tune.report`, and after a relaunch resumes from the newer of
+`tune.get_checkpoint()` and the run folder's own checkpoint (`study.checkpoints.resume_point`).
 Tune reuses actors between trials, and a reused actor keeps the dataset it loaded
 (`cached_bundle`, keyed by the data config and the seed that draws the subset).
 """
@@ -66,9 +67,11 @@ def fit_here(cfg: ExperimentConfig, run_dir: Path) -> None:
     """Run `cfg` in this Tune trial's process, resuming from Tune's checkpoint when relaunched."""
     from ray import tune
 
+    from contrastlab.engine.checkpoint import recover_checkpoint
     from contrastlab.engine.loop import Trainer
     from contrastlab.raytrain.trainer import absolute_data_paths
     from contrastlab.raytrain.worker import arm_fail_once
+    from contrastlab.study.checkpoints import resume_point
 
     cfg = absolute_data_paths(cfg)
     torch.set_num_threads(trial_threads(cfg))
@@ -78,11 +81,12 @@ def fit_here(cfg: ExperimentConfig, run_dir: Path) -> None:
     arm_exit_once(trainer)
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        trainer.run()
+        trainer.run()  # from the run folder's own checkpoint, if an earlier attempt left one
         return
     with checkpoint.as_directory() as directory:
-        log.info("resuming from the trial's Tune checkpoint %s", checkpoint.path)
-        trainer.run(Path(directory))
+        start = resume_point(directory, recover_checkpoint(trainer.checkpoint_dir))
+        log.info("resuming from %s (Tune's copy: %s)", start, checkpoint.path)
+        trainer.run(start)
 
 
 def arm_exit_once(trainer) -> None:

@@ -25,6 +25,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from contrastlab.config import ConfigError
 from contrastlab.raytrain.session import RaySession
+from contrastlab.study.checkpoints import tune_checkpoint_config
 from contrastlab.study.pacing import PacedSearcher
 from contrastlab.study.resources import ClusterPace
 from contrastlab.study.trial import trial_resources, uses_fast_path
@@ -37,6 +38,7 @@ from contrastlab.tuning.spec import StudySpec, diff_specs
 from contrastlab.tuning.study import (
     StudySearcher,
     default_storage_url,
+    end_orphans,
     existing_study,
     make_sampler,
     open_storage,
@@ -189,7 +191,9 @@ def trainable(spec: StudySpec, paths: StudyPaths):
 
 def checkpoint_retention(spec: StudySpec, paths: StudyPaths, storage) -> CheckpointRetention:
     trials = paths.output / "trials"
-    return CheckpointRetention(trials, paths.train_storage, spec.study_name, storage, spec.mode, spec.keep_checkpoints)
+    return CheckpointRetention(
+        trials, paths.train_storage, spec.study_name, storage, spec.mode, spec.keep_checkpoints, paths.experiment
+    )
 
 
 def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.BaseStorage) -> tune.Tuner:
@@ -213,6 +217,8 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.Bas
             name=EXPERIMENT_NAME,
             storage_path=paths.ray_storage,
             callbacks=[callback, retention, CSVLoggerCallback(), JsonLoggerCallback()],
+            # Fast-path trials: Tune keeps one copy each, and saves its state at each new one.
+            checkpoint_config=tune_checkpoint_config(),
             # Lost actors and nodes are relaunched; the run's own errors are not (study.trial).
             failure_config=tune.FailureConfig(max_failures=spec.base.resources.trial_retries),
             verbose=1,
@@ -292,7 +298,9 @@ def run_study(
         check_study_cluster(spec, paths.ray_storage, session.joins_cluster)
         storage, url = prepare_study(spec, paths, resume)
         tuner = restore_tuner(spec, paths) if resume else build_tuner(spec, paths, storage)
-        tuner.fit()
+        grid = tuner.fit()
+    # Trial folders are named by the trial id; an orphan no trial resumed is not left RUNNING.
+    end_orphans(storage, spec.study_name, {Path(result.path).name for result in grid})
     checkpoint_retention(spec, paths, storage).sweep_study()  # the spec's rule, also on a resume
     study = optuna.load_study(study_name=spec.study_name, storage=storage)
     anchors = study_anchors(spec, output)

@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from contrastlab.errors import UserError
 from contrastlab.study.internals import legacy_searcher_state, searcher_trials
+from contrastlab.tuning.orphans import RESUME_KEY, RESUMED_FROM, fail_orphan, fail_unresumed, orphans
 from contrastlab.tuning.space import SearchSpace, choice_label
 from contrastlab.tuning.spec import SamplerSpec
 
@@ -247,9 +248,12 @@ class StudySearcher(OptunaSearch):
         return self.study_storage.get_trial(self.storage_id(number)).state.is_finished()
 
     def suggest(self, trial_id: str) -> dict | None:
+        resumed = self.adopt_orphan(trial_id)
         config = super().suggest(trial_id)
         if config is None:
             return None
+        if resumed is not None:  # the orphan's parameters, and where its checkpoint is
+            config[RESUME_KEY] = resumed
         overrides = config.get("params", {})
         target = target_epochs(overrides, self._base_epochs, self._max_t)
         self._targets[trial_id] = target
@@ -319,25 +323,35 @@ class StudySearcher(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
-        self.fail_orphans()
+        # Trials asked for after Tune's last saved state: the next suggestions resume them.
+        self.orphans = orphans(self.study, (t.number for t in searcher_trials(self).values()))
+        if self.orphans:
+            log.warning("Optuna trial(s) %s started after Tune last saved its state: resumed", self.orphans)
+
+    def adopt_orphan(self, trial_id: str) -> str | None:
+        """Give the Tune trial `trial_id` the first orphan left (see `contrastlab.tuning.orphans`);
+        returns the orphan's own Tune trial id, whose run folder holds its checkpoint."""
+        pending = getattr(self, "orphans", None)
+        if not pending or trial_id in searcher_trials(self):
+            return None
+        number = pending.pop(0)
+        frozen = self.study_storage.get_trial(self.storage_id(number))
+        searcher_trials(self)[trial_id] = optuna.Trial(self.study, self.storage_id(number))
+        earlier = frozen.user_attrs.get(TUNE_TRIAL_ID)
+        runs = [*frozen.user_attrs.get(RESUMED_FROM, []), *([earlier] if earlier else [])]
+        self.study_storage.set_trial_user_attr(self.storage_id(number), RESUMED_FROM, runs)
+        log.warning("trial %s resumes Optuna trial #%d (Tune trial %s, orphaned)", trial_id, number, earlier)
+        return earlier
 
     def fail_orphans(self) -> None:
-        """Trials asked for after Tune's last saved state are unknown to the restored
-        experiment and would stay RUNNING forever: record them as FAIL, with why."""
-        known = {t.number for t in searcher_trials(self).values()}
-        storage = self.study_storage
-        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen.number in known:
-                continue
-            trial_id = self.storage_id(frozen.number)
-            storage.set_trial_user_attr(
-                trial_id,
-                FAIL_REASON,
-                "started just before the driver was interrupted, after Tune last saved its "
-                "state; not part of the resumed experiment",
-            )
-            storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            log.warning("Optuna trial #%d was orphaned by the interruption: recorded as FAIL", frozen.number)
+        """Record every orphan left (RUNNING, unknown to this searcher) as FAIL, with why."""
+        for number in orphans(self.study, (t.number for t in searcher_trials(self).values())):
+            fail_orphan(self.study_storage, self.storage_id(number), number, FAIL_REASON)
+
+
+def end_orphans(storage: optuna.storages.BaseStorage, study_name: str, tune_trial_ids) -> int:
+    """After the experiment: orphans no Tune trial resumed are FAIL (`orphans.fail_unresumed`)."""
+    return fail_unresumed(storage, study_name, tune_trial_ids, TUNE_TRIAL_ID, FAIL_REASON)
 
 
 __all__ = [
@@ -351,6 +365,7 @@ __all__ = [
     "TARGET_EPOCHS",
     "TUNE_TRIAL_ID",
     "default_storage_url",
+    "end_orphans",
     "existing_study",
     "failure_reason",
     "full_url",
