@@ -18,7 +18,7 @@ from tests.helpers import tiny_config_dict
 
 pytestmark = pytest.mark.ray
 # What depends on the clock or the process: not compared.
-TIMING = re.compile(r"seconds|time|duration|per_s|img_s", re.IGNORECASE)
+TIMING = re.compile(r"seconds|time|duration|throughput", re.IGNORECASE)
 EVENT_FILE = re.compile(r"events\.out\.tfevents\..*")
 
 
