@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from contrastlab.cli import main
+from contrastlab.study.checkpoints import TUNE_COPIES_KEPT, checkpoint_epoch
 from contrastlab.study.fast import EXIT_ONCE_ENV
 from contrastlab.study.trial import FINAL_ERROR_FILE
 from tests.helpers import tiny_config_dict
@@ -133,3 +134,8 @@ def test_one_cpu_trials_run_together_and_only_lost_actors_are_retried(local_ray,
     assert json.loads((output / "trials" / ids[2] / FINAL_ERROR_FILE).read_text())["trial_id"] == ids[2]
     errors = (output / "ray" / "tune" / ids[2] / "error.txt").read_text()
     assert errors.count("Failure #") == 3  # the first attempt and resources.trial_retries (2) relaunches
+    # Tune kept one copy of each trial's checkpoints, not one per epoch; both good trials are
+    # among the best keep_checkpoints (3), so the retention rule leaves them that copy.
+    copies = {i: sorted(p.name for p in (output / "ray" / "tune" / i).glob("checkpoint_*")) for i in ids}
+    assert [len(copies[i]) for i in ids] == [TUNE_COPIES_KEPT, TUNE_COPIES_KEPT, 0], copies
+    assert all(checkpoint_epoch(output / "ray" / "tune" / i / copies[i][-1]) == EPOCHS for i in ids[:2])

@@ -25,9 +25,9 @@ from contrastlab.methods.mcl_config import resolve_stage_epochs
 from contrastlab.methods.sscl import check_pool_size
 from contrastlab.tuning.composition import cut_name, cuts_for, integer_parts, parts_from_cuts, proportions
 from contrastlab.tuning.runner import make_searcher
+from contrastlab.tuning.sampler import make_sampler, tpe_settings
 from contrastlab.tuning.space_spec import parse_space
 from contrastlab.tuning.spec import load_spec, spec_from_dict
-from contrastlab.tuning.study import make_sampler, tpe_settings
 from tests.helpers import ROOT, write
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

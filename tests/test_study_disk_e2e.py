@@ -2,9 +2,9 @@
 never reaches a file under the output, a resume finds it in the environment alone, and
 the finished study keeps exactly the checkpoints of the retention rule.
 
-Three trials of two epochs, one at a time, FIFO, `keep_checkpoints: 1`, then a resume (measured:
-about 100 s on two shared cores, Ray start and PostgreSQL included, most of it Ray Train
-starting each trial's worker group).
+Three trials of two epochs on the default (fast) path, one at a time, FIFO,
+`keep_checkpoints: 1`, then a resume; the checkpoint copies to prune are Tune's, in each
+trial's folder of the experiment.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from contrastlab.cli import main
+from contrastlab.study.checkpoints import TUNE_COPIES_KEPT, checkpoint_epoch
 from contrastlab.tuning import study as study_module
 from contrastlab.tuning.study import STORAGE_ENV, TUNE_TRIAL_ID, open_storage, redact
 from tests.helpers import PG_BIN, PG_PASSWORD, tiny_config_dict
@@ -38,9 +39,7 @@ def study(local_ray, postgres_url, tmp_path_factory):
         "num_samples": TRIALS,
         "space": {"optim.lr": {"type": "float", "low": 0.01, "high": 1.0, "log": True}},
         "scheduler": {"type": "fifo"},
-        # The Ray Train path, whose checkpoint copies the retention rule prunes (fast-path
-        # trials keep their copies in Tune's own trial folders, which it does not cover yet).
-        "resources": {"workers": 1, "cpus_per_worker": 1, "trial_path": "train"},
+        "resources": {"workers": 1, "cpus_per_worker": 1},
         "max_concurrent_trials": 1,
         # The spec names the database; the password comes from the environment.
         "study_storage": without_password,
@@ -77,7 +76,7 @@ def test_the_finished_study_keeps_the_last_of_each_trial_and_the_copies_of_the_b
     own = sorted(p.parent.parent.name for p in output.glob("trials/*/checkpoints/last"))
     assert own == sorted(t.user_attrs[TUNE_TRIAL_ID] for t in trials)
     copies = [p for p in output.rglob("checkpoint_*") if p.is_dir()]
-    # Ray keeps two copies of a run (epochs 1 and 2); only the best trial's stay.
-    assert sorted(p.name for p in copies) == ["checkpoint_epoch_0001", "checkpoint_epoch_0002"]
-    assert {p.parent.name for p in copies} == {best}
-    assert all((p / "state.pt").is_file() for p in copies)
+    # Tune keeps the newest copy of a fast-path trial (epoch 2); only the best trial's stays.
+    assert len(copies) == TUNE_COPIES_KEPT == 1
+    assert copies[0].parent.name == best and copies[0].parent.parent == output / "ray" / "tune"
+    assert checkpoint_epoch(copies[0]) == 2

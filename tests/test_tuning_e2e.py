@@ -1,10 +1,10 @@
-"""A tiny study through Ray Tune + Ray Train, interrupted by killing its driver, then resumed.
+"""A tiny study through Ray Tune, interrupted by killing its driver, then resumed.
 
-One study serves every test here (Ray tests must stay lean): four trials of a tiny config,
-run one at a time, with points chosen so the outcome is deterministic:
+One study serves every test here (Ray tests must stay lean): four trials of a tiny config on
+the default (fast) path, run one at a time, with points chosen so the outcome is deterministic:
   #0 lr 0.5            trains both epochs            -> COMPLETE
-  #1 lr 0.5, knn_k 10  the driver is killed after its first epoch; `--resume` continues
-                       its Train run from the epoch-1 checkpoint -> COMPLETE
+  #1 lr 0.5, knn_k 10  held in its second epoch (`CONTRASTLAB_TEST_HOLD`) while the driver is
+                       killed; `--resume` continues it from the epoch-1 checkpoint -> COMPLETE
   #2 lr 1e-6           loss clearly worse at epoch 1, ASHA (grace 1) stops it -> PRUNED
   #3 lr 1e30           loss becomes NaN at the first step -> FAIL, with the reason
 """
@@ -27,11 +27,14 @@ import yaml
 
 from contrastlab.cli import main
 from contrastlab.config import load_config
+from contrastlab.study.fast import HOLD_ENV
+from contrastlab.tuning.orphans import RESUMED_FROM
 from tests.helpers import ROOT, tiny_config_dict
 
 pytestmark = pytest.mark.ray
 GOOD, SLOW, NAN = 0.5, 1.0e-6, 1.0e30
 SAMPLES = 4
+SECOND_EPOCH_STEP = 8  # 256 images less a tenth for val: 7 batches of 32 an epoch
 
 
 def study_spec() -> dict:
@@ -52,9 +55,7 @@ def study_spec() -> dict:
             {"optim.lr": NAN},
         ],
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
-        # The Ray Train path: a one-worker trial there lives long enough for Tune's experiment
-        # state to hold it when the driver is killed (test_fast_trials covers the fast path).
-        "resources": {"workers": 1, "cpus_per_worker": 1, "trial_path": "train"},
+        "resources": {"workers": 1, "cpus_per_worker": 1},
         "max_concurrent_trials": 1,
     }
 
@@ -77,12 +78,16 @@ def load_study(output: Path) -> optuna.Study:
     return optuna.load_study(study_name=study_names(output)[0], storage=storage)
 
 
-def wait_for_first_epoch_of_second_trial(output: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+def wait_for_first_epoch_of_second_trial(
+    output: Path, process: subprocess.Popen, held: Path, timeout: float = 300
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "the study ended before it could be interrupted"
-        # The driver creates the database file first and the study in it a moment later.
-        if (output / "study.db").is_file() and study_names(output):
+        # The second trial is held in its second epoch; the driver creates the database file
+        # first and the study in it a moment later.
+        holding = held.is_file() and len(held.read_text().splitlines()) >= 2
+        if holding and (output / "study.db").is_file() and study_names(output):
             trials = load_study(output).get_trials(deepcopy=False)
             if len(trials) >= 2 and trials[1].intermediate_values:
                 return
@@ -98,6 +103,9 @@ def study(local_ray, tmp_path_factory):
     spec_file.write_text(yaml.safe_dump(study_spec(), sort_keys=False))
     output = folder / "out"
     log_file = folder / "first_driver.log"
+    held = folder / "held"
+    # Trial #1 (the second to reach its second epoch) waits there until the driver is killed.
+    env = {**os.environ, HOLD_ENV: f"{SECOND_EPOCH_STEP}:2:{held}"}
     command = [
         sys.executable,
         "-m",
@@ -110,9 +118,11 @@ def study(local_ray, tmp_path_factory):
         local_ray,
     ]
     with log_file.open("w") as log:
-        driver = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        driver = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
-            wait_for_first_epoch_of_second_trial(output, driver)
+            wait_for_first_epoch_of_second_trial(output, driver, held)
         finally:
             os.killpg(driver.pid, signal.SIGKILL)  # the driver and only what it started
             driver.wait()
@@ -149,10 +159,14 @@ def test_resume_finishes_the_request_without_rerunning_trials(study):
     trials = sorted(load_study(output).get_trials(), key=lambda t: t.number)
     tune_ids = [t.user_attrs["tune_trial_id"] for t in trials]
     assert len(trials) == SAMPLES and len(set(tune_ids)) == SAMPLES
-    attempts = {i: len((output / "trials" / i / "attempts.jsonl").read_text().splitlines()) for i in tune_ids}
-    assert attempts == {tune_ids[0]: 1, tune_ids[1]: 2, tune_ids[2]: 1, tune_ids[3]: 1}
-    # The relaunched trial continued from its checkpoint: no epoch was trained twice.
-    results = (output / "ray" / "tune" / tune_ids[1] / "result.json").read_text().splitlines()
+    # The interrupted trial ran under its own Tune trial, relaunched, or (when Tune had not
+    # saved it yet) under the orphan's id first and the id of the trial that resumed it then.
+    runs = [[*t.user_attrs.get(RESUMED_FROM, []), t.user_attrs["tune_trial_id"]] for t in trials]
+    assert [len(r) for r in runs] in ([1, 1, 1, 1], [1, 2, 1, 1])
+    attempts = [sum(len((output / "trials" / i / "attempts.jsonl").read_text().splitlines()) for i in r) for r in runs]
+    assert attempts == [1, 2, 1, 1]
+    # It continued from its checkpoint: no epoch was trained twice.
+    results = [line for i in runs[1] for line in (output / "ray" / "tune" / i / "result.json").read_text().splitlines()]
     assert [json.loads(line)["epoch"] for line in results] == [1, 2]
 
 

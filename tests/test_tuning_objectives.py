@@ -25,8 +25,9 @@ from contrastlab.config import config_from_dict, config_hash
 from contrastlab.errors import InputError
 from contrastlab.tuning.grow import growth_target
 from contrastlab.tuning.pareto import FRONT_DIR, FRONT_PLOT, PARETO_CSV, write_pareto_outputs
+from contrastlab.tuning.sampler import make_sampler
 from contrastlab.tuning.spec import spec_from_dict
-from contrastlab.tuning.study import OVERRIDES, TUNE_TRIAL_ID, default_storage_url, make_sampler, open_storage
+from contrastlab.tuning.study import OVERRIDES, TUNE_TRIAL_ID, default_storage_url, open_storage
 from contrastlab.tuning.warmstart import ranked_trials, warm_start_points
 from tests.helpers import snapshot, tiny_config, tiny_config_dict, tiny_study_dict, write
 

@@ -36,6 +36,7 @@ from contrastlab.config import ConfigError, ExperimentConfig, config_hash
 from contrastlab.engine.anchors import ANCHORS, ANCHORS_FILE, cached_anchors
 from contrastlab.engine.runfolder import claim_run_folder
 from contrastlab.raytrain.session import RaySession
+from contrastlab.study.preflight import check_cluster_fit, distinct_requests
 from contrastlab.study.resources import ClusterPace
 from contrastlab.study.trial import trial_resources, uses_fast_path
 from contrastlab.study.values import safe_name
@@ -264,11 +265,9 @@ def run_grid(
 
     from contrastlab.ablation.retention import RunCheckpointRetention
     from contrastlab.ablation.trial import RUN_KEY, RunRecorder, run_ablation_trial, trial_dirname, trial_name
-    from contrastlab.raytrain.cluster import check_cluster_resources, check_shared_storage
+    from contrastlab.study.checkpoints import tune_checkpoint_config
     from contrastlab.study.pacing import PacedGrid
 
-    check_cluster_resources(spec.full, strict=False)
-    check_shared_storage(ray_storage)
     # Tune's TensorBoard logger would add a second, descriptor-only copy of every run; the runs
     # write their own. CSV and JSON stay (Tune's result grid reads them).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
@@ -291,6 +290,7 @@ def run_grid(
             name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=ray_storage,
             callbacks=[recorder, RunCheckpointRetention(runs, RUN_KEY), CSVLoggerCallback(), JsonLoggerCallback()],
+            checkpoint_config=tune_checkpoint_config(),  # fast-path runs: Tune keeps one copy each
             # Lost actors and nodes are relaunched; the run's own errors are not (study.trial).
             failure_config=tune.FailureConfig(max_failures=spec.full.resources.trial_retries),
             verbose=0,
@@ -334,12 +334,15 @@ def _compute(
     )
     save_results(_order(results, plan), output, meta)
     if pending:
+        session.ensure()
+        # A run no node can ever hold fails once, before any run or folder move (as in `tune`).
+        labelled = [("", spec.full)] + [(f"variant {r.variant.name}: ", r.config) for r in pending]
+        check_cluster_fit(str(spec.path), distinct_requests(labelled), ray_storage, session.joins_cluster)
         superseded = output / "superseded" / time.strftime("%Y%m%d-%H%M%S")
         runs = {
             r.run_id: descriptor(r, prepare_folder(r, code, resume, superseded), f"{ray_storage}/train")
             for r in pending
         }
-        session.ensure()
         run_grid(spec, pending, runs, results, output, ray_storage, meta, code)
         # The recorder rewrote results.json after every run; the file is the record.
         results = load_results(output)

@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from contrastlab.tuning.sampler import make_sampler
 from contrastlab.tuning.spec import StudySpec
 from contrastlab.tuning.study import (
     EPOCHS_TRAINED,
@@ -22,7 +23,6 @@ from contrastlab.tuning.study import (
     StudySearcher,
     failure_reason,
     held_out_metrics,
-    make_sampler,
 )
 
 # The objectives' values of a finished trial by metric name (costs such as train_seconds

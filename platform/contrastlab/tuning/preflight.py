@@ -10,24 +10,13 @@ is connected.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 
-from contrastlab.config import ConfigError, ExperimentConfig
+from contrastlab.config import ExperimentConfig
+from contrastlab.study.preflight import check_cluster_fit, named
 from contrastlab.tuning.spec import StudySpec
 
 # Sampled fields that change what a trial asks of the cluster or of the data.
 REQUEST_FIELDS = ("resources.", "optim.batch_size", "data.")
-
-
-@contextmanager
-def named(source: str, prefix: str = "") -> Iterator[None]:
-    """A check that knew no file (Ray's resource checks) names the spec, and the space
-    parameter whose value it judged."""
-    try:
-        yield
-    except ConfigError as err:
-        field = f"{prefix}{err.field}" if prefix else err.field
-        raise ConfigError(source, field, err.expected) from None
 
 
 def requests(spec: StudySpec) -> Iterator[tuple[str, ExperimentConfig]]:
@@ -60,18 +49,8 @@ def check_study_request(spec: StudySpec) -> None:
 def check_study_cluster(spec: StudySpec, ray_storage: str, joins_cluster: bool) -> None:
     """Against the connected cluster: resources a trial can never get (on a local instance,
     or beyond every node type an autoscaler may start), GPUs that are not there, and storage
-    that other hosts cannot see."""
-    from contrastlab.raytrain.cluster import check_cluster_resources, check_node_fit, check_shared_storage
-    from contrastlab.study.internals import autoscaler_node_types
-
-    source = str(spec.path)
-    node_types = autoscaler_node_types() if joins_cluster else None
-    for prefix, cfg in requests(spec):
-        with named(source, prefix):
-            check_cluster_resources(cfg, strict=not joins_cluster)
-            check_node_fit(cfg, strict=not joins_cluster, node_types=node_types)
-    with named(source):
-        check_shared_storage(ray_storage)
+    that other hosts cannot see (`contrastlab.study.preflight.check_cluster_fit`)."""
+    check_cluster_fit(str(spec.path), requests(spec), ray_storage, joins_cluster)
 
 
 __all__ = ["check_study_cluster", "check_study_request", "requests"]

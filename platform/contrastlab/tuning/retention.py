@@ -3,7 +3,9 @@ as trials finish and once more when the study ends.
 
 The best `keep_checkpoints` trials are the complete ones with the best objective in the
 Optuna study (the searcher has recorded a trial before Tune calls the callbacks); a trial
-that drops out of them as better ones finish loses Ray's copies then.
+that drops out of them as better ones finish loses Ray's copies then. Both kinds of copies
+are covered: Ray Train's (`STORAGE/train/<trial id>`) and, for a fast-path trial, Tune's own
+(`STORAGE/tune/<trial id>`, the trial's folder in the experiment).
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ class CheckpointRetention(Callback):
         storage: optuna.storages.BaseStorage,
         mode: str,
         keep: int,
+        tune_storage: str | None = None,
     ):
-        self.trials_dir, self.train_storage = Path(trials_dir), train_storage
+        self.trials_dir, self.train_storage, self.tune_storage = Path(trials_dir), train_storage, tune_storage
         self.study_name, self.storage, self.mode, self.keep = study_name, storage, mode, keep
 
     def best(self) -> set[str]:
@@ -74,7 +77,10 @@ class CheckpointRetention(Callback):
         best = self.best()
         removed = 0
         for trial_id in sorted(finished):
-            removed += prune_run(self.trials_dir / trial_id, self.train_storage, trial_id, trial_id in best).removed
+            # A study's trial folders, in the Train storage and in Tune's experiment, are named
+            # by the trial id (runner.short_trial_dirname); a trial has copies in one of them.
+            for storage in filter(None, (self.train_storage, self.tune_storage)):
+                removed += prune_run(self.trials_dir / trial_id, storage, trial_id, trial_id in best).removed
         return removed
 
     def _safely(self, trials: list) -> None:

@@ -25,6 +25,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from contrastlab.config import ConfigError
 from contrastlab.raytrain.session import RaySession
+from contrastlab.study.checkpoints import tune_checkpoint_config
 from contrastlab.study.pacing import PacedSearcher
 from contrastlab.study.resources import ClusterPace
 from contrastlab.study.trial import trial_resources, uses_fast_path
@@ -36,13 +37,14 @@ from contrastlab.tuning.pareto import write_pareto_outputs
 from contrastlab.tuning.preflight import check_study_cluster
 from contrastlab.tuning.report import write_outputs
 from contrastlab.tuning.retention import CheckpointRetention
+from contrastlab.tuning.sampler import make_sampler
 from contrastlab.tuning.scheduler import StudyASHA
 from contrastlab.tuning.spec import StudySpec, diff_specs
 from contrastlab.tuning.study import (
     StudySearcher,
     default_storage_url,
+    end_orphans,
     existing_study,
-    make_sampler,
     open_storage,
     redact,
 )
@@ -199,7 +201,9 @@ def trainable(spec: StudySpec, paths: StudyPaths):
 
 def checkpoint_retention(spec: StudySpec, paths: StudyPaths, storage) -> CheckpointRetention:
     trials = paths.output / "trials"
-    return CheckpointRetention(trials, paths.train_storage, spec.study_name, storage, spec.mode, spec.keep_checkpoints)
+    return CheckpointRetention(
+        trials, paths.train_storage, spec.study_name, storage, spec.mode, spec.keep_checkpoints, paths.experiment
+    )
 
 
 def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.BaseStorage) -> tune.Tuner:
@@ -223,6 +227,8 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.Bas
             name=paths.experiment_name,
             storage_path=paths.ray_storage,
             callbacks=[callback, retention, CSVLoggerCallback(), JsonLoggerCallback()],
+            # Fast-path trials: Tune keeps one copy each, and saves its state at each new one.
+            checkpoint_config=tune_checkpoint_config(),
             # Lost actors and nodes are relaunched; the run's own errors are not (study.trial).
             failure_config=tune.FailureConfig(max_failures=spec.base.resources.trial_retries),
             verbose=1,
@@ -303,7 +309,9 @@ def run_study(
         check_study_cluster(spec, paths.ray_storage, session.joins_cluster)
         storage, url = prepare_study(spec, paths, resume)
         tuner = restore_tuner(spec, paths) if resume else build_tuner(spec, paths, storage)
-        tuner.fit()
+        grid = tuner.fit()
+        # Trial folders are named by the trial id; an orphan no trial resumed is not left RUNNING.
+        end_orphans(storage, spec.study_name, {Path(result.path).name for result in grid})
         if grow_to is not None:  # --resume --samples N: more trials in the same study
             paths = grow(spec, paths, storage, grow_to, build_tuner)
     checkpoint_retention(spec, paths, storage).sweep_study()  # the spec's rule, also on a resume

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,8 @@ from sqlalchemy.engine import make_url
 
 from contrastlab.errors import UserError
 from contrastlab.study.internals import legacy_searcher_state, searcher_trials
+from contrastlab.tuning.orphans import RESUME_KEY, RESUMED_FROM, fail_orphan, fail_unresumed, orphans
 from contrastlab.tuning.space import SearchSpace
-from contrastlab.tuning.spec import SamplerSpec
 
 log = logging.getLogger("contrastlab")
 
@@ -139,34 +138,6 @@ def existing_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.St
         return None
 
 
-def tpe_settings(spec: SamplerSpec, space: SearchSpace | None = None) -> dict[str, Any]:
-    """The TPE sampler's arguments. Where the parameters differ from trial to trial
-    (conditions, lengths that follow a parameter), TPE is multivariate with `group`, so each
-    set of parameters that occur together is modelled jointly instead of one by one; the
-    spec's `multivariate` and `group` decide where given."""
-    settings: dict[str, Any] = {"seed": spec.seed, "n_startup_trials": spec.n_startup_trials}
-    conditional = space is not None and space.has_conditional_parameters
-    multivariate = spec.multivariate if spec.multivariate is not None else (True if conditional else None)
-    group = spec.group if spec.group is not None else (conditional and multivariate is not False)
-    if group:
-        multivariate = True
-    if multivariate is not None:  # unset: Optuna's default
-        settings["multivariate"] = multivariate
-    if group:
-        settings["group"] = True
-    return settings
-
-
-def make_sampler(spec: SamplerSpec, space: SearchSpace | None = None) -> optuna.samplers.BaseSampler:
-    if spec.type == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
-    if spec.type == "nsga2":  # several objectives only (the spec checks)
-        return optuna.samplers.NSGAIISampler(seed=spec.seed)
-    with warnings.catch_warnings():  # `group` is marked experimental in Optuna; the choice is the spec's
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(**tpe_settings(spec, space))
-
-
 # -- per-trial decisions ----------------------------------------------------------------------
 def held_out_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The `val/…` and `test/…` numbers of a result."""
@@ -270,9 +241,12 @@ class StudySearcher(OptunaSearch):
         return self.study_storage.get_trial(self.storage_id(number)).state.is_finished()
 
     def suggest(self, trial_id: str) -> dict | None:
+        resumed = self.adopt_orphan(trial_id)
         config = super().suggest(trial_id)
         if config is None:
             return None
+        if resumed is not None:  # the orphan's parameters, and where its checkpoint is
+            config[RESUME_KEY] = resumed
         overrides = config.get("params", {})
         target = target_epochs(overrides, self._base_epochs, self._max_t)
         self._targets[trial_id] = target
@@ -342,25 +316,35 @@ class StudySearcher(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
-        self.fail_orphans()
+        # Trials asked for after Tune's last saved state: the next suggestions resume them.
+        self.orphans = orphans(self.study, (t.number for t in searcher_trials(self).values()))
+        if self.orphans:
+            log.warning("Optuna trial(s) %s started after Tune last saved its state: resumed", self.orphans)
+
+    def adopt_orphan(self, trial_id: str) -> str | None:
+        """Give the Tune trial `trial_id` the first orphan left (see `contrastlab.tuning.orphans`);
+        returns the orphan's own Tune trial id, whose run folder holds its checkpoint."""
+        pending = getattr(self, "orphans", None)
+        if not pending or trial_id in searcher_trials(self):
+            return None
+        number = pending.pop(0)
+        frozen = self.study_storage.get_trial(self.storage_id(number))
+        searcher_trials(self)[trial_id] = optuna.Trial(self.study, self.storage_id(number))
+        earlier = frozen.user_attrs.get(TUNE_TRIAL_ID)
+        runs = [*frozen.user_attrs.get(RESUMED_FROM, []), *([earlier] if earlier else [])]
+        self.study_storage.set_trial_user_attr(self.storage_id(number), RESUMED_FROM, runs)
+        log.warning("trial %s resumes Optuna trial #%d (Tune trial %s, orphaned)", trial_id, number, earlier)
+        return earlier
 
     def fail_orphans(self) -> None:
-        """Trials asked for after Tune's last saved state are unknown to the restored
-        experiment and would stay RUNNING forever: record them as FAIL, with why."""
-        known = {t.number for t in searcher_trials(self).values()}
-        storage = self.study_storage
-        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen.number in known:
-                continue
-            trial_id = self.storage_id(frozen.number)
-            storage.set_trial_user_attr(
-                trial_id,
-                FAIL_REASON,
-                "started just before the driver was interrupted, after Tune last saved its "
-                "state; not part of the resumed experiment",
-            )
-            storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            log.warning("Optuna trial #%d was orphaned by the interruption: recorded as FAIL", frozen.number)
+        """Record every orphan left (RUNNING, unknown to this searcher) as FAIL, with why."""
+        for number in orphans(self.study, (t.number for t in searcher_trials(self).values())):
+            fail_orphan(self.study_storage, self.storage_id(number), number, FAIL_REASON)
+
+
+def end_orphans(storage: optuna.storages.BaseStorage, study_name: str, tune_trial_ids) -> int:
+    """After the experiment: orphans no Tune trial resumed are FAIL (`orphans.fail_unresumed`)."""
+    return fail_unresumed(storage, study_name, tune_trial_ids, TUNE_TRIAL_ID, FAIL_REASON)
 
 
 __all__ = [
@@ -374,12 +358,11 @@ __all__ = [
     "TARGET_EPOCHS",
     "TUNE_TRIAL_ID",
     "default_storage_url",
+    "end_orphans",
     "existing_study",
     "failure_reason",
     "full_url",
     "storage_from_environment",
-    "make_sampler",
-    "tpe_settings",
     "open_storage",
     "redact",
     "register_trials",

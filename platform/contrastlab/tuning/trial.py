@@ -17,7 +17,9 @@ from typing import Any
 from ray import tune
 
 from contrastlab.config import ExperimentConfig, config_from_dict
+from contrastlab.study.checkpoints import take_over_checkpoint
 from contrastlab.study.trial import check_final_error, run_in_trial
+from contrastlab.tuning.orphans import RESUME_KEY
 
 log = logging.getLogger("contrastlab")
 
@@ -63,6 +65,8 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
     os.environ.update(context.get("env", {}))
     cfg = trial_config(context["base"], config.get("params", {}), trial_id)
     run_dir = Path(context["trials_dir"]) / trial_id
+    if config.get(RESUME_KEY):  # continues the Optuna trial of a trial orphaned by a killed driver
+        take_over_checkpoint(Path(context["trials_dir"]) / config[RESUME_KEY], run_dir)
     check_final_error(run_dir)  # before counting: a relaunch after the run's own error trains nothing
     attempt = record_attempt(run_dir, trial_id)
     log.info("trial %s: attempt %d, run folder %s", trial_id, attempt, run_dir)
