@@ -90,22 +90,18 @@ def init_ray(
     if not address:
         check_address(os.environ.get("RAY_ADDRESS"), field="RAY_ADDRESS", source="<environment>")
     address = address or os.environ.get("RAY_ADDRESS")
-    to_driver = output is None
+    quiet = {} if output is None else {"log_to_driver": False}
     if address:
-        context = ray.init(address=address, log_to_driver=to_driver)
+        context = ray.init(address=address, **quiet)
     else:
         # "local": a new instance even when another cluster on this host left its address behind.
         context = ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=True,
-            dashboard_host=dashboard_host,
-            log_to_driver=to_driver,
+            address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host=dashboard_host, **quiet
         )
     if output is not None:
         # On a cluster, only this job's workers; a local instance runs nothing else.
         job = ray.get_runtime_context().get_job_id() if address else None
-        output.follow(context.address_info.get("session_dir"), job)
+        output.follow((getattr(context, "address_info", None) or {}).get("session_dir"), job)
     secure_token_file()  # Ray writes a new token with the umask's mode (often 0644)
     url = getattr(context, "dashboard_url", None)
     if url:
