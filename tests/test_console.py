@@ -285,3 +285,32 @@ def test_verbose_flag_leaves_ray_output_as_ray_prints_it(tmp_path, monkeypatch, 
     assert (output is None) is flag
     assert (stdout_during is before) is flag  # by default Tune's prints go to the file
     assert sys.stdout is before
+
+
+def test_plain_tables_between_the_first_and_the_last_show_only_rows_that_changed(monkeypatch, log_level):
+    from contrastlab.study.console_callback import StudyConsole
+
+    stream = io.StringIO()
+    monkeypatch.setattr(ray_logs, "_console_streams", [stream])
+    monkeypatch.delenv(ray_logs.VERBOSE_ENV, raising=False)
+    log_level(logging.INFO)
+    console = StudyConsole("start", "loss", "min", total=3)
+    _, writer = console.open()
+    writer.plain_every = 0.0  # every change is due
+    trials = [fake_trial(name, 2) for name in ("a", "b", "c")]
+    console.on_step_begin(0, trials)  # the first rows: the whole table
+    console.on_trial_start(0, [], trials[1])
+    console.on_trial_result(0, [], trials[1], {"epoch": 1, "loss": 2.5})  # only b changed
+    console.on_step_begin(0, trials)  # nothing changed: nothing printed
+    console.on_experiment_end(trials)  # the end: the whole table again
+    blocks, block = [], []
+    for line in stream.getvalue().splitlines():
+        block.append(line)
+        if line.startswith("runs: "):
+            blocks.append([split(row)[:2] for row in block[1:-1]])
+            block = []
+    assert blocks == [
+        [["a", "PENDING"], ["b", "PENDING"], ["c", "PENDING"]],
+        [["b", "RUNNING"]],
+        [["a", "PENDING"], ["b", "RUNNING"], ["c", "PENDING"]],
+    ]

@@ -8,8 +8,9 @@ per variant × seed.
     runs: 1 done, 1 running, 4 pending; elapsed 2 min 53 s; eta ~6 min 10 s; best 1a2b_00000 0.6250
 
 On a terminal the table is redrawn in place (at most once a second); elsewhere (CI, files,
-`ray job submit` logs) it is printed as plain lines at most once every `PLAIN_EVERY_S`
-seconds when something changed, and once more at the end. The lines go to the command's
+`ray job submit` logs) it is printed as plain lines: whole when the first rows appear and at
+the end, and in between at most once every `PLAIN_EVERY_S` seconds with only the rows that
+changed since (a status or an epoch) and the footer. The lines go to the command's
 stdout (`contrastlab.raytrain.ray_logs.console_stream`); `-q` shows only failed runs.
 
 `RunTable` holds the rows and renders them (no Ray); `TableWriter` writes them to a stream;
@@ -118,10 +119,11 @@ class RunTable:
             "-" if row.eta(now) is None else format_duration(row.eta(now)),
         ]
 
-    def lines(self, now: float | None = None) -> list[str]:
-        """The header, one line per row, and the footer, in aligned columns."""
+    def lines(self, now: float | None = None, keys: Iterable[str] | None = None) -> list[str]:
+        """The header, one line per row (those of `keys` only, if given), and the footer."""
         now = self.clock() if now is None else now
-        table = [self.header()] + [self.cells(row, now) for row in self.rows.values()]
+        shown = self.rows if keys is None else {k: self.rows[k] for k in keys if k in self.rows}
+        table = [self.header()] + [self.cells(row, now) for row in shown.values()]
         widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
         text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table]
         return [*text, self.footer(now)]
@@ -178,9 +180,12 @@ class RunTable:
             parts.append(f"best {' '.join(self.rows[best[0]].cells)} {format_value(best[1])}")
         return "; ".join(parts)
 
+    def states(self) -> dict[str, tuple[str, int]]:
+        """Each row's status and epoch: what a plain table is printed again for."""
+        return {k: (r.status, r.epoch) for k, r in self.rows.items()}
+
     def signature(self) -> tuple:
-        """What a plain table is printed again for: a status or an epoch changed."""
-        return tuple((k, r.status, r.epoch) for k, r in self.rows.items())
+        return tuple(self.states().items())
 
 
 class TableWriter:

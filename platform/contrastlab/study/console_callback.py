@@ -51,10 +51,11 @@ class StudyConsole(Callback):
         self.table: RunTable | None = None
         self.writer: TableWriter | None = None
         self._filter: ClearBeforeLog | None = None
+        self._shown: dict[str, tuple[str, int]] = {}  # the rows' states when last shown
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(table=None, writer=None, _filter=None)
+        state.update(table=None, writer=None, _filter=None, _shown={})
         return state
 
     # -- what a study says about its runs (overridden) ---------------------------------------
@@ -100,9 +101,19 @@ class StudyConsole(Callback):
             self._filter = None
 
     def refresh(self, force: bool = False) -> None:
+        """Show the table if due: whole on a terminal, at the first rows and at the end;
+        elsewhere only the rows that changed since the last plain table."""
         table, writer = self.open()
-        if not self.quiet() and (table.rows or force):
-            writer.table(table.lines(), table.signature(), force=force)
+        if self.quiet() or not (table.rows or force):
+            return
+        states = table.states()
+        if writer.tty or force or not self._shown:
+            shown = writer.table(table.lines(), table.signature(), force=force or not self._shown)
+        else:
+            changed = [key for key, state in states.items() if self._shown.get(key) != state]
+            shown = bool(changed) and writer.table(table.lines(keys=changed), table.signature())
+        if shown:
+            self._shown = states
 
     def _row(self, trial):
         table, _ = self.open()
