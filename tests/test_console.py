@@ -255,6 +255,8 @@ def test_ray_output_routes_stdout_and_ray_records_to_the_file_and_restores_them(
     assert ray_logs.ConsoleRayFilter().filter(record)
     record.levelno = logging.INFO
     assert not ray_logs.ConsoleRayFilter().filter(record)
+    failed = logging.LogRecord("ray.tune", logging.ERROR, "x", 1, "Trial task failed for trial t1", None, None)
+    assert not ray_logs.ConsoleRayFilter().filter(failed)  # the console's FAILED line says it
 
 
 @pytest.mark.parametrize("flag", [False, True])

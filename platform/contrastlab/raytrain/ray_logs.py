@@ -40,6 +40,9 @@ HARMLESS = (
     "has constructor arguments in the object store and max_restarts > 0",
     # Printed by every ray.init of a new local instance.
     "Token authentication is enabled for this Ray cluster",
+    # Tune's traceback of a failed trial: the study's console gives its reason in one line,
+    # and the traceback stays in ray.log and in the trial's error.txt.
+    "Trial task failed for trial ",
 )
 # Ray's C++ error and fatal lines (`[2026-11-26 17:01:28,639 E 6308 6366] core_worker.cc:...`)
 # and the `ERROR` records of its Python loggers in the workers.
