@@ -236,6 +236,7 @@ def test_ray_output_routes_stdout_and_ray_records_to_the_file_and_restores_them(
     before = sys.stdout
     ray_logger = logging.getLogger("ray")
     handlers = list(ray_logger.handlers)
+    (tmp_path / "study.db").touch()  # the output folder holds the study
     output = ray_logs.RayOutput(tmp_path / "logs").start()
     try:
         assert ray_logs.console_stream() is before
@@ -316,3 +317,20 @@ def test_plain_tables_between_the_first_and_the_last_show_only_rows_that_changed
         [["b", "RUNNING"]],
         [["a", "PENDING"], ["b", "RUNNING"], ["c", "PENDING"]],
     ]
+
+
+def test_ray_log_waits_for_the_output_folder_and_is_never_its_creator(tmp_path):
+    refused = ray_logs.LogSink(tmp_path / "refused" / "logs" / "ray.log", root=tmp_path / "refused")
+    refused.write_lines(["Started a local Ray instance."])
+    refused.close()
+    assert not (tmp_path / "refused").exists()  # a command refused before its output: nothing left
+    sink = ray_logs.LogSink(tmp_path / "out" / "logs" / "ray.log", root=tmp_path / "out")
+    sink.write_lines(["first"])
+    (tmp_path / "out").mkdir()  # the command claims its folder: its lock only
+    (tmp_path / "out" / ".lock").touch()
+    sink.write_lines(["second"])
+    assert not (tmp_path / "out" / "logs").exists()
+    (tmp_path / "out" / "study.db").touch()  # the study's first file
+    sink.write_lines(["third"])
+    sink.close()
+    assert (tmp_path / "out" / "logs" / "ray.log").read_text().splitlines() == ["first", "second", "third"]

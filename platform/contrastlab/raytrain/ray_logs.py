@@ -75,25 +75,59 @@ def console_stream() -> TextIO:
 
 
 class LogSink:
-    """Appends whole lines to one file, from several threads."""
+    """Appends whole lines to one file, from several threads.
 
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a", encoding="utf-8", errors="replace")
+    The file is created only once `root` (the command's output folder) holds something of the
+    command (anything but its lock file and this log): a command refused before it wrote its
+    output leaves nothing behind. Lines written before are kept in memory (at most
+    `MAX_PENDING`) and written first.
+    """
+
+    MAX_PENDING = 10_000
+
+    def __init__(self, path: Path, root: Path | None = None):
+        self.path, self.root = path, root
+        self._file: TextIO | None = None
+        self._pending: list[str] = []
+        self._closed = False
         self._lock = threading.Lock()
+
+    def _open(self) -> TextIO | None:
+        if self._file is None and (self.root is None or self._started(self.root)):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8", errors="replace")
+            self._file.write("".join(self._pending))
+            self._pending = []
+        return self._file
+
+    def _started(self, root: Path) -> bool:
+        try:
+            return any(entry.name not in (".lock", self.path.parent.name) for entry in root.iterdir())
+        except OSError:
+            return False
 
     def write_lines(self, lines: list[str]) -> None:
         if not lines:
             return
+        text = [f"{ANSI.sub('', line)}\n" for line in lines]
         with self._lock:
-            if not self._file.closed:
-                self._file.write("".join(f"{ANSI.sub('', line)}\n" for line in lines))
-                self._file.flush()
+            if self._closed:
+                return
+            handle = self._open()
+            if handle is None:
+                self._pending = (self._pending + text)[-self.MAX_PENDING :]
+                return
+            handle.write("".join(text))
+            handle.flush()
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            if not self._closed:
+                self._closed = True
+                if self._pending:
+                    self._open()
+                if self._file is not None:
+                    self._file.close()
 
 
 class SinkStream(io.TextIOBase):
@@ -225,7 +259,7 @@ class RayOutput:
 
     def start(self) -> RayOutput:
         """Before `ray.init`: the driver's `ray` logger and stdout go to the file."""
-        self.sink = LogSink(self.path)
+        self.sink = LogSink(self.path, root=self.path.parent.parent)  # OUTPUT/logs/ray.log: OUTPUT
         ray_logger = logging.getLogger("ray")
         for handler in ray_logger.handlers:
             handler.addFilter(self._filter)
