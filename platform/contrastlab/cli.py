@@ -18,6 +18,7 @@ import traceback
 from typing import NoReturn
 
 from contrastlab.errors import InputError, user_message
+from contrastlab.raytrain.ray_logs import VERBOSE_ENV
 from contrastlab.shutdown import Terminated, handle_termination, stop_children
 
 COMMANDS = ("train", "eval", "data", "tune", "ablate", "report", "suppression")
@@ -33,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument(
         "--debug", action="store_true", help="show the full traceback of every error, and contrastlab's debug log lines"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's own output as Ray prints it (its workers' lines, Tune's tables); by default "
+        "tune and ablate write it to OUTPUT/logs/ray.log and show a table of their runs",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -71,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if args.verbose:  # read where Ray starts and by the studies' consoles (contrastlab.raytrain.ray_logs)
+        os.environ[VERBOSE_ENV] = "1"
     if args.debug and not args.quiet:  # e.g. the timing of short steps (`contrastlab.progress`)
         logging.getLogger("contrastlab").setLevel(logging.DEBUG)
     with handle_termination():

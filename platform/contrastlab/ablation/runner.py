@@ -11,6 +11,7 @@ Output folder layout:
     ray/                     Tune experiments and the Train runs' checkpoints (unless --storage)
     superseded/<time>/       run folders moved aside, never deleted (changed config or code, restarts)
     report/                  report.md, report.html, summary.csv, runs.csv, plots
+    logs/ray.log             Ray's own output (its workers' lines, Tune's driver messages)
 
 The grid has one Tune trial per (variant, seed) that still needs computing, no searcher and
 no scheduler; the seed sets the data order and the initialisation, so variants are paired.
@@ -263,6 +264,7 @@ def run_grid(
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from contrastlab.ablation.console import RunConsole
     from contrastlab.ablation.retention import RunCheckpointRetention
     from contrastlab.ablation.trial import RUN_KEY, RunRecorder, run_ablation_trial, trial_dirname, trial_name
     from contrastlab.study.checkpoints import tune_checkpoint_config
@@ -276,6 +278,7 @@ def run_grid(
     recorder = RunRecorder(
         runs, results, str(output / CACHE_FILE), str(output), meta, code, total=len(spec.variants) * len(spec.seeds)
     )
+    loggers = [CSVLoggerCallback(), JsonLoggerCallback()]
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(run_ablation_trial, runs=runs), trial_resources(spec.full)),
         param_space={RUN_KEY: tune.grid_search([run.run_id for run in pending])},
@@ -289,7 +292,7 @@ def run_grid(
         run_config=tune.RunConfig(
             name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=ray_storage,
-            callbacks=[recorder, RunCheckpointRetention(runs, RUN_KEY), CSVLoggerCallback(), JsonLoggerCallback()],
+            callbacks=[recorder, RunCheckpointRetention(runs, RUN_KEY), RunConsole(spec, runs, output), *loggers],
             checkpoint_config=tune_checkpoint_config(),  # fast-path runs: Tune keeps one copy each
             # Lost actors and nodes are relaunched; the run's own errors are not (study.trial).
             failure_config=tune.FailureConfig(max_failures=spec.full.resources.trial_retries),
@@ -379,7 +382,7 @@ def run_ablation(
         _write_record(spec, output, code, mode_note)
         meta = report_meta(spec, mode_note, ablation_anchors(spec, output))
         # Ray is started (or joined) only when something needs computing.
-        with RaySession(address, num_cpus) as session:
+        with RaySession(address, num_cpus, log_dir=output / "logs") as session:  # Ray's output: logs/ray.log
             tuned = None
             if spec.retune:
                 from contrastlab.ablation.retune_run import tuned_parameters

@@ -182,7 +182,8 @@ class RunRecorder(tune.Callback):
         seconds = time.time() - self.started.get(run_id, time.time())
         shown = ", ".join(f"{m} {metrics[m]:.4f}" for m in held_out_names(self.meta["metrics"]) if m in metrics)
         outcome = f"FAILED: {error}" if error else f"done in {seconds:.0f} s: {shown}"
-        log.info("[%d/%d] %s %s", len(self.results), self.total, run_id, outcome)
+        # The console's line (ablation.console) says it on stdout; this one is for --debug.
+        log.debug("[%d/%d] %s %s", len(self.results), self.total, run_id, outcome)
 
 
 __all__ = [

@@ -5,6 +5,9 @@
 session connected it. A caller that already holds Ray (a study inside an ablation, a test)
 keeps it. On SIGTERM `contrastlab.shutdown` raises `Terminated` in the main thread, so the
 `with` block's exit runs and Ray stops; whatever is left is reaped by `stop_children`.
+
+A session given a `log_dir` (a study's `OUTPUT/logs`) that starts or joins Ray itself sends
+Ray's own output there (`contrastlab.raytrain.ray_logs`), unless `contrastlab --verbose`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 from pathlib import Path
 
 from contrastlab.errors import ConfigError
+from contrastlab.raytrain.ray_logs import RayOutput, verbose
 
 log = logging.getLogger("contrastlab")
 CLIENT_PREFIX = "ray://"
@@ -59,9 +63,18 @@ def secure_token_file() -> None:
             continue
 
 
-def init_ray(address: str | None, num_cpus: int | None = None, *, dashboard_host: str = "127.0.0.1") -> bool:
+def init_ray(
+    address: str | None,
+    num_cpus: int | None = None,
+    *,
+    dashboard_host: str = "127.0.0.1",
+    output: RayOutput | None = None,
+) -> bool:
     """Join the cluster at `address` (or RAY_ADDRESS), else start a local instance; True when
     this call connected Ray (the caller then shuts it down when done).
+
+    With a started `output`, the workers' output is not streamed to this process
+    (`log_to_driver=False`): `output` follows their log files instead.
 
     A local instance binds its dashboard to `dashboard_host` (loopback by default: the
     dashboard can submit jobs, so it must not face the network unless asked). Token
@@ -77,11 +90,18 @@ def init_ray(address: str | None, num_cpus: int | None = None, *, dashboard_host
     if not address:
         check_address(os.environ.get("RAY_ADDRESS"), field="RAY_ADDRESS", source="<environment>")
     address = address or os.environ.get("RAY_ADDRESS")
+    quiet = {} if output is None else {"log_to_driver": False}
     if address:
-        context = ray.init(address=address)
+        context = ray.init(address=address, **quiet)
     else:
         # "local": a new instance even when another cluster on this host left its address behind.
-        context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host=dashboard_host)
+        context = ray.init(
+            address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host=dashboard_host, **quiet
+        )
+    if output is not None:
+        # On a cluster, only this job's workers; a local instance runs nothing else.
+        job = ray.get_runtime_context().get_job_id() if address else None
+        output.follow((getattr(context, "address_info", None) or {}).get("session_dir"), job)
     secure_token_file()  # Ray writes a new token with the umask's mode (often 0644)
     url = getattr(context, "dashboard_url", None)
     if url:
@@ -98,9 +118,10 @@ class RaySession:
             ...
     """
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None):
-        self.address, self.num_cpus = address, num_cpus
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, log_dir: str | Path | None = None):
+        self.address, self.num_cpus, self.log_dir = address, num_cpus, log_dir
         self.owned = False
+        self.output: RayOutput | None = None
 
     @property
     def joins_cluster(self) -> bool:
@@ -109,17 +130,36 @@ class RaySession:
 
     def ensure(self) -> RaySession:
         """Connect Ray unless it is connected already (by this session or by the caller)."""
-        self.owned = init_ray(self.address, num_cpus=self.num_cpus) or self.owned
+        import ray
+
+        if self.owned or ray.is_initialized():
+            return self
+        if self.log_dir is not None and not verbose():
+            self.output = RayOutput(self.log_dir).start()
+        try:
+            self.owned = init_ray(self.address, num_cpus=self.num_cpus, output=self.output)
+        except BaseException:
+            self._stop_output()
+            raise
         return self
+
+    def _stop_output(self) -> None:
+        if self.output is not None:
+            self.output.stop()
+            self.output = None
 
     def close(self) -> None:
         """Shut Ray down if this session connected it; a caller's Ray stays up."""
         if not self.owned:
+            self._stop_output()
             return
         self.owned = False
         import ray
 
-        ray.shutdown()
+        try:
+            ray.shutdown()
+        finally:
+            self._stop_output()
 
     def __enter__(self) -> RaySession:
         return self

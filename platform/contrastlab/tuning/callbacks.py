@@ -1,4 +1,5 @@
-"""The Tune callback of a study: TensorBoard per trial, hparams for every trial.
+"""The Tune callbacks of a study: TensorBoard per trial, hparams for every trial, and the
+console's table of trials (`TrialConsole`).
 
 The engine writes its hparams summary when a run ends; a trial that ASHA stops never gets
 there. So the study keeps its own TensorBoard folder, written from the driver side: one
@@ -17,9 +18,11 @@ from ray.tune import Callback
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from contrastlab.raytrain.ray_logs import LOG_FILE
+from contrastlab.study.console_callback import StudyConsole
 from contrastlab.study.metrics import hparam_value, numeric_metrics
 from contrastlab.tuning.space import SearchSpace, sample_defaults
-from contrastlab.tuning.study import register_trials, target_epochs
+from contrastlab.tuning.study import failure_reason, register_trials, target_epochs
 
 STATE_PARAM = "trial_state"
 REPORTED_FINALS = ("epoch", "loss", "val/knn_top1", "val/linear_top1", "test/knn_top1", "test/linear_top1")
@@ -115,4 +118,27 @@ class StudyCallback(Callback):
         self._writers.clear()
 
 
-__all__ = ["StudyCallback", "write_experiment_summary", "write_trial_session"]
+class TrialConsole(StudyConsole):
+    """The study's console: one row per trial; a trial ASHA stops early is PRUNED; a failed
+    trial's line gives the reason the study records."""
+
+    stopped = "PRUNED"
+
+    def __init__(self, name: str, output: Path, metric: str, mode: str, samples: int, base_epochs: int, max_t: int):
+        start = (
+            f"study {name}: {samples} trials into {output} (Ray's logs: {output / 'logs' / LOG_FILE}); "
+            f"tensorboard --logdir {output / 'tensorboard'}"
+        )
+        test = metric.replace("val/", "test/", 1) if metric.startswith("val/") else None
+        super().__init__(start, metric, mode, total=samples, shown=[name for name in (test,) if name])
+        self.base_epochs, self.max_t = base_epochs, max_t
+
+    def epochs(self, trial) -> int | None:
+        return target_epochs(dict(trial.config.get("params", {})), self.base_epochs, self.max_t)
+
+    def reason(self, trial) -> str:
+        register_trials([trial])
+        return failure_reason(trial.trial_id)
+
+
+__all__ = ["StudyCallback", "TrialConsole", "write_experiment_summary", "write_trial_session"]

@@ -5,6 +5,7 @@ Output folder layout:
     study.db            the Optuna study (SQLite, unless a database URL was given)
     trials/<trial id>/  each trial's run folder (manifest, engine TensorBoard, checkpoints)
     tensorboard/        one run per trial and the hparams table of the study
+    logs/ray.log        Ray's own output: its workers' lines, Tune's driver messages
     ray/                Tune's experiment and the Train runs (unless --storage moves them)
     trials.csv, importances.json, best_config.yaml
 """
@@ -24,12 +25,13 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import FIFOScheduler
 
 from contrastlab.config import ConfigError
+from contrastlab.raytrain.ray_logs import verbose
 from contrastlab.raytrain.session import RaySession
 from contrastlab.study.checkpoints import tune_checkpoint_config
 from contrastlab.study.pacing import PacedSearcher
 from contrastlab.study.resources import ClusterPace
 from contrastlab.study.trial import trial_resources, uses_fast_path
-from contrastlab.tuning.callbacks import StudyCallback, write_experiment_summary
+from contrastlab.tuning.callbacks import StudyCallback, TrialConsole, write_experiment_summary
 from contrastlab.tuning.grow import GROWN, experiment_name, grow
 from contrastlab.tuning.multisearch import multi_searcher
 from contrastlab.tuning.objectives import study_directions
@@ -213,6 +215,9 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.Bas
     )
     callback = StudyCallback(paths.output / "tensorboard", spec.metric, spec.base.optim.epochs, spec.max_t)
     retention = checkpoint_retention(spec, paths, storage)
+    console = TrialConsole(
+        spec.study_name, paths.output, spec.metric, spec.mode, spec.num_samples, spec.base.optim.epochs, spec.max_t
+    )
     return tune.Tuner(
         trainable(spec, paths),
         tune_config=tune.TuneConfig(
@@ -226,12 +231,12 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.Bas
         run_config=tune.RunConfig(
             name=paths.experiment_name,
             storage_path=paths.ray_storage,
-            callbacks=[callback, retention, CSVLoggerCallback(), JsonLoggerCallback()],
+            callbacks=[callback, retention, console, CSVLoggerCallback(), JsonLoggerCallback()],
             # Fast-path trials: Tune keeps one copy each, and saves its state at each new one.
             checkpoint_config=tune_checkpoint_config(),
             # Lost actors and nodes are relaunched; the run's own errors are not (study.trial).
             failure_config=tune.FailureConfig(max_failures=spec.base.resources.trial_retries),
-            verbose=1,
+            verbose=1 if verbose() else 0,  # the study's console shows the trials (study.console)
         ),
     )
 
@@ -303,7 +308,7 @@ def run_study(
     # is missing from some results. The searcher skips those epochs and ASHA is refused such
     # metrics by the spec check, so Tune's strict check would only stop a valid FIFO study.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    with RaySession(address, num_cpus) as session:
+    with RaySession(address, num_cpus, log_dir=output / "logs") as session:
         session.ensure()
         # Before the study exists: a study that cannot run is refused before any trial.
         check_study_cluster(spec, paths.ray_storage, session.joins_cluster)
