@@ -288,7 +288,7 @@ class StudySearcher(OptunaSearch):
         for key, item in attrs.items():
             ot_trial.set_user_attr(key, item)
         self.study.tell(ot_trial.number, value, state=state)
-        log.info(
+        log.debug(  # the console's line per finished trial says it at the default level
             "trial %s (Optuna #%d): %s%s",
             trial_id,
             ot_trial.number,
