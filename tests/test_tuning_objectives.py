@@ -185,6 +185,10 @@ def test_pareto_outputs_list_exactly_the_front(tmp_path):
     assert f"Pareto front: {len(expected)} trials" in summary
     for number in expected:
         assert f"#{number}: val/knn_top1" in summary
+    # The objectives' names are recorded, and the study report shows them and the front.
+    assert study.metric_names == metrics
+    report = (tmp_path / "report.md").read_text()
+    assert "objective: val/knn_top1 (max), train_seconds (min)" in report and "## Pareto front" in report
 
     # A later front without trial #4 (a new trial dominates it) removes its config.
     study.add_trial(

@@ -125,7 +125,12 @@ def rung_study(
     trials: Sequence[FrozenTrial], values: dict[int, dict[Rung, float]], rung: Rung, direction
 ) -> optuna.Study:
     """An in-memory study whose trials are `trials` with their value at `rung` as the value."""
-    study = optuna.create_study(direction=direction)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "a new study created in memory" per branch
+    try:
+        study = optuna.create_study(direction=direction)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     for trial in trials:
         study.add_trial(
             optuna.trial.create_trial(

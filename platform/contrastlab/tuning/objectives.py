@@ -110,6 +110,17 @@ def parse_objectives(
     return objectives
 
 
+def name_objectives(study, names: list[str]) -> None:
+    """Record the objectives' names in the study (the report and optuna-dashboard show them)."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():  # `set_metric_names` is marked experimental in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(names))
+
+
 def study_directions(objectives: list[Objective], mode: str) -> dict[str, Any]:
     """The keyword `optuna.create_study` takes: `direction` for one objective, `directions` for several."""
     if not objectives:
@@ -123,5 +134,6 @@ __all__ = [
     "objectives_raw",
     "parse_objectives",
     "single_objective_view",
+    "name_objectives",
     "study_directions",
 ]

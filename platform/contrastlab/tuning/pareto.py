@@ -23,6 +23,7 @@ import yaml
 from optuna.trial import FrozenTrial
 
 from contrastlab.config import ExperimentConfig
+from contrastlab.tuning.objectives import name_objectives
 from contrastlab.tuning.report import complete_trials, state_counts, trial_rows, write_importances
 from contrastlab.tuning.report_render import write_study_report
 from contrastlab.tuning.study import OVERRIDES, TUNE_TRIAL_ID
@@ -163,6 +164,8 @@ def write_pareto_outputs(
 ) -> str:
     """Write every output file of a multi-objective study and return the summary."""
     output.mkdir(parents=True, exist_ok=True)
+    if not study.metric_names:  # a study created before the names were recorded
+        name_objectives(study, metrics)
     write_trials_csv(study, metrics, output / "trials.csv")
     importances = write_importances(study, output / "importances.json")
     write_study_report(study, output, importances)

@@ -34,7 +34,7 @@ from contrastlab.study.trial import trial_resources, uses_fast_path
 from contrastlab.tuning.callbacks import StudyCallback, TrialConsole, write_experiment_summary
 from contrastlab.tuning.grow import GROWN, experiment_name, grow
 from contrastlab.tuning.multisearch import multi_searcher
-from contrastlab.tuning.objectives import study_directions
+from contrastlab.tuning.objectives import name_objectives, study_directions
 from contrastlab.tuning.pareto import write_pareto_outputs
 from contrastlab.tuning.preflight import check_study_cluster
 from contrastlab.tuning.report import write_outputs
@@ -283,6 +283,7 @@ def prepare_study(spec: StudySpec, paths: StudyPaths, resume: bool) -> tuple[opt
         "ray_experiment": paths.experiment,
     }.items():
         study.set_user_attr(key, value)
+    name_objectives(study, spec.metrics)  # the objectives' names in the report and optuna-dashboard
     paths.spec_file.write_text(yaml.safe_dump(spec_record(spec, url, paths), sort_keys=False))
     write_experiment_summary(paths.output / "tensorboard", spec.space, spec.metric)
     return storage, url
