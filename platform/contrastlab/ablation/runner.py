@@ -5,8 +5,9 @@ Output folder layout:
     cache.json               (config hash, code version) -> final metrics and curves of each run
     results.json             one result per (variant, seed): what the report is made from
     anchors.json             raw pixels and the untrained encoder on the same val and test splits
-    runs/<variant>/seed<k>/  each run's folder: manifest, config, tensorboard/, checkpoints/,
-                             ablation_hparams/ (`tensorboard --logdir OUTPUT/runs`)
+    runs/<variant>/seed<k>/  each run's folder: manifest, config, tensorboard/, checkpoints/
+    runs/                    also the ablation's own TensorBoard event file (ablation.tensorboard;
+                             `tensorboard --logdir OUTPUT/runs`)
     retune/<variant>-<key>/  each variant's own study (with `retune:`)
     ray/                     Tune experiments and the Train runs' checkpoints (unless --storage)
     superseded/<time>/       run folders moved aside, never deleted (changed config or code, restarts)
@@ -31,6 +32,7 @@ import yaml
 from contrastlab.ablation.cache import CACHE_FILE, RunCache, code_version
 from contrastlab.ablation.report import load_results, report_from_run_dir, save_results
 from contrastlab.ablation.spec import AblationSpec
+from contrastlab.ablation.tensorboard import label_runs, write_ablation_tensorboard
 from contrastlab.ablation.variants import Variant
 from contrastlab.config import ConfigError, ExperimentConfig, config_hash
 from contrastlab.engine.anchors import ANCHORS, ANCHORS_FILE, cached_anchors
@@ -339,6 +341,7 @@ def _compute(
             r.run_id: descriptor(r, prepare_folder(r, code, resume, superseded), f"{ray_storage}/train")
             for r in pending
         }
+        label_runs(pending, plan)  # each run's HParams session leads with variant, seed, components
         session.ensure()
         run_grid(spec, pending, runs, results, output, ray_storage, meta, code)
         # The recorder rewrote results.json after every run; the file is the record.
@@ -386,6 +389,7 @@ def run_ablation(
             check_runs(spec, plan)
             results = _compute(spec, plan, output, ray_storage, meta, code, resume, session)
         files = report_from_run_dir(output)
+        write_ablation_tensorboard(output, spec, plan, results)
     failed = sum(bool(r.get("error")) for r in results)
     reused = sum(bool(r.get("reused")) for r in results)
     return AblationOutcome(output, results, files, reused, len(results) - reused - failed, failed)
