@@ -197,10 +197,10 @@ def test_tensorboard_runs_are_grouped_by_variant_and_seed(again, output: Path) -
 
 def test_tensorboard_has_one_labelled_session_per_run_and_the_ablation_layout(again, output: Path) -> None:
     served = tensorboard_logdir(output / "runs")
-    sessions = {(s["variant"], int(s["seed"])): s for s in served["sessions"].values()}
+    sessions = {(s["ablation/variant"], int(s["ablation/seed"])): s for s in served["sessions"].values()}
     assert len(served["sessions"]) == 4 and set(sessions) == {(v, k) for v in ("full", "no_synthesis") for k in (0, 1)}
-    assert all(s["component/synthesis"] is True for (v, _), s in sessions.items() if v == "full")
-    assert "tuned/method.synthetic_count" in sessions[("full", 0)]
+    assert all(s["ablation/component/synthesis"] is (v == "full") for (v, _), s in sessions.items())
+    assert "ablation/tuned/method.synthetic_count" in sessions[("full", 0)]
     root = served["scalars"]["."]
     assert {
         f"variants/{v}/val/knn_top1/{p}" for v in ("full", "no_synthesis") for p in ("mean", "lower", "upper")

@@ -186,35 +186,41 @@ def test_an_ablation_folder_has_one_session_per_run_bands_and_figures(tmp_path: 
     assert sorted(sessions) == sorted(run.config.name for run in plan)
     for run in plan:
         session = sessions[run.config.name]
-        assert session["variant"] == run.variant.name and session["seed"] == float(run.seed)
+        assert session["ablation/variant"] == run.variant.name and session["ablation/seed"] == float(run.seed)
         for component, value in run.variant.settings.items():
-            assert session[f"component/{component}"] == (value if isinstance(value, (bool, str)) else float(value))
+            assert session[f"ablation/component/{component}"] == value and isinstance(value, bool)
     # TensorBoard lists the leading columns (labels, what varies) first, each part by name.
     columns = [name for name, _, _ in served["experiment"]]
-    labels = list(plan[0].hparams())
+    labels = [f"ablation/{name}" for name in plan[0].hparams()]
     flat = [flatten(run.config.to_dict()) for run in plan]
     varying = {k for k in flat[0] if len({repr(f.get(k)) for f in flat}) > 1} | set(labels)
     constant = set(flat[0]) - varying
-    assert {"variant", "seed", "component/synthesis", "component/debias"} <= varying and constant
-    assert columns == sorted(varying) + sorted(constant)
+    assert {"ablation/variant", "ablation/seed", "ablation/component/synthesis", "seed", "name"} <= varying
+    assert columns == sorted(varying) + sorted(constant) and constant
+    assert columns[:4] == [
+        "ablation/component/debias",
+        "ablation/component/synthesis",
+        "ablation/seed",
+        "ablation/variant",
+    ]
     assert served["metric_tags"] == ["val/knn_top1", "test/knn_top1", "train/loss"]
 
-    # The mean and a band of one sample SD over seeds, per variant and epoch, in the root run.
-    root = served["scalars"]["."]
+    # The mean and a band of one sample SD over seeds, per epoch, in one run per variant.
     for variant in spec.variants:
         mine = [r for r in results if r["variant"] == variant.name]
+        band_run = served["scalars"][f"mean_over_seeds/{variant.name}"]
         for epoch in (1, 2, 3):
             values = [dict(r["curves"]["val/knn_top1"])[epoch] for r in mine]
             mean, sd = statistics.fmean(values), statistics.stdev(values)
-            base = f"variants/{variant.name}/val/knn_top1"
-            got = {part: dict(root[f"{base}/{part}"])[epoch] for part in ("mean", "lower", "upper")}
-            assert np.allclose([got["mean"], got["lower"], got["upper"]], [mean, mean - sd, mean + sd], atol=1e-6)
+            got = [dict(band_run[f"over_seeds/val/knn_top1/{part}"])[epoch] for part in ("mean", "lower", "upper")]
+            assert np.allclose(got, [mean, mean - sd, mean + sd], atol=1e-6)
 
     categories = {category.title: category for category in served["layout"].category}
     assert set(categories) == {"ablation tiny: each variant over seeds", "ablation tiny: every run (variant/seed)"}
     band = categories["ablation tiny: each variant over seeds"].chart[0]
-    assert [s.value for s in band.margin.series] == [f"variants/{v.name}/val/knn_top1/mean" for v in spec.variants]
-    assert [s.upper for s in band.margin.series] == [f"variants/{v.name}/val/knn_top1/upper" for v in spec.variants]
+    assert [(s.value, s.lower, s.upper) for s in band.margin.series] == [
+        ("over_seeds/val/knn_top1/mean", "over_seeds/val/knn_top1/lower", "over_seeds/val/knn_top1/upper")
+    ]
     every_run = categories["ablation tiny: every run (variant/seed)"].chart[0]
     assert list(every_run.multiline.tag) == ["^val/knn_top1$"]
     assert served["images"] == {".": {"report/bar_knn_top1"}}

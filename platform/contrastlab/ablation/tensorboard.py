@@ -1,13 +1,15 @@
 """An ablation's TensorBoard folder (`OUTPUT/runs`, opened with `tensorboard --logdir`).
 
 Each run `<variant>/seed<k>/tensorboard` holds the engine's grouped scalars and one HParams
-session: the labels written here before it starts (`variant`, `seed`, `component/<name>`,
-`tuned/<path>`), then its config. The root holds one event file, rewritten after every
-invocation: the table's declaration (the labels and the config fields that differ between runs
-listed first, then the constant ones; the val and test metrics and the loss as metric
-columns), per variant and epoch the mean over seeds with a band of one standard deviation
-(`variants/<variant>/<tag>/mean|lower|upper`), a custom-scalars layout that overlays them
-(and, in a second category, every run's curve), and the report's figures as images.
+session: the labels written here before it starts (`ablation/variant`, `ablation/seed`,
+`ablation/component/<name>`, `ablation/tuned/<path>`), then its config. The root holds one
+event file, rewritten after every invocation: the table's declaration (the labels and the
+config fields that differ between runs listed first, then the constant ones; the val and
+test metrics and the loss as metric columns), a custom-scalars layout and the report's
+figures as images. The layout overlays, per metric, each variant's mean over seeds with a
+band of one standard deviation (written per variant and epoch in its own run,
+`mean_over_seeds/<variant>`, as `over_seeds/<tag>/mean|lower|upper`, so each variant has
+its colour) and, in a second category, every run's curve.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
+from contrastlab.study.values import safe_name
 from contrastlab.tracking.hparams import columns, experiment_summary, run_session_values, write_run_labels
 from contrastlab.tracking.layout import (
     category,
@@ -30,16 +33,25 @@ from contrastlab.tracking.layout import (
 )
 from contrastlab.tracking.tags import tag_for
 
-BAND_PREFIX = "variants"
+BANDS_DIR = "mean_over_seeds"  # runs/mean_over_seeds/<variant>: one run (one colour) per variant
+BAND_PREFIX = "over_seeds"
+LABEL_PREFIX = "ablation/"
 DESCRIPTIONS = {
-    "variant": "the ablation's variant",
-    "seed": "the seed (data order and initialisation; paired across variants)",
+    "ablation/variant": "the ablation's variant",
+    "ablation/seed": "the seed (data order and initialisation; paired across variants)",
 }
+
+
+def run_labels(run: Any) -> dict[str, Any]:
+    """`ablation/variant`, `ablation/seed`, `ablation/component/<name>`, `ablation/tuned/<path>`:
+    TensorBoard lists the columns that vary by name, so the prefix puts these first (and
+    its table shows the first few columns by default)."""
+    return {f"{LABEL_PREFIX}{name}": value for name, value in run.hparams().items()}
 
 
 def session_rows(plan: Sequence[Any]) -> list[dict[str, Any]]:
     """Each planned run's session values, as the engine writes them."""
-    return [run_session_values(run.config.to_dict(), run.hparams()) for run in plan]
+    return [run_session_values(run.config.to_dict(), run_labels(run)) for run in plan]
 
 
 def label_runs(runs: Sequence[Any], plan: Sequence[Any]) -> None:
@@ -49,11 +61,11 @@ def label_runs(runs: Sequence[Any], plan: Sequence[Any]) -> None:
     rows = session_rows(plan)
     categories = [name for name, kind, *_ in columns(rows) if kind == "category"]
     for run in runs:
-        write_run_labels(run.run_dir, run.hparams(), categories)
+        write_run_labels(run.run_dir, run_labels(run), categories)
 
 
-def band_tags(variant: str, tag: str) -> tuple[str, str, str]:
-    base = f"{BAND_PREFIX}/{variant}/{tag}"
+def band_tags(tag: str) -> tuple[str, str, str]:
+    base = f"{BAND_PREFIX}/{tag}"
     return f"{base}/mean", f"{base}/lower", f"{base}/upper"
 
 
@@ -76,23 +88,22 @@ def band(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - sd, mean + sd
 
 
-def band_summaries(results: Sequence[dict[str, Any]], variants: Sequence[str], keys: Sequence[str]) -> list:
-    """Per variant, metric key and epoch: the mean and band over the seeds that reached that epoch."""
+def band_summaries(results: Sequence[dict[str, Any]], variant: str, keys: Sequence[str]) -> list:
+    """Per metric key and epoch of `variant`: the mean and band over the seeds that reached that epoch."""
     summaries = []
-    for variant in variants:
-        runs = [r for r in results if r.get("variant") == variant and not r.get("error")]
-        for key in keys:
-            per_run = [run_points(r, key) for r in runs]
-            for epoch in sorted({e for points in per_run for e in points}):
-                values = [points[epoch] for points in per_run if epoch in points]
-                for tag, value in zip(band_tags(variant, tag_for(key) or key), band(values)):
-                    summaries.append((scalar_summary(tag, value), epoch))
+    runs = [r for r in results if r.get("variant") == variant and not r.get("error")]
+    for key in keys:
+        per_run = [run_points(r, key) for r in runs]
+        for epoch in sorted({e for points in per_run for e in points}):
+            values = [points[epoch] for points in per_run if epoch in points]
+            for tag, value in zip(band_tags(tag_for(key) or key), band(values)):
+                summaries.append((scalar_summary(tag, value), epoch))
     return summaries
 
 
-def ablation_layout(name: str, variants: Sequence[str], keys: Sequence[str]) -> list:
+def ablation_layout(name: str, keys: Sequence[str]) -> list:
     tags = [tag_for(key) or key for key in keys]
-    bands = [margin(f"{tag}: mean ± 1 sd over seeds", [band_tags(v, tag) for v in variants]) for tag in tags]
+    bands = [margin(f"{tag}: mean ± 1 sd over seeds, per variant", [band_tags(tag)]) for tag in tags]
     runs = [multiline(f"{tag}: every run", [exact(tag)]) for tag in tags]
     return [
         category(f"ablation {name}: each variant over seeds", bands),
@@ -112,16 +123,17 @@ def write_ablation_tensorboard(
     output = Path(output)
     variants = [v.name for v in spec.variants]
     keys = curve_keys(spec.metrics)
-    labels = list(dict.fromkeys(name for run in plan for name in run.hparams()))
+    labels = list(dict.fromkeys(name for run in plan for name in run_labels(run)))
     cols = columns(session_rows(plan), first=labels)
     metric_tags = [tag_for(f"{split}/{m}") for m in spec.metrics for split in ("val", "test")] + ["train/loss"]
     summaries: list = [
         experiment_summary(cols, [t for t in metric_tags if t], DESCRIPTIONS),
-        layout_summary(ablation_layout(spec.name, variants, keys)),
+        layout_summary(ablation_layout(spec.name, keys)),
         *report_images(output / "report"),
-        *band_summaries(results, variants, keys),
     ]
+    for variant in variants:
+        replace_events(output / "runs" / BANDS_DIR / safe_name(variant), band_summaries(results, variant, keys))
     return replace_events(output / "runs", summaries)
 
 
-__all__ = ["band", "band_tags", "label_runs", "write_ablation_tensorboard"]
+__all__ = ["band", "band_tags", "label_runs", "run_labels", "write_ablation_tensorboard"]
