@@ -224,3 +224,18 @@ def test_an_ablation_folder_has_one_session_per_run_bands_and_figures(tmp_path: 
     every_run = categories["ablation tiny: every run (variant/seed)"].chart[0]
     assert list(every_run.multiline.tag) == ["^val/knn_top1$"]
     assert served["images"] == {".": {"report/bar_knn_top1"}}
+
+
+def test_a_study_logs_its_report_figures_once_as_images(tmp_path: Path) -> None:
+    from contrastlab.tuning.tensorboard import log_study_figures
+
+    assert log_study_figures(tmp_path) == 0 and not (tmp_path / "tensorboard").exists()  # no report yet
+    for name in ("importances", "history"):
+        tiny_png(tmp_path / "report" / f"{name}.png")
+    (tmp_path / "report" / "broken.png").write_bytes(b"not a png")
+    assert log_study_figures(tmp_path) == 2
+    assert log_study_figures(tmp_path) == 2  # again: replaces, does not add
+    assert len(list((tmp_path / "tensorboard" / "report").glob("events.out.tfevents.*"))) == 1
+    assert tensorboard_logdir(tmp_path / "tensorboard")["images"] == {
+        "report": {"report/history", "report/importances"}
+    }
