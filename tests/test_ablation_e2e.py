@@ -201,9 +201,8 @@ def test_tensorboard_has_one_labelled_session_per_run_and_the_ablation_layout(ag
     assert len(served["sessions"]) == 4 and set(sessions) == {(v, k) for v in ("full", "no_synthesis") for k in (0, 1)}
     assert all(s["ablation/component/synthesis"] is (v == "full") for (v, _), s in sessions.items())
     assert "ablation/tuned/method.synthetic_count" in sessions[("full", 0)]
-    root = served["scalars"]["."]
-    assert {
-        f"variants/{v}/val/knn_top1/{p}" for v in ("full", "no_synthesis") for p in ("mean", "lower", "upper")
-    } <= set(root)
+    for variant in ("full", "no_synthesis"):
+        band = served["scalars"][f"mean_over_seeds/{variant}"]
+        assert {f"over_seeds/val/knn_top1/{part}" for part in ("mean", "lower", "upper")} <= set(band)
     assert any(c.title.startswith("ablation tiny-e2e") for c in served["layout"].category)
     assert any(tag.startswith("report/bar_") for tag in served["images"]["."])
