@@ -423,3 +423,69 @@ def pruned_study(trials: int = 24, storage: str | None = None, name: str = "synt
             )
         )
     return study
+
+
+# -- TensorBoard, read back with its own loader and plugins --------------------------------------
+def tensorboard_logdir(root) -> dict[str, Any]:
+    """What TensorBoard itself serves for the logdir `root`, read through its multiplexer and
+    data provider: `scalars` (run -> tag -> [(step, value)]), `sessions` (HParams session
+    groups of the hparams plugin: name -> {hparam: typed value}, plus `metrics`: tag -> value),
+    `experiment` (the declared columns: [(name, type name, domain values)]), `metric_tags`,
+    `layout` (the custom-scalars plugin's merged layout, a layout_pb2.Layout), `images`
+    (run -> tags)."""
+    from google.protobuf import json_format
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.custom_scalar import custom_scalars_plugin, layout_pb2
+    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer(size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    multiplexer.AddRunsFromDirectory(str(root))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(root))
+    tb = base_plugin.TBContext(data_provider=provider, multiplexer=multiplexer, logdir=str(root))
+    ctx = context.RequestContext()
+    read = provider.read_scalars(ctx, experiment_id="", plugin_name="scalars", downsample=100_000)
+    scalars = {
+        run: {tag: [(d.step, d.value) for d in data] for tag, data in tags.items()} for run, tags in read.items()
+    }
+    blobs = provider.list_blob_sequences(ctx, experiment_id="", plugin_name="images")
+    images = {run: set(tags) for run, tags in blobs.items() if tags}
+    hparams = backend_context.Context(tb)
+    request = api_pb2.ListSessionGroupsRequest(
+        start_index=0, slice_size=1000, allowed_statuses=list(api_pb2.Status.values())
+    )
+    groups = list_session_groups.Handler(ctx, hparams, "", request).run().session_groups
+    sessions = {}
+    for group in groups:
+        # A google.protobuf.Value: a bool, a float or a str in Python, as the table typed it.
+        typed: dict[str, Any] = {name: json_format.MessageToDict(v) for name, v in group.hparams.items()}
+        typed["metrics"] = {m.name.tag: m.value for m in group.metric_values}
+        sessions[group.name] = typed
+    metadata = hparams.hparams_metadata(ctx, "")
+    experiment = hparams.experiment_from_metadata(
+        ctx, "", True, metadata, hparams.hparams_from_data_provider(ctx, "", limit=None)
+    )
+    columns = [
+        (
+            info.name,
+            api_pb2.DataType.Name(info.type),
+            [json_format.MessageToDict(v) for v in info.domain_discrete.values],
+        )
+        for info in experiment.hparam_infos
+    ]
+    plugin = custom_scalars_plugin.CustomScalarsPlugin(tb)
+    layout = plugin.layout_impl(ctx, "")  # the JSON the dashboard receives
+    layout_proto = layout_pb2.Layout()
+    if layout:
+        parse = json_format.Parse if isinstance(layout, str) else json_format.ParseDict
+        parse(layout, layout_proto)
+    return {
+        "scalars": scalars,
+        "sessions": sessions,
+        "experiment": columns,
+        "metric_tags": [m.name.tag for m in experiment.metric_infos],
+        "layout": layout_proto,
+        "images": images,
+    }

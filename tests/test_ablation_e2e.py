@@ -25,7 +25,7 @@ from contrastlab.ablation.cache import CACHE_FILE, RunCache
 from contrastlab.ablation.runner import plan_runs, run_ablation
 from contrastlab.ablation.spec import load_spec
 from contrastlab.raytrain.worker import FAIL_ONCE_ENV
-from tests.helpers import tiny_config_dict
+from tests.helpers import tensorboard_logdir, tiny_config_dict
 
 pytestmark = pytest.mark.ray
 CODE = "e2e-code-1"
@@ -191,5 +191,18 @@ def test_tensorboard_runs_are_grouped_by_variant_and_seed(again, output: Path) -
         for seed in (0, 1):
             run_dir = output / "runs" / variant / f"seed{seed}"
             assert list((run_dir / "tensorboard").glob("events.*")), run_dir
-            assert list((run_dir / "ablation_hparams").glob("events.*")), run_dir
+            assert not (run_dir / "ablation_hparams").exists(), run_dir
             assert yaml.safe_load((run_dir / "manifest.yaml").read_text())["seed"] == seed
+
+
+def test_tensorboard_has_one_labelled_session_per_run_and_the_ablation_layout(again, output: Path) -> None:
+    served = tensorboard_logdir(output / "runs")
+    sessions = {(s["ablation/variant"], int(s["ablation/seed"])): s for s in served["sessions"].values()}
+    assert len(served["sessions"]) == 4 and set(sessions) == {(v, k) for v in ("full", "no_synthesis") for k in (0, 1)}
+    assert all(s["ablation/component/synthesis"] is (v == "full") for (v, _), s in sessions.items())
+    assert "ablation/tuned/method.synthetic_count" in sessions[("full", 0)]
+    for variant in ("full", "no_synthesis"):
+        band = served["scalars"][f"mean_over_seeds/{variant}"]
+        assert {f"over_seeds/val/knn_top1/{part}" for part in ("mean", "lower", "upper")} <= set(band)
+    assert any(c.title.startswith("ablation tiny-e2e") for c in served["layout"].category)
+    assert any(tag.startswith("report/bar_") for tag in served["images"]["."])

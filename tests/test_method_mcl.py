@@ -328,7 +328,12 @@ def test_short_run_learns_and_logs_cluster_sizes(tmp_path, caplog):
     events = EventAccumulator(str(next((tmp_path / "tensorboard").glob("events.out.tfevents.*"))))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"mcl/groups", "mcl/group_size_min", "mcl/stage0_cluster0_size", "mcl/stage_samples"} <= tags
+    assert {
+        "train/mcl/groups",
+        "train/mcl/group_size_min",
+        "train/mcl/stage0_cluster0_size",
+        "train/mcl/stage_samples",
+    } <= tags
 
 
 # -- the suppression command's bookkeeping ---------------------------------------------------

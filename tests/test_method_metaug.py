@@ -322,7 +322,7 @@ def test_two_step_smoke_run(tmp_path):
         "test/generator/linear_top1",
     ):
         assert np.isfinite(metrics[key]), key
-    assert TRACKED <= scalar_tags(tmp_path)
+    assert {f"train/{name}" for name in TRACKED} <= scalar_tags(tmp_path)
 
 
 TRACKED = {"margin_loss", "generator_similarity", "meta_grad_norm"}
@@ -348,4 +348,4 @@ def test_short_run_learns_and_logs_to_tensorboard(tmp_path):
     at_start = colour_knn(trainer)
     trainer.run()
     assert colour_knn(trainer) > at_start + 0.05
-    assert TRACKED <= scalar_tags(tmp_path)
+    assert {f"train/{name}" for name in TRACKED} <= scalar_tags(tmp_path)

@@ -225,7 +225,7 @@ def test_two_step_smoke_and_tensorboard(tmp_path, method, scalars):
     cfg = tiny_config(method, optim={"epochs": 1}, data={"trifeature_train": 64}, eval={"probe_epochs": 2})
     metrics, tags = one_epoch_run(cfg, tmp_path)
     assert math.isfinite(metrics["loss"]) and metrics["epoch"] == 1
-    assert scalars <= set(metrics) and scalars | {"loss", "val/knn_top1"} <= tags
+    assert scalars <= set(metrics) and {f"train/{s}" for s in scalars} | {"train/loss", "val/knn_top1"} <= tags
 
 
 @pytest.mark.slow

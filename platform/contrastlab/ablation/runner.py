@@ -5,8 +5,8 @@ Output folder layout:
     cache.json               (config hash, code version) -> final metrics and curves of each run
     results.json             one result per (variant, seed): what the report is made from
     anchors.json             raw pixels and the untrained encoder on the same val and test splits
-    runs/<variant>/seed<k>/  each run's folder: manifest, config, tensorboard/, checkpoints/,
-                             ablation_hparams/ (`tensorboard --logdir OUTPUT/runs`)
+    runs/<variant>/seed<k>/  each run's folder: manifest, config, tensorboard/, checkpoints/
+    runs/                    also the ablation's TensorBoard files (`tensorboard --logdir OUTPUT/runs`)
     retune/<variant>-<key>/  each variant's own study (with `retune:`)
     ray/                     Tune experiments and the Train runs' checkpoints (unless --storage)
     superseded/<time>/       run folders moved aside, never deleted (changed config or code, restarts)
@@ -32,6 +32,7 @@ import yaml
 from contrastlab.ablation.cache import CACHE_FILE, RunCache, code_version
 from contrastlab.ablation.report import load_results, report_from_run_dir, save_results
 from contrastlab.ablation.spec import AblationSpec
+from contrastlab.ablation.tensorboard import label_runs, write_ablation_tensorboard
 from contrastlab.ablation.variants import Variant
 from contrastlab.config import ConfigError, ExperimentConfig, config_hash
 from contrastlab.engine.anchors import ANCHORS, ANCHORS_FILE, cached_anchors
@@ -91,11 +92,10 @@ class AblationOutcome:
     failed: int
 
     def summary(self) -> str:
-        report_dir = self.output / "report"
         return "\n".join(
             [
                 f"runs: {len(self.results)} ({self.reused} reused, {self.computed} computed, {self.failed} failed)",
-                f"report: {report_dir / 'report.md'} (also report.html, summary.csv, runs.csv)",
+                f"report: {self.output / 'report' / 'report.md'} (also report.html, summary.csv, runs.csv)",
                 f"tensorboard --logdir {self.output / 'runs'}",
             ]
         )
@@ -270,15 +270,13 @@ def run_grid(
     from contrastlab.study.checkpoints import tune_checkpoint_config
     from contrastlab.study.pacing import PacedGrid
 
-    # Tune's TensorBoard logger would add a second, descriptor-only copy of every run; the runs
-    # write their own. CSV and JSON stay (Tune's result grid reads them).
+    # The runs write their own TensorBoard; CSV and JSON stay (Tune's result grid reads them).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     pace = concurrency(spec)
     log.info("running %d runs, %d at once on the cluster as it is now", len(pending), pace.allowed())
-    recorder = RunRecorder(
-        runs, results, str(output / CACHE_FILE), str(output), meta, code, total=len(spec.variants) * len(spec.seeds)
-    )
-    loggers = [CSVLoggerCallback(), JsonLoggerCallback()]
+    total = len(spec.variants) * len(spec.seeds)
+    recorder = RunRecorder(runs, results, str(output / CACHE_FILE), str(output), meta, code, total=total)
+    callbacks = [recorder, RunCheckpointRetention(runs, RUN_KEY), RunConsole(spec, runs, output)]
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(run_ablation_trial, runs=runs), trial_resources(spec.full)),
         param_space={RUN_KEY: tune.grid_search([run.run_id for run in pending])},
@@ -292,7 +290,7 @@ def run_grid(
         run_config=tune.RunConfig(
             name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=ray_storage,
-            callbacks=[recorder, RunCheckpointRetention(runs, RUN_KEY), RunConsole(spec, runs, output), *loggers],
+            callbacks=[*callbacks, CSVLoggerCallback(), JsonLoggerCallback()],
             checkpoint_config=tune_checkpoint_config(),  # fast-path runs: Tune keeps one copy each
             # Lost actors and nodes are relaunched; the run's own errors are not (study.trial).
             failure_config=tune.FailureConfig(max_failures=spec.full.resources.trial_retries),
@@ -346,6 +344,7 @@ def _compute(
             r.run_id: descriptor(r, prepare_folder(r, code, resume, superseded), f"{ray_storage}/train")
             for r in pending
         }
+        label_runs(pending, plan)  # each run's HParams session leads with variant, seed, components
         run_grid(spec, pending, runs, results, output, ray_storage, meta, code)
         # The recorder rewrote results.json after every run; the file is the record.
         results = load_results(output)
@@ -392,6 +391,7 @@ def run_ablation(
             check_runs(spec, plan)
             results = _compute(spec, plan, output, ray_storage, meta, code, resume, session)
         files = report_from_run_dir(output)
+        write_ablation_tensorboard(output, spec, plan, results)
     failed = sum(bool(r.get("error")) for r in results)
     reused = sum(bool(r.get("reused")) for r in results)
     return AblationOutcome(output, results, files, reused, len(results) - reused - failed, failed)

@@ -23,12 +23,11 @@ from ray import tune
 from contrastlab.ablation.cache import RunCache
 from contrastlab.ablation.report import save_results
 from contrastlab.config import config_from_dict
-from contrastlab.study.metrics import hparam_value, numeric_metrics
+from contrastlab.study.metrics import numeric_metrics
 from contrastlab.study.trial import TrialFailed, run_in_trial
 
 log = logging.getLogger("contrastlab")
 RUN_KEY = "run"
-HPARAMS_DIR = "ablation_hparams"
 CURVE_METRICS = ("loss", "val/knn_top1")
 
 
@@ -74,27 +73,9 @@ def error_text(trial) -> str:
     return last.removeprefix(f"{TrialFailed.__module__}.{TrialFailed.__name__}: ")[:1000]
 
 
-def write_run_hparams(run_dir: Path, hparams_values: dict[str, Any], finals: dict[str, float]) -> None:
-    """An hparams session per run with the variant, seed and component values, so the
-    TensorBoard hparams view filters runs by component switches (the engine's own session
-    holds the full config under the config's field names)."""
-    from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams
-
-    values = {k: hparam_value(v) for k, v in hparams_values.items()}
-    finite = {f"final/{k}": float(v) for k, v in finals.items() if math.isfinite(v)}
-    experiment, start, end = hparams(values, finite)
-    writer = SummaryWriter(str(run_dir / HPARAMS_DIR))
-    for summary in (experiment, start, end):
-        writer.file_writer.add_summary(summary)
-    for name, value in finite.items():
-        writer.add_scalar(name, value, 0)
-    writer.close()
-
-
 class RunRecorder(tune.Callback):
     """Keeps each run's curves while it trains; when it ends, writes its result to the cache,
-    to results.json and to TensorBoard, and prints a progress line.
+    to results.json, and prints a progress line.
 
     Only plain data is held, so Tune can pickle it with the experiment state.
     """
@@ -156,8 +137,6 @@ class RunRecorder(tune.Callback):
             self.code,
             {**self.results[-1], "run_dir": run["run_dir"], "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")},
         )
-        finals = {name: metrics[name] for name in held_out_names(self.meta["metrics"]) if name in metrics}
-        write_run_hparams(Path(run["run_dir"]), run["hparams"], finals)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._record(trial_name(trial), error=error_text(trial), metrics=numeric_metrics(trial.last_result or {}))
@@ -187,11 +166,9 @@ class RunRecorder(tune.Callback):
 
 
 __all__ = [
-    "HPARAMS_DIR",
     "RUN_KEY",
     "RunRecorder",
     "run_ablation_trial",
     "trial_dirname",
     "trial_name",
-    "write_run_hparams",
 ]

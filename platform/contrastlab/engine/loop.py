@@ -30,7 +30,7 @@ from contrastlab.engine.checkpoint import (
 )
 from contrastlab.methods import StepTools, TrainBatch
 from contrastlab.optim import scaled_lr
-from contrastlab.tracking import RunWriter, write_manifest
+from contrastlab.tracking import RunWriter, memory_scalars, write_manifest
 
 log = logging.getLogger("contrastlab")
 
@@ -144,7 +144,8 @@ class Trainer:
                 metrics.update(self.evaluator.knn(self.method))
             self.start_epoch = epoch + 1
             self.history.append(metrics)
-            self.writer.scalars(metrics, epoch + 1)
+            # Grouped tags (train/, val/, test/, system/) in TensorBoard; the keys stay as they are.
+            self.writer.scalars({**metrics, **memory_scalars(self.device)}, epoch + 1)
             self.writer.flush()
             checkpoint = self.save_if_due(epoch, last)
             self.reporter.report(dict(metrics), checkpoint)

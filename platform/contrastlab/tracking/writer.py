@@ -1,4 +1,4 @@
-"""TensorBoard for one run: scalars under the config's own names, hparams at the end."""
+"""TensorBoard for one run: grouped scalars every epoch, one typed HParams session at the end."""
 
 from __future__ import annotations
 
@@ -6,31 +6,18 @@ from pathlib import Path
 from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
 
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def hparam_value(value: Any) -> bool | int | float | str:
-    if isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
+from contrastlab.tracking.hparams import flatten, hparam_value, read_run_labels, run_session_values, session_summary
+from contrastlab.tracking.tags import grouped
 
 
 class RunWriter:
     """A SummaryWriter that does nothing when disabled (non-main workers, tests).
 
-    The event file is created at the first write, not here: a run refused before its
-    first epoch (another config in the folder, a bad checkpoint) leaves no trace.
+    Scalars are written under their grouped tags (`contrastlab.tracking.tags`); the metric
+    keys themselves are unchanged. The event file is created at the first write, not here:
+    a run refused before its first epoch (another config in the folder, a bad checkpoint)
+    leaves no trace.
     """
 
     def __init__(self, log_dir: str | Path | None, enabled: bool = True):
@@ -46,29 +33,26 @@ class RunWriter:
             self._opened = True
         return getattr(self, "_writer_instance", None) if not self._closed else None
 
-    def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
+    def scalars(self, values: dict[str, Any], step: int, prefix: str = "") -> None:
         if not self._writer:
             return
-        for name, value in values.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._writer.add_scalar(f"{prefix}{name}", float(value), step)
+        for tag, value in grouped({f"{prefix}{name}": value for name, value in values.items()}).items():
+            self._writer.add_scalar(tag, value, step)
 
     def text(self, tag: str, body: str, step: int = 0) -> None:
         if self._writer:
             self._writer.add_text(tag, body, step)
 
-    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
-        """Write the hparams summary into this run's own folder (one row per run)."""
+    def hparams(self, params: dict[str, Any], metrics: dict[str, float] | None = None, name: str | None = None) -> None:
+        """This run's one HParams session: the labels a study gave the run folder (its
+        parent of `tensorboard/`), then the config's fields, typed. The table's metric
+        columns read the last value of the run's own scalars; `metrics` is not written again."""
         if not self._writer:
             return
-        clean = {k: hparam_value(v) for k, v in flatten(params).items() if v is not None}
-        final = {f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-        experiment, session_start, session_end = hparams(clean, final)
-        file_writer = self._writer.file_writer
-        for summary in (experiment, session_start, session_end):
-            file_writer.add_summary(summary)
-        for name, value in final.items():
-            self._writer.add_scalar(name, value, 0)
+        labels, categories = read_run_labels(Path(str(self.log_dir)).parent)
+        values = run_session_values(params, labels)
+        kinds = dict.fromkeys(categories, "category")
+        self._writer.file_writer.add_summary(session_summary(values, kinds, group=name or params.get("name") or None))
 
     def flush(self) -> None:
         if self._opened and self._writer:  # nothing written yet: nothing to flush
@@ -78,3 +62,6 @@ class RunWriter:
         if self._opened and self._writer:
             self._writer.close()
         self._closed = True
+
+
+__all__ = ["RunWriter", "flatten", "hparam_value"]

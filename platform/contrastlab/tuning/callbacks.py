@@ -4,8 +4,10 @@ console's table of trials (`TrialConsole`).
 The engine writes its hparams summary when a run ends; a trial that ASHA stops never gets
 there. So the study keeps its own TensorBoard folder, written from the driver side: one
 run per trial (its per-epoch metrics as Tune received them) and an hparams session for
-every trial, whatever its end, with the tuned parameters, its state and its final metrics.
-The experiment summary (which columns the hparams table has) is written once, at the root.
+every trial, whatever its end, with the tuned parameters and its state.
+The experiment summary (which columns the hparams table has, typed from the search space)
+and the custom-scalars layout are written once, at the root (`contrastlab.tuning.tensorboard`).
+Scalars go under their grouped tags (`train/loss`, `val/knn_top1`, `system/throughput`).
 """
 
 from __future__ import annotations
@@ -16,52 +18,40 @@ from typing import Any
 
 from ray.tune import Callback
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
 
 from contrastlab.raytrain.ray_logs import LOG_FILE
 from contrastlab.study.console_callback import StudyConsole
-from contrastlab.study.metrics import hparam_value, numeric_metrics
-from contrastlab.tuning.space import SearchSpace, sample_defaults
+from contrastlab.study.metrics import numeric_metrics
+from contrastlab.tracking.hparams import session_summary
+from contrastlab.tracking.tags import grouped
+from contrastlab.tuning.space import SearchSpace
 from contrastlab.tuning.study import failure_reason, register_trials, target_epochs
-
-STATE_PARAM = "trial_state"
-REPORTED_FINALS = ("epoch", "loss", "val/knn_top1", "val/linear_top1", "test/knn_top1", "test/linear_top1")
-
-
-def final_tags(metric: str) -> list[str]:
-    return [f"final/{name}" for name in dict.fromkeys([metric, *REPORTED_FINALS])]
+from contrastlab.tuning.tensorboard import STATE_PARAM, session_values, write_study_tensorboard
 
 
 def write_experiment_summary(root: Path, space: SearchSpace, metric: str) -> None:
-    """Declare the hparams table once: every parameter of the space, the state, the finals."""
-    declared = {path: hparam_value(v) for path, v in sample_defaults(space).items()}
-    declared[STATE_PARAM] = "COMPLETE"
-    experiment, _, _ = hparams(declared, {tag: 0.0 for tag in final_tags(metric)})
-    root.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(root))
-    writer.file_writer.add_summary(experiment)
-    writer.close()
+    """Declare the hparams table once (typed columns, metric tags) with the study's layout."""
+    write_study_tensorboard(root, space, metric)
 
 
-def write_trial_session(log_dir: Path, params: dict[str, Any], state: str, finals: dict[str, float]) -> None:
-    """One hparams session (tuned values, state, final metrics) in the trial's own run."""
-    values = {k: hparam_value(v) for k, v in params.items()}
-    values[STATE_PARAM] = state
-    finite = {k: v for k, v in finals.items() if math.isfinite(v)}
-    _, session_start, session_end = hparams(values, {f"final/{k}": v for k, v in finite.items()})
+def write_trial_session(
+    log_dir: Path, params: dict[str, Any], state: str, space: SearchSpace | None = None, name: str | None = None
+) -> None:
+    """One hparams session (tuned values typed as their columns, the state) in the trial's own
+    run; the table's metric columns read the last value of the trial's scalars."""
     writer = SummaryWriter(str(log_dir))
-    writer.file_writer.add_summary(session_start)
-    writer.file_writer.add_summary(session_end)
-    for name, value in finite.items():
-        writer.add_scalar(f"final/{name}", value, 0)
+    writer.file_writer.add_summary(session_summary(session_values(params, state, space), group=name))
     writer.close()
 
 
 class StudyCallback(Callback):
     """Per-trial TensorBoard and the live-trial registry that failure reasons come from."""
 
-    def __init__(self, tensorboard_dir: str | Path, metric: str, base_epochs: int, max_t: int):
+    def __init__(
+        self, tensorboard_dir: str | Path, metric: str, base_epochs: int, max_t: int, space: SearchSpace | None = None
+    ):
         self.tensorboard_dir = str(tensorboard_dir)
+        self.space = space
         self.metric = metric
         self.base_epochs = base_epochs
         self.max_t = max_t
@@ -87,9 +77,9 @@ class StudyCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         writer = self._writer(trial.trial_id)
-        for name, value in numeric_metrics(result).items():
-            if name != "epoch" and math.isfinite(value):
-                writer.add_scalar(name, value, epoch)
+        for tag, value in grouped(numeric_metrics(result)).items():
+            if math.isfinite(value):
+                writer.add_scalar(tag, value, epoch)
         writer.flush()
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
@@ -109,8 +99,8 @@ class StudyCallback(Callback):
         else:
             target = target_epochs(params, self.base_epochs, self.max_t)
             state = "COMPLETE" if int(result.get("epoch", 0) or 0) >= target else "PRUNED"
-        finals = {k: v for k, v in numeric_metrics(result).items() if f"final/{k}" in final_tags(self.metric)}
-        write_trial_session(Path(self.tensorboard_dir) / trial.trial_id, params, state, finals)
+        space = getattr(self, "space", None)  # absent in a callback pickled by an older version
+        write_trial_session(Path(self.tensorboard_dir) / trial.trial_id, params, state, space, trial.trial_id)
 
     def on_experiment_end(self, trials: list, **info) -> None:
         for writer in self._writers.values():
@@ -141,4 +131,4 @@ class TrialConsole(StudyConsole):
         return failure_reason(trial.trial_id)
 
 
-__all__ = ["StudyCallback", "TrialConsole", "write_experiment_summary", "write_trial_session"]
+__all__ = ["STATE_PARAM", "StudyCallback", "TrialConsole", "write_experiment_summary", "write_trial_session"]

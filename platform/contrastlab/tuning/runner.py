@@ -50,6 +50,7 @@ from contrastlab.tuning.study import (
     open_storage,
     redact,
 )
+from contrastlab.tuning.tensorboard import log_study_figures
 from contrastlab.tuning.trial import run_trial, trial_context
 
 log = logging.getLogger("contrastlab")
@@ -213,7 +214,7 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, storage: optuna.storages.Bas
     log.info(
         "study %s: %d trials, %d at once on the cluster as it is now", spec.study_name, spec.num_samples, pace.allowed()
     )
-    callback = StudyCallback(paths.output / "tensorboard", spec.metric, spec.base.optim.epochs, spec.max_t)
+    callback = StudyCallback(paths.output / "tensorboard", spec.metric, spec.base.optim.epochs, spec.max_t, spec.space)
     retention = checkpoint_retention(spec, paths, storage)
     console = TrialConsole(
         spec.study_name, paths.output, spec.metric, spec.mode, spec.num_samples, spec.base.optim.epochs, spec.max_t
@@ -324,9 +325,11 @@ def run_study(
     study = optuna.load_study(study_name=spec.study_name, storage=storage)
     if spec.objectives:
         summary = write_pareto_outputs(study, spec.base, output, redact(url), spec.metrics, spec.modes)
+        log_study_figures(output)
         return StudyOutcome(study, summary, output)
     anchors = study_anchors(spec, output)
     summary = write_outputs(study, spec.base, output, redact(url), spec.metric, spec.mode, anchors)
+    log_study_figures(output)  # the report's figures, in TensorBoard's Images dashboard
     return StudyOutcome(study, summary, output)
 
 
