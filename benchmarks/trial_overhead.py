@@ -415,7 +415,7 @@ def overhead_section(part: dict, title: str = "One-worker trials: overhead and s
     lines = [
         f"## {title}",
         "",
-        f"Command: `{part['command']}` ({part['date']}, {len(rows)} rounds; the train arm ran in "
+        f"Command: `{part['command']}` ({part['date']}, {len(rows)} round(s); the Ray Train arm ran in "
         f"{sum(r['train_arm'] for r in rows)} of them). Small trials: 1 epoch on 512 images; long "
         "trials: 3 epochs on 2048 images; 8 trials per study, FIFO. Study ratio = (Ray start + study "
         "wall time) / (Ray start + sum of the 8 in-process times); target ≤ 1.5×. Overhead = study "
