@@ -28,7 +28,10 @@ lock is held while Ray runs and released between rounds, so test runs can interl
 round records the load average (1 min) as it starts and ends; figures are medians of
 per-round values and ratios.
 
-    python benchmarks/trial_overhead.py --part overhead --rounds 3
+    OMP_NUM_THREADS=1 python benchmarks/trial_overhead.py --part overhead --rounds 3 [--train-rounds 1]
+    git archive 72fefa4^1 platform | tar -x -C /tmp/contrastlab-before   # main before the fast path
+    OMP_NUM_THREADS=1 python benchmarks/trial_overhead.py --part workers --rounds 3 --before /tmp/contrastlab-before
+    OMP_NUM_THREADS=1 python benchmarks/trial_overhead.py --part disk --paths auto train
 """
 
 from __future__ import annotations
