@@ -87,7 +87,9 @@ class Timer:
         self.sync()
         names = list(arms)
         times: dict[str, list[float]] = {name: [] for name in names}
+        self.loads: list[float] = []  # the 1-minute load average as each round starts
         for r in range(repeats):
+            self.loads.append(os.getloadavg()[0])
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 times[name].append(self.block(arms[name], steps))
         return times
@@ -300,7 +302,15 @@ def run(args) -> dict:
         if key in times and method != "simclr" and ref in times:
             ratios[f"{method}_cost"] = paired_ratio(times[key], times[ref])
     kmeans = kmeans_share(args, setups["mcl"], statistics.median(times["mcl_step"])) if "mcl" in setups else None
-    return {"device": device, "rows": rows, "ratios": ratios, "kmeans": kmeans, "rounds": args.repeats}
+    per_round = [
+        {
+            "load_1min": load,
+            "simclr_of_model": times["model_only"][r] / times["simclr_step"][r],
+            **({"simclr_over_pil": times["pil_loader"][r] / times["simclr_step"][r]} if "pil_loader" in times else {}),
+        }
+        for r, load in enumerate(timer.loads)
+    ]
+    return {"device": device, "rows": rows, "ratios": ratios, "kmeans": kmeans, "rounds": per_round}
 
 
 def report(args, result: dict) -> str:
@@ -344,7 +354,17 @@ def report(args, result: dict) -> str:
             f"{kmeans['embed_s']:.1f} s + {kmeans['kmeans_s']:.1f} s | "
             f"{100 * kmeans['share']:.1f}% of a {args.stage_epochs}-epoch stage | <= 5% |"
         )
-    lines += ["", f"command: `python benchmarks/throughput.py {' '.join(sys.argv[1:])}`", ""]
+    lines += [
+        "",
+        "| round | load average (1 min) at its start | SimCLR / model | ours / PIL |",
+        "|---:|---:|---:|---:|",
+    ]
+    for index, r in enumerate(result["rounds"]):
+        pil = f"{r['simclr_over_pil']:.2f}" if "simclr_over_pil" in r else ""
+        lines.append(f"| {index + 1} | {r['load_1min']:.2f} | {r['simclr_of_model']:.2f} | {pil} |")
+    threads = os.environ.get("OMP_NUM_THREADS")
+    prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
+    lines += ["", f"command: `{prefix}python benchmarks/throughput.py {' '.join(sys.argv[1:])}`", ""]
     return "\n".join(lines)
 
 
@@ -399,7 +419,13 @@ def main(argv=None) -> None:
     json_path = path.with_suffix(".json")
     json_path.write_text(
         json.dumps(
-            {"args": vars(args), "rows": result["rows"], "ratios": result["ratios"], "kmeans": result["kmeans"]},
+            {
+                "args": vars(args),
+                "rows": result["rows"],
+                "ratios": result["ratios"],
+                "kmeans": result["kmeans"],
+                "rounds": result["rounds"],
+            },
             indent=1,
         )
     )
