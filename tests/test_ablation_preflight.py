@@ -38,3 +38,29 @@ def test_ablate_refuses_a_run_larger_than_its_local_ray_before_any_run(tmp_path,
     # No run started and no run folder was prepared: no Tune experiment, no run's marker.
     assert not list(output.glob("ray/grid-*"))
     assert not [p for p in output.glob("runs/*/*/*") if p.is_file()]
+
+
+@pytest.mark.parametrize(
+    ("resources", "cpus", "fits"),
+    [
+        ({"workers": 2, "cpus_per_worker": 1}, 2.0, False),  # the driver's 0.01 CPU has no room
+        ({"workers": 2, "cpus_per_worker": 0.5}, 2.0, True),
+        ({"workers": 2, "cpus_per_worker": 1}, 3.0, True),
+        ({"workers": 1, "cpus_per_worker": 2, "trial_path": "train"}, 2.0, False),
+        ({"workers": 1, "cpus_per_worker": 2}, 2.0, True),  # the fast path has no driver
+    ],
+)
+def test_a_train_path_trial_leaves_room_for_its_driver(resources, cpus, fits):
+    from contrastlab.config import ConfigError
+    from contrastlab.study.preflight import check_driver_fits, named
+
+    cfg = tiny_config(resources={"device": "cpu", **resources})
+    if fits:
+        check_driver_fits(cfg, cpus)
+        return
+    with pytest.raises(ConfigError) as caught, named("spec.yaml", "variant a: "):
+        check_driver_fits(cfg, cpus)
+    assert caught.value.field == "variant a: resources.cpus_per_worker"
+    suggested = float(str(caught.value).rsplit("cpus_per_worker: ", 1)[1])
+    res = cfg.resources
+    assert res.workers * suggested + 0.01 <= cpus + 1e-9 < res.workers * res.cpus_per_worker + 0.01
