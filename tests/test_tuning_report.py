@@ -172,3 +172,28 @@ def test_tune_outputs_include_the_report(tmp_path):
     assert 12 not in payload["branches"][0]["trial_numbers"] and 13 not in payload["branches"][0]["trial_numbers"]
     text = (tmp_path / "report.md").read_text()
     assert "| 12 | FAIL |" in text and "| 13 | RUNNING |" in text
+
+
+def test_a_rebuilt_multi_objective_folder_keeps_a_column_per_objective(tmp_path):
+    import csv
+
+    from contrastlab.tuning.objectives import name_objectives
+    from contrastlab.tuning.report import report_from_study_dir
+
+    folder = tmp_path / "two"
+    folder.mkdir()
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], study_name="two-0123", storage=f"sqlite:///{folder / 'study.db'}"
+    )
+    for trial in two_objective_study().trials:
+        study.add_trial(trial)
+    name_objectives(study, ["val/knn_top1", "train_seconds"])
+    (folder / SPEC_FILE).write_text(yaml.safe_dump({"name": "two", "study_name": "two-0123"}))
+    report_from_study_dir(folder)
+    with (folder / "trials.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[3:6] == ["value", "value:val/knn_top1", "value:train_seconds"]
+    for row, trial in zip(rows, study.trials, strict=True):
+        assert [float(row["value:val/knn_top1"]), float(row["value:train_seconds"])] == trial.values
+        assert float(row["value"]) == trial.values[0]
+    assert "objective: val/knn_top1 (max), train_seconds (min)" in (folder / "report.md").read_text()

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial
 
 from contrastlab.config import ExperimentConfig
 from contrastlab.tuning.objectives import name_objectives
-from contrastlab.tuning.report import complete_trials, state_counts, trial_rows, write_importances
+from contrastlab.tuning.report import complete_trials, state_counts, write_importances, write_trials_csv
 from contrastlab.tuning.report_render import write_study_report
 from contrastlab.tuning.study import OVERRIDES, TUNE_TRIAL_ID
 
@@ -45,29 +45,6 @@ def dominates(a: list[float], b: list[float], modes: list[str]) -> bool:
     signs = [1.0 if m == "max" else -1.0 for m in modes]
     better_or_equal = all(s * x >= s * y for s, x, y in zip(signs, a, b))
     return better_or_equal and any(s * x > s * y for s, x, y in zip(signs, a, b))
-
-
-def value_columns(metrics: list[str]) -> list[str]:
-    return [f"value:{metric}" for metric in metrics]
-
-
-def write_trials_csv(study: optuna.Study, metrics: list[str], path: Path) -> int:
-    rows = trial_rows(study)
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    for row in rows:
-        values = by_number[row["number"]].values
-        columns = value_columns(metrics)
-        row.update(dict.fromkeys(columns, "") if values is None else dict(zip(columns, values)))
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    # The objective columns right after `value`.
-    fields = [f for f in fields if f not in value_columns(metrics)]
-    at = fields.index("value") + 1 if "value" in fields else len(fields)
-    fields[at:at] = value_columns(metrics)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    return len(rows)
 
 
 def write_pareto_csv(points: list[FrozenTrial], metrics: list[str], path: Path) -> None:
@@ -166,7 +143,7 @@ def write_pareto_outputs(
     output.mkdir(parents=True, exist_ok=True)
     if not study.metric_names:  # a study created before the names were recorded
         name_objectives(study, metrics)
-    write_trials_csv(study, metrics, output / "trials.csv")
+    write_trials_csv(study, output / "trials.csv", metrics)
     importances = write_importances(study, output / "importances.json")
     write_study_report(study, output, importances)
     points = front(study, metrics, modes)
@@ -185,5 +162,4 @@ __all__ = [
     "plot_front",
     "write_pareto_csv",
     "write_pareto_outputs",
-    "write_trials_csv",
 ]

@@ -81,10 +81,24 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     return rows
 
 
-def write_trials_csv(study: optuna.Study, path: Path) -> int:
+def value_columns(metrics: list[str]) -> list[str]:
+    return [f"value:{metric}" for metric in metrics]
+
+
+def write_trials_csv(study: optuna.Study, path: Path, metrics: list[str] | None = None) -> int:
+    """Every trial; with several objectives (named by `metrics`, else by the study's metric
+    names), one `value:<metric>` column each right after `value`, which holds the first."""
     rows = trial_rows(study)
     extra = [k for k in (rows[0] if rows else {}) if k not in CSV_FIELDS]
     fields = list(CSV_FIELDS) + extra
+    metrics = metrics or (study.metric_names if len(study.directions) > 1 else None)
+    if metrics:
+        columns = value_columns(metrics)
+        values = {t.number: t.values for t in study.get_trials(deepcopy=False)}
+        for row in rows:
+            found = values[row["number"]]
+            row.update(dict.fromkeys(columns, "") if found is None else dict(zip(columns, found)))
+        fields[fields.index("value") + 1 : fields.index("value") + 1] = columns
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
@@ -260,5 +274,6 @@ __all__ = [
     "write_best_config",
     "write_importances",
     "write_outputs",
+    "value_columns",
     "write_trials_csv",
 ]
