@@ -194,6 +194,9 @@ def hparams_sessions(root: Path) -> dict[str, dict]:
     for run in sorted(p for p in root.iterdir() if p.is_dir()):
         accumulator = EventAccumulator(str(run))
         accumulator.Reload()
+        if run.name == "report":  # the study report's figures, logged as images: no session
+            assert "report/history" in accumulator.Tags()["images"]
+            continue
         content = accumulator.PluginTagToContent(metadata.PLUGIN_NAME)
         if metadata.SESSION_START_INFO_TAG in content:
             info = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
