@@ -123,7 +123,7 @@ def study_searcher(tmp_path: Path):
 def test_study_searcher_records_states_values_and_orphans(tmp_path: Path) -> None:
     from optuna.trial import TrialState
 
-    from contrastlab.tuning.study import FAIL_REASON, STOPPED_BY, TUNE_TRIAL_ID
+    from contrastlab.tuning.study import FAIL_REASON, STOPPED_BY, TUNE_TRIAL_ID, end_orphans
 
     searcher = study_searcher(tmp_path)
     assert searcher.suggest("done") is not None
@@ -136,7 +136,7 @@ def test_study_searcher_records_states_values_and_orphans(tmp_path: Path) -> Non
     searcher.suggest("broken")
     searcher.on_trial_complete("broken", None, error=True)
     orphan = searcher.study.ask()  # asked after Tune last saved its state
-    searcher.fail_orphans()
+    assert end_orphans(searcher.study_storage, "s", {"done", "stopped", "broken"}) == 1
 
     study = optuna.load_study(study_name="s", storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}"))
     trials = {t.user_attrs.get(TUNE_TRIAL_ID, t.number): t for t in study.get_trials()}

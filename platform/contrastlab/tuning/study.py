@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 
 from contrastlab.errors import UserError
 from contrastlab.study.internals import legacy_searcher_state, searcher_trials
-from contrastlab.tuning.orphans import RESUME_KEY, RESUMED_FROM, fail_orphan, fail_unresumed, orphans
+from contrastlab.tuning.orphans import RESUME_KEY, RESUMED_FROM, fail_unresumed, orphans
 from contrastlab.tuning.space import SearchSpace
 
 log = logging.getLogger("contrastlab")
@@ -335,11 +335,6 @@ class StudySearcher(OptunaSearch):
         self.study_storage.set_trial_user_attr(self.storage_id(number), RESUMED_FROM, runs)
         log.warning("trial %s resumes Optuna trial #%d (Tune trial %s, orphaned)", trial_id, number, earlier)
         return earlier
-
-    def fail_orphans(self) -> None:
-        """Record every orphan left (RUNNING, unknown to this searcher) as FAIL, with why."""
-        for number in orphans(self.study, (t.number for t in searcher_trials(self).values())):
-            fail_orphan(self.study_storage, self.storage_id(number), number, FAIL_REASON)
 
 
 def end_orphans(storage: optuna.storages.BaseStorage, study_name: str, tune_trial_ids) -> int:
